@@ -1,0 +1,244 @@
+"""The ``lenet5`` command line: train, evaluate, summary, bench.
+
+Every user error (bad argument, bad file) ends in one line on stderr and exit status 2;
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Lenet5Error
+
+
+# --------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- commands
+def _new_run_dir(out: str | None, preset: str, force: bool) -> Path:
+    """A fresh directory for this run. An existing non-empty --out needs --force."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise Lenet5Error(f"--out {path}: exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise Lenet5Error(f"--out {path}: directory is not empty; choose another or pass --force to overwrite")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{preset}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write, save_checkpoint
+    from .data import load_dir
+    from .model import LeNet5
+    from .optim import SGD
+    from .train import fit, subset
+
+    data = load_dir(args.data_dir)
+    data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
+    model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
+    optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
+                    weight_decay=args.weight_decay)
+    run_dir = _new_run_dir(args.out, args.preset, args.force)
+    settings = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                "momentum": args.momentum, "schedule": args.schedule, "weight_decay": args.weight_decay, "seed": args.seed,
+                "train_limit": args.train_limit, "dtype": args.dtype, "engine": "numpy"}
+    config = {"settings": settings, "data": data.describe(), "command": sys.argv,
+              "started": datetime.now().isoformat(timespec="seconds")}
+    atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+    print(f"lenet5: training {model!r} on {data.name} ({len(data.train)} train / {len(data.test)} test "
+          f"images from {data.source}) -> {run_dir}", file=sys.stderr)
+
+    def on_epoch(rec: dict) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        save_checkpoint(run_dir / "model.safetensors", model,
+                        {"settings": settings, "data": data.describe(), "epoch": rec["epoch"],
+                         "test_acc": rec["test_acc"]})
+        print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
+              f"{100 * rec['train_acc']:6.2f}%  test loss {rec['test_loss']:.4f} acc "
+              f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
+
+    fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed,
+        progress=not args.quiet, on_epoch=on_epoch, schedule=args.schedule)
+    print(f"lenet5: saved {run_dir / 'model.safetensors'}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import load_dir
+    from .train import evaluate
+
+    model, meta = load_checkpoint(args.checkpoint, preset=args.preset)
+    data = load_dir(args.data_dir)
+    start = time.perf_counter()
+    result = evaluate(model, data.test, args.batch_size)
+    result.update(checkpoint=str(args.checkpoint), preset=model.preset.name, data=data.describe(),
+                  seconds=time.perf_counter() - start)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.checkpoint} ({model.preset.name}) on {data.name} test set, {result['n']} images")
+    print(f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}")
+    print("per-class accuracy: " + "  ".join(f"{d}:{100 * a:.1f}%" for d, a in enumerate(result["per_class_accuracy"])))
+    print("confusion matrix (rows: true label, columns: predicted):")
+    print("      " + " ".join(f"{d:>5}" for d in range(10)))
+    for d, row in enumerate(result["confusion"]):
+        print(f"  {d:>2}  " + " ".join(f"{v:>5}" for v in row))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .model import LeNet5
+
+    model = LeNet5(args.preset, seed=None)
+    rows = model.summary()
+    if args.json:
+        print(json.dumps({"preset": args.preset, "layers": rows, "total_params": model.num_parameters()}))
+        return 0
+    print(f"{args.preset}: {model.preset.description}")
+    print(f"{'layer':<9}{'kind':<28}{'output shape':<16}{'params':>8}")
+    for r in rows:
+        print(f"{r['name']:<9}{r['layer']:<28}{'x'.join(map(str, r['output_shape'])):<16}{r['params']:>8}")
+    print(f"{'total':<53}{model.num_parameters():>8}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from .model import DEFAULT_PRESET, PRESETS
+    from .schedules import SCHEDULES
+
+    parser = _Parser(prog="lenet5", description="LeNet-5 in NumPy: train, evaluate, benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and save it in a run directory")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    t.add_argument("--data-dir", required=True, help="directory with the four MNIST-format IDX files")
+    t.add_argument("--epochs", type=positive_int, default=10)
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    t.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
+    t.add_argument("--momentum", type=fraction, default=0.0, help="SGD momentum in [0, 1) (default 0)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning-rate schedule over the whole run (default: cosine decay to 0)")
+    t.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    t.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and --train-limit")
+    t.add_argument("--train-limit", type=positive_int, default=None,
+                   help="train on N images drawn at random (seeded) from the training set")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
+    t.add_argument("--force", action="store_true", help="allow --out to be a non-empty directory")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
+    e.add_argument("checkpoint", type=Path, help="model.safetensors (or a notebook-style .npz)")
+    e.add_argument("--data-dir", required=True)
+    e.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="override the preset stored in the checkpoint")
+    e.add_argument("--batch-size", type=positive_int, default=500)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("summary", help="every layer's output shape and parameter count")
+    s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_summary)
+
+    b = sub.add_parser("bench", help="training and inference speed, NumPy engine vs PyTorch")
+    b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
+    b.add_argument("--batch-sizes", default="64", help="comma-separated, e.g. 1,16,64,256,1024")
+    b.add_argument("--steps", type=positive_int, default=100, help="training steps per repetition")
+    b.add_argument("--repeats", type=positive_int, default=5, help="interleaved repetitions per engine")
+    b.add_argument("--infer-images", type=positive_int, default=10000)
+    b.add_argument("--profile", action="store_true", help="per-layer forward/backward time of a training step")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Lenet5Error as e:
+        print(f"lenet5: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lenet5: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Layers: forward(x) and backward(dy), CS231n style, on batch-last arrays.
+
+Every layer keeps its parameters in ``params`` and the matching gradients in ``grads``
+(name -> array, same shapes). ``backward`` only *computes* gradients; updating the
+parameters is the optimizer's job (``lenet5.optim``). A layer remembers from ``forward``
+just what its ``backward`` needs.
+
+Shapes use the batch-last layout of ``lenet5.ops``: images (C, H, W, N), vectors (F, N).
+Every layer works in float32 or float64, whatever dtype its parameters have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+
+
+class Layer:
+    """Base class. Subclasses set ``params``/``grads`` in __init__ if they have any."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the output for an input of ``input_shape`` (batch axis included)."""
+        return input_shape
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _check_input(layer: Layer, x: np.ndarray, ndim: int, channels: int | None) -> None:
+    if x.ndim != ndim:
+        layout = "(C, H, W, N)" if ndim == 4 else "(F, N)"
+        raise ValueError(f"{layer!r}: expected a {ndim}-D batch-last array {layout}, got shape {x.shape}")
+    if channels is not None and x.shape[0] != channels:
+        raise ValueError(f"{layer!r}: expected {channels} input channels/features on axis 0, got {x.shape[0]}")
+
+
+class Conv2d(Layer):
+    """2-D convolution, stride 1, zero padding ``pad``.
+
+    forward:  x (C_in, H, W, N) -> y (C_out, H + 2·pad - k + 1, W + 2·pad - k + 1, N)
+    backward: dy (like y) -> dx (like x), or None when ``input_grad`` is False (the first
+              layer of a network never needs it, which saves a col2im per step).
+    params:   weight (C_out, C_in, k, k), bias (C_out,)   [PyTorch's layout]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pad: int = 0,
+                 dtype: np.dtype | type = np.float32, input_grad: bool = True) -> None:
+        super().__init__()
+        k = kernel_size
+        self.pad = pad
+        self.input_grad = input_grad
+        self.params = {"weight": np.zeros((out_channels, in_channels, k, k), dtype),
+                       "bias": np.zeros(out_channels, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._cache: tuple | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        w = self.params["weight"]
+        _check_input(self, x, 4, w.shape[1])
+        y, self._cache = ops.conv2d_forward(x.astype(w.dtype, copy=False), w, self.params["bias"], self.pad)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        dx, dw, db = ops.conv2d_backward(dy, self._cache, need_dx=self.input_grad)
+        self.grads["weight"][...] = dw
+        self.grads["bias"][...] = db
+        return dx
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c_out, _, k, _ = self.params["weight"].shape
+        _, h, w, n = input_shape
+        return (c_out, h + 2 * self.pad - k + 1, w + 2 * self.pad - k + 1, n)
+
+    def __repr__(self) -> str:
+        f, c, k, _ = self.params["weight"].shape
+        return f"Conv2d({c}->{f}, {k}x{k}, pad={self.pad})"
+
+
+class AvgPool2d(Layer):
+    """2×2 average pooling with stride 2 (no parameters).
+
+    forward:  x (C, H, W, N) with H, W even -> y (C, H/2, W/2, N)
+    backward: dy (C, H/2, W/2, N) -> dx (C, H, W, N), dx = dy/4 spread over each window
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_input(self, x, 4, None)
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"{self!r}: height and width must be even, got {x.shape[1]}x{x.shape[2]}")
+        return ops.avg_pool_forward(x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return ops.avg_pool_backward(dy)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w, n = input_shape
+        return (c, h // 2, w // 2, n)
+
+
+class Tanh(Layer):
+    """y = tanh(x), elementwise, any shape. backward: dx = dy · (1 − y²)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._y
+        g = y * y
+        np.subtract(1, g, out=g)
+        g *= dy
+        return g
+
+
+class Sigmoid(Layer):
+    """y = 1/(1+e^(−x)), elementwise, any shape. backward: dx = dy · y(1 − y).
+
+    Computed as ½(1 + tanh(x/2)): identical math, but it never overflows for large |x|.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = np.tanh(x * 0.5)
+        y += 1
+        y *= 0.5
+        self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._y
+        g = 1 - y
+        g *= y
+        g *= dy
+        return g
+
+
+class Flatten(Layer):
+    """(C, H, W, N) -> (C·H·W, N), features ordered (c, h, w) as torch.flatten(x, 1) does."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(-1, x.shape[-1])
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy.reshape(self._shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(input_shape[:-1])), input_shape[-1])
+
+
+class Linear(Layer):
+    """Fully connected layer, y = W·x + b.
+
+    forward:  x (in_features, N) -> y (out_features, N)
+    backward: dy (out_features, N) -> dx = Wᵀ·dy; dW = dy·xᵀ, db = Σ_n dy
+    params:   weight (out_features, in_features), bias (out_features,)   [PyTorch's layout]
+    """
+
+    def __init__(self, in_features: int, out_features: int, dtype: np.dtype | type = np.float32) -> None:
+        super().__init__()
+        self.params = {"weight": np.zeros((out_features, in_features), dtype),
+                       "bias": np.zeros(out_features, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        w = self.params["weight"]
+        _check_input(self, x, 2, w.shape[1])
+        self._x = x.astype(w.dtype, copy=False)
+        y = w @ self._x
+        y += self.params["bias"][:, None]
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        w = self.params["weight"]
+        np.matmul(dy, self._x.T, out=self.grads["weight"])
+        np.sum(dy, axis=1, out=self.grads["bias"])
+        return w.T @ dy
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.params["weight"].shape[0], input_shape[-1])
+
+    def __repr__(self) -> str:
+        out_f, in_f = self.params["weight"].shape
+        return f"Linear({in_f}->{out_f})"
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) and its gradient.
+
+    logits (N, K), labels (N,) ints in [0, K) -> (loss, dlogits (N, K)).
+    log softmax is computed with the log-sum-exp trick (subtract the row max first), so no
+    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − onehot)/N.
+    """
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(z)
+    sumexp = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = float(np.mean(np.log(sumexp[:, 0]) - z[rows, labels]))
+    dlogits = exp / sumexp
+    dlogits[rows, labels] -= 1
+    dlogits /= n
+    return loss, dlogits

@@ -1,0 +1,227 @@
+"""LeNet-5 as a named sequence of layers, built from a preset.
+
+The stages carry the 1998 paper's names: C1, S2, C3, S4, C5, F6, OUTPUT. Parameter names
+(``c1.weight``, ``f6.bias``, ...) and shapes are those of the PyTorch replica, so a
+``state_dict`` moves between the two engines unchanged.
+
+At the model's boundary arrays use the usual layout, images (N, 1, 28, 28) and logits
+(N, 10); inside, layers work batch-last (see ``lenet5.ops``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, Sigmoid, Tanh, softmax_cross_entropy
+
+Init = Callable[[np.random.Generator, str, np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- initialisers
+def _fans(w: np.ndarray) -> tuple[int, int]:
+    """fan_in, fan_out of a weight (out, in, *kernel)."""
+    receptive = int(np.prod(w.shape[2:])) if w.ndim > 2 else 1
+    return w.shape[1] * receptive, w.shape[0] * receptive
+
+
+def seed_tanh_init(rng: np.random.Generator, name: str, w: np.ndarray) -> np.ndarray:
+    """LeCun uniform ±√(3/fan_in) for convolutions; ±4·√(6/(fan_in+fan_out)) for F6, OUTPUT.
+
+    The second is Glorot's bound scaled by 4, the usual choice in front of a sigmoid.
+    """
+    fan_in, fan_out = _fans(w)
+    bound = np.sqrt(3.0 / fan_in) if w.ndim == 4 else 4.0 * np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=w.shape)
+
+
+def xavier_uniform_init(rng: np.random.Generator, name: str, w: np.ndarray) -> np.ndarray:
+    """Glorot/Xavier uniform: ±√(6/(fan_in+fan_out))."""
+    fan_in, fan_out = _fans(w)
+    bound = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=w.shape)
+
+
+def scale_pixels(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
+    x = images.astype(dtype)
+    x *= 1 / 255
+    return x[:, None]
+
+
+# --------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture: its layers, initialisation, input scaling and training defaults."""
+
+    name: str
+    description: str
+    build: Callable[[np.dtype], list[tuple[str, Layer]]]
+    init: Init
+    prepare: Callable[[np.ndarray, np.dtype], np.ndarray] = scale_pixels
+    defaults: dict = field(default_factory=dict)
+
+
+def _seed_layers(act: type[Layer]) -> Callable[[np.dtype], list[tuple[str, Layer]]]:
+    def build(dtype: np.dtype) -> list[tuple[str, Layer]]:
+        return [
+            ("c1", Conv2d(1, 6, 5, pad=2, dtype=dtype, input_grad=False)),
+            ("c1_act", act()),
+            ("s2", AvgPool2d()),
+            ("c3", Conv2d(6, 16, 5, dtype=dtype)),
+            ("c3_act", act()),
+            ("s4", AvgPool2d()),
+            ("c5", Conv2d(16, 120, 5, dtype=dtype)),
+            ("c5_act", act()),
+            ("flatten", Flatten()),
+            ("f6", Linear(120, 84, dtype=dtype)),
+            ("f6_act", Sigmoid()),
+            ("output", Linear(84, 10, dtype=dtype)),
+        ]
+    return build
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "seed-tanh",
+            "C1-S2-C3-S4-C5 with tanh and average pooling, sigmoid F6, softmax output",
+            _seed_layers(Tanh),
+            seed_tanh_init,
+        ),
+        Preset(
+            "seed-sigmoid",
+            "the seed-tanh network with sigmoid everywhere and Xavier-uniform init",
+            _seed_layers(Sigmoid),
+            xavier_uniform_init,
+        ),
+    ]
+}
+DEFAULT_PRESET = "seed-tanh"
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------- the model
+class LeNet5:
+    """A LeNet-5 network: forward, loss, backward, named parameters and gradients.
+
+    >>> model = LeNet5("seed-tanh", seed=0)
+    >>> logits = model.forward(x)          # x: (N, 1, 28, 28) float, logits: (N, 10)
+    >>> loss, dlogits = model.loss(logits, labels)
+    >>> model.backward(dlogits)            # fills model.grads()
+    """
+
+    def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
+                 dtype: np.dtype | type = np.float32) -> None:
+        self.preset = get_preset(preset)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.layers: list[tuple[str, Layer]] = self.preset.build(self.dtype)
+        self.reset_parameters(np.random.default_rng(seed))
+
+    # -- parameters -----------------------------------------------------------------------
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """Weights from the preset's initialiser (in layer order), biases zero."""
+        for name, p in self.params().items():
+            p[...] = self.preset.init(rng, name, p) if name.endswith("weight") else 0
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Parameters by name ('c1.weight', ...). The arrays are the model's own, not copies."""
+        return {f"{ln}.{pn}": p for ln, layer in self.layers for pn, p in layer.params.items()}
+
+    def grads(self) -> dict[str, np.ndarray]:
+        """Gradients by parameter name, as left by the last backward()."""
+        return {f"{ln}.{pn}": g for ln, layer in self.layers for pn, g in layer.grads.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, keyed like the PyTorch replica's state_dict()."""
+        return {name: p.copy() for name, p in self.params().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters; names and shapes must match exactly."""
+        own = self.params()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch for preset {self.preset.name!r}: "
+                           f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+        for name, p in own.items():
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"{name}: expected shape {p.shape}, got {value.shape}")
+            p[...] = value
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.params().values())
+
+    def layer(self, name: str) -> Layer:
+        return dict(self.layers)[name]
+
+    # -- computation ----------------------------------------------------------------------
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, 28, 28) -> the network's float input (N, 1, 28, 28)."""
+        return self.preset.prepare(images, self.dtype)
+
+    def forward(self, x: np.ndarray, keep: list[str] | None = None) -> np.ndarray:
+        """x (N, 1, 28, 28) or (N, 28, 28) -> logits (N, 10).
+
+        ``keep``: names of layers whose outputs to record in ``self.activations`` (as
+        (N, C, H, W) or (N, F) copies), e.g. for plotting feature maps.
+        """
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4:
+            raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got shape {x.shape}")
+        h = x.transpose(1, 2, 3, 0)  # a view; C1's padding copy makes it batch-last for real
+        self.activations: dict[str, np.ndarray] = {}
+        for name, layer in self.layers:
+            h = layer.forward(h)
+            if keep and name in keep:
+                self.activations[name] = np.moveaxis(h, -1, 0).copy()
+        return np.ascontiguousarray(h.T)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """dlogits (N, 10) -> fills grads() for every parameter."""
+        d = dlogits.T
+        for _, layer in reversed(self.layers):
+            d = layer.backward(d)
+            if d is None:  # the first layer does not propagate to the input
+                break
+
+    @staticmethod
+    def loss(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """Softmax cross-entropy: (loss, dlogits)."""
+        return softmax_cross_entropy(logits, labels)
+
+    def predict(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            z = self.forward(self.prepare(images[i : i + batch_size]))
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            out.append(p / p.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, 10), self.dtype)
+
+    def summary(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[dict]:
+        """One row per layer: name, kind, output shape (without batch), parameter count."""
+        shape = (*input_shape, 1)
+        rows = []
+        for name, layer in self.layers:
+            shape = layer.output_shape(shape)
+            rows.append({"name": name, "layer": repr(layer), "output_shape": list(shape[:-1]),
+                         "params": int(sum(p.size for p in layer.params.values()))})
+        return rows
+
+    def __repr__(self) -> str:
+        return f"LeNet5(preset={self.preset.name!r}, dtype={self.dtype}, params={self.num_parameters()})"

@@ -1,0 +1,70 @@
+"""Shared fixtures: the committed MNIST slice, and the offline MNIST data of this project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MINI = FIXTURES / "mnist-mini"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def numerical_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to x (perturbed in place)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        plus = f()
+        x[i] = old - eps
+        minus = f()
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a-b| / max(|a|, |b|): one number for a whole gradient, robust to tiny entries."""
+    scale = max(np.abs(a).max(), np.abs(b).max(), 1e-12)
+    return float(np.abs(a - b).max() / scale)
+
+
+@pytest.fixture
+def mini_dir() -> Path:
+    return MINI
+
+
+def shared_mnist() -> Path | None:
+    """../shared/data/mnist beside the checkout (or $LENET5_SHARED_MNIST), if present."""
+    env = os.environ.get("LENET5_SHARED_MNIST")
+    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "mnist"]:
+        if (candidate / "train5k-images-idx3-ubyte.gz").is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def mnist5k_dir(tmp_path: Path) -> Path:
+    """A data dir with the 5,000-image MNIST training subset and the official test set.
+
+    Skips where the offline data is absent, except in CI, where it must be there.
+    """
+    src = shared_mnist()
+    if src is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the real-data test, but ../shared/data/mnist is missing")
+        pytest.skip("offline MNIST data (../shared/data/mnist) not found")
+    d = tmp_path / "mnist5k"
+    d.mkdir()
+    for dst, name in [("train-images-idx3-ubyte.gz", "train5k-images-idx3-ubyte.gz"),
+                      ("train-labels-idx1-ubyte.gz", "train5k-labels-idx1-ubyte.gz"),
+                      ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"),
+                      ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]:
+        (d / dst).symlink_to(src / name)
+    return d

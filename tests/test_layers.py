@@ -1,0 +1,95 @@
+"""Every layer's backward against central finite differences, in float64."""
+
+import numpy as np
+import pytest
+
+from conftest import numerical_grad, rel_error
+from lenet5.layers import AvgPool2d, Conv2d, Flatten, Linear, Sigmoid, Tanh, softmax_cross_entropy
+
+RNG = np.random.default_rng(0)
+
+
+def check_layer(layer, x: np.ndarray, tol: float = 1e-6) -> None:
+    """Gradient check of L = Σ y·r for a fixed random r: dL/dx and dL/dparam vs finite differences."""
+    y = layer.forward(x)
+    r = RNG.standard_normal(y.shape)
+    dx = layer.backward(r.copy())
+    loss = lambda: float(np.sum(layer.forward(x) * r))  # noqa: E731
+    if dx is not None:
+        assert dx.shape == x.shape
+        assert rel_error(dx, numerical_grad(loss, x)) < tol
+    for name, p in layer.params.items():
+        analytic = layer.grads[name].copy()
+        assert rel_error(analytic, numerical_grad(loss, p)) < tol, name
+
+
+@pytest.mark.parametrize("c_in,c_out,k,pad,hw", [(1, 3, 5, 2, 8), (3, 4, 3, 0, 7), (2, 5, 5, 0, 5), (2, 2, 3, 1, 6)])
+def test_conv2d_gradients(c_in, c_out, k, pad, hw):
+    layer = Conv2d(c_in, c_out, k, pad=pad, dtype=np.float64)
+    layer.params["weight"][...] = RNG.standard_normal(layer.params["weight"].shape)
+    layer.params["bias"][...] = RNG.standard_normal(c_out)
+    check_layer(layer, RNG.standard_normal((c_in, hw, hw, 3)))
+
+
+def test_conv2d_without_input_grad_still_gives_parameter_grads():
+    layer = Conv2d(1, 2, 3, pad=1, dtype=np.float64, input_grad=False)
+    layer.params["weight"][...] = RNG.standard_normal(layer.params["weight"].shape)
+    check_layer(layer, RNG.standard_normal((1, 5, 5, 2)))
+    assert layer.backward(np.ones((2, 5, 5, 2))) is None
+
+
+def test_avgpool_gradients():
+    check_layer(AvgPool2d(), RNG.standard_normal((3, 6, 8, 2)))
+
+
+@pytest.mark.parametrize("cls", [Tanh, Sigmoid])
+def test_activation_gradients(cls):
+    check_layer(cls(), RNG.standard_normal((4, 3, 3, 2)) * 2)
+
+
+def test_linear_gradients():
+    layer = Linear(7, 5, dtype=np.float64)
+    layer.params["weight"][...] = RNG.standard_normal((5, 7))
+    layer.params["bias"][...] = RNG.standard_normal(5)
+    check_layer(layer, RNG.standard_normal((7, 4)))
+
+
+def test_flatten_roundtrip_order_matches_torch_flatten():
+    x = np.arange(2 * 3 * 2 * 4, dtype=np.float64).reshape(2, 3, 2, 4)  # (C, H, W, N)
+    y = Flatten().forward(x)
+    # sample n's features in (c, h, w) order, as torch.flatten(x_nchw, 1)[n]
+    expected = np.stack([x[..., n].reshape(-1) for n in range(4)], axis=1)
+    np.testing.assert_array_equal(y, expected)
+    check_layer(Flatten(), RNG.standard_normal((2, 3, 2, 4)))
+
+
+def test_softmax_cross_entropy_gradient_and_value():
+    logits = RNG.standard_normal((6, 10)) * 3
+    labels = RNG.integers(0, 10, 6)
+    loss, dlogits = softmax_cross_entropy(logits, labels)
+    # value from the textbook definition, written independently
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(6), labels])), rel=1e-12)
+    numeric = numerical_grad(lambda: softmax_cross_entropy(logits, labels)[0], logits)
+    assert rel_error(dlogits, numeric) < 1e-6
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 0.0]])
+    loss, d = softmax_cross_entropy(logits, np.array([0, 0]))
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    assert loss == pytest.approx(5000.0, rel=1e-9)  # sample 0: ~0, sample 1: 10000 -> mean 5000
+
+
+def test_sigmoid_does_not_overflow():
+    y = Sigmoid().forward(np.array([[-1000.0, 0.0, 1000.0]]))
+    np.testing.assert_allclose(y, [[0.0, 0.5, 1.0]])
+
+
+def test_layers_reject_wrong_shapes():
+    with pytest.raises(ValueError, match="input channels"):
+        Conv2d(3, 4, 3).forward(np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="even"):
+        AvgPool2d().forward(np.zeros((1, 5, 4, 1)))
+    with pytest.raises(ValueError, match="2-D"):
+        Linear(4, 2).forward(np.zeros((4, 1, 1)))
