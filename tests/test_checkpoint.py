@@ -1,0 +1,103 @@
+"""Checkpoints: round trips, metadata, the notebook .npz layout, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from lenet5 import CheckpointError, LeNet5, load_checkpoint, save_checkpoint
+
+
+def test_roundtrip_keeps_weights_preset_and_metadata(tmp_path):
+    model = LeNet5("seed-sigmoid", seed=4)
+    save_checkpoint(tmp_path / "m.safetensors", model, {"settings": {"lr": 0.1}, "epoch": 3})
+    loaded, meta = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.preset.name == "seed-sigmoid" and meta["settings"] == {"lr": 0.1} and meta["epoch"] == 3
+    for k, v in model.params().items():
+        np.testing.assert_array_equal(loaded.params()[k], v)
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed away
+
+
+def test_bare_state_dict_loads_with_a_preset(tmp_path):
+    state = LeNet5(seed=1).state_dict()
+    save_file(state, str(tmp_path / "bare.safetensors"))
+    loaded, _ = load_checkpoint(tmp_path / "bare.safetensors", preset="seed-tanh")
+    np.testing.assert_array_equal(loaded.params()["c5.weight"], state["c5.weight"])
+
+
+def test_float64_checkpoint_loads_into_float32_model(tmp_path):
+    model = LeNet5(seed=1, dtype=np.float64)
+    save_checkpoint(tmp_path / "m.safetensors", model)
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.params()["c1.weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda s: s.pop("f6.bias"), "missing \\['f6.bias'\\]"),
+    (lambda s: s.update({"c3.weight": np.zeros((16, 6, 3, 3), np.float32)}), "c3.weight: expected shape"),
+    (lambda s: s.update({"extra.weight": np.zeros(2, np.float32)}), "unexpected \\['extra.weight'\\]"),
+    (lambda s: s["c1.weight"].fill(np.nan), "c1.weight contains NaN"),
+])
+def test_bad_state_gives_one_line_error(tmp_path, mutate, message):
+    state = LeNet5(seed=0).state_dict()
+    mutate(state)
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_checkpoint(tmp_path / "bad.safetensors")
+    assert "bad.safetensors" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not safetensors", b"\xff" * 8 + b"{}"])
+def test_unreadable_files(tmp_path, content):
+    (tmp_path / "x.safetensors").write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_unknown_preset_in_metadata(tmp_path):
+    save_file(LeNet5().state_dict(), str(tmp_path / "m.safetensors"), metadata={"preset": "resnet"})
+    with pytest.raises(CheckpointError, match="unknown preset 'resnet'"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
+def notebook_arrays(model: LeNet5, hwio: bool) -> dict:
+    p = model.state_dict()
+    k = (lambda w: w.transpose(2, 3, 1, 0)) if hwio else (lambda w: w)
+    return {"c1_kernel": k(p["c1.weight"]), "c1_bias": p["c1.bias"], "c3_kernel": k(p["c3.weight"]),
+            "c3_bias": p["c3.bias"], "c5_kernel": k(p["c5.weight"]), "c5_bias": p["c5.bias"],
+            "f6_weights": p["f6.weight"], "f6_bias": p["f6.bias"], "out_weights": p["output.weight"],
+            "out_bias": p["output.bias"]}
+
+
+@pytest.mark.parametrize("hwio", [False, True])
+def test_notebook_npz_layout(tmp_path, hwio):
+    model = LeNet5(seed=9)
+    np.savez(tmp_path / "nb.npz", **notebook_arrays(model, hwio))
+    loaded, meta = load_checkpoint(tmp_path / "nb.npz")
+    x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(loaded.forward(x), model.forward(x), rtol=1e-6)
+    assert meta["preset"] == "seed-tanh"
+
+
+def test_notebook_npz_with_pickled_objects_is_refused(tmp_path):
+    arrays = notebook_arrays(LeNet5(seed=9), False)
+    arrays["c1_bias"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(tmp_path / "nb.npz", **arrays)
+    with pytest.raises(CheckpointError, match="nb.npz"):
+        load_checkpoint(tmp_path / "nb.npz")
+    del arrays["c1_bias"]
+    np.savez(tmp_path / "nb2.npz", **arrays)
+    with pytest.raises(CheckpointError, match="missing keys c1_bias"):
+        load_checkpoint(tmp_path / "nb2.npz")
+
+
+def test_metadata_is_json(tmp_path):
+    save_checkpoint(tmp_path / "m.safetensors", LeNet5(), {"data": {"train_size": 5}})
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.safetensors"), framework="np") as f:
+        meta = f.metadata()
+    assert meta["format"] == "lenet5" and json.loads(meta["data"]) == {"train_size": 5}

@@ -1,0 +1,114 @@
+"""The lenet5 command end to end, on the committed MNIST slice, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lenet5 import cli
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lenet5.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "error::RuntimeWarning"})
+
+
+def test_train_then_evaluate(tmp_path, mini_dir):
+    out = tmp_path / "run"
+    r = run("train", "--data-dir", mini_dir, "--epochs", 2, "--batch-size", 32, "--out", out, "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    assert "epoch   2/2" in r.stdout and "test loss" in r.stdout
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert set(lines[0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["batch_size"] == 32 and config["data"]["train_size"] == 300
+
+    e = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir, "--json")
+    assert e.returncode == 0, e.stderr
+    result = json.loads(e.stdout)
+    assert result["n"] == 200 and result["accuracy"] == pytest.approx(lines[-1]["test_acc"])
+    assert result["loss"] == pytest.approx(lines[-1]["test_loss"], rel=1e-5)
+    assert sum(map(sum, result["confusion"])) == 200
+    text = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir)
+    assert "confusion matrix" in text.stdout and "per-class accuracy" in text.stdout
+
+
+def test_same_command_twice_gives_identical_weights(tmp_path, mini_dir):
+    for name in "ab":
+        r = run("train", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 100, "--out", tmp_path / name,
+                "--seed", 5, "--quiet")
+        assert r.returncode == 0, r.stderr
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_never_overwrites_a_run_without_force(tmp_path, mini_dir):
+    out = tmp_path / "run"
+    assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet").returncode == 0
+    before = (out / "model.safetensors").read_bytes()
+    r = run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3)
+    assert r.returncode == 2 and "not empty" in r.stderr and "--force" in r.stderr
+    assert (out / "model.safetensors").read_bytes() == before
+    assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3,
+               "--force").returncode == 0
+    assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_default_run_dirs_are_fresh(tmp_path, mini_dir):
+    for _ in range(2):
+        assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 50, "--quiet",
+                   cwd=tmp_path).returncode == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "--epochs: must be >= 1"),
+    (["--batch-size", "-3"], "--batch-size: must be >= 1"),
+    (["--lr", "nan"], "--lr: must be a positive finite number"),
+    (["--lr", "0"], "--lr: must be a positive finite number"),
+    (["--momentum", "1.5"], "--momentum: must be in [0, 1)"),
+    (["--preset", "vgg"], "invalid choice: 'vgg'"),
+])
+def test_bad_arguments(mini_dir, args, message):
+    r = run("train", "--data-dir", mini_dir, *args)
+    assert r.returncode == 2 and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_files_exit_nonzero_without_traceback(tmp_path, mini_dir):
+    r = run("train", "--data-dir", tmp_path / "nowhere")
+    assert r.returncode == 2 and "nowhere: data directory does not exist" in r.stderr
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    r = run("evaluate", tmp_path / "bad.safetensors", "--data-dir", mini_dir)
+    assert r.returncode == 2 and "bad.safetensors: not a readable safetensors" in r.stderr
+    for r in [r]:
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_divergence_is_reported(tmp_path, mini_dir, monkeypatch, capsys):
+    import lenet5.model
+
+    calls = []
+
+    def nan_on_third_batch(logits, labels):
+        calls.append(1)
+        loss, d = lenet5.layers.softmax_cross_entropy(logits, labels)
+        return (float("nan") if len(calls) == 3 else loss), d
+
+    monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_on_third_batch)
+    code = cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became nan at epoch 1, batch 3" in err and "smaller learning rate" in err
+
+
+def test_summary(tmp_path):
+    r = run("summary", "--json")
+    info = json.loads(r.stdout)
+    assert info["total_params"] == 156 + 2416 + 48120 + 10164 + 850
+    assert [x["output_shape"] for x in info["layers"] if x["name"] in ("c1", "s2", "c3", "s4", "c5")] == [
+        [6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [120, 1, 1]]

@@ -1,0 +1,132 @@
+"""The whole network: finite-difference gradients, presets, state dicts, determinism."""
+
+import numpy as np
+import pytest
+
+from conftest import numerical_grad, rel_error
+from lenet5 import PRESETS, SGD, LeNet5, fit, load_dir
+from lenet5.model import seed_tanh_init
+
+RNG = np.random.default_rng(2)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_network_and_loss_gradients_match_finite_differences(preset):
+    model = LeNet5(preset, seed=3, dtype=np.float64)
+    x = RNG.random((2, 1, 28, 28))
+    labels = np.array([3, 7])
+    loss, dlogits = model.loss(model.forward(x), labels)
+    model.backward(dlogits)
+    f = lambda: model.loss(model.forward(x), labels)[0]  # noqa: E731
+    params, grads = model.params(), model.grads()
+    for name in params:
+        p = params[name]
+        if p.size > 400:  # check a random subset of entries of the big tensors, through views
+            flat = p.reshape(-1)
+            idx = RNG.choice(flat.size, 40, replace=False)
+            numeric = np.array([_fd_entry(f, flat, i) for i in idx])
+            assert rel_error(grads[name].reshape(-1)[idx], numeric) < 1e-6, name
+        else:
+            assert rel_error(grads[name], numerical_grad(f, p)) < 1e-6, name
+
+
+def _fd_entry(f, flat, i, eps=1e-6):
+    old = flat[i]
+    flat[i] = old + eps
+    plus = f()
+    flat[i] = old - eps
+    minus = f()
+    flat[i] = old
+    return (plus - minus) / (2 * eps)
+
+
+def test_parameter_names_and_shapes_match_the_torch_layout():
+    shapes = {k: v.shape for k, v in LeNet5().params().items()}
+    assert shapes == {"c1.weight": (6, 1, 5, 5), "c1.bias": (6,), "c3.weight": (16, 6, 5, 5), "c3.bias": (16,),
+                      "c5.weight": (120, 16, 5, 5), "c5.bias": (120,), "f6.weight": (84, 120), "f6.bias": (84,),
+                      "output.weight": (10, 84), "output.bias": (10,)}
+
+
+def test_seed_tanh_init_bounds():
+    model = LeNet5("seed-tanh", seed=0)
+    p = model.params()
+    for name, fan_in in [("c1.weight", 25), ("c3.weight", 150), ("c5.weight", 400)]:
+        bound = np.sqrt(3 / fan_in)
+        assert np.abs(p[name]).max() <= bound and np.abs(p[name]).max() > 0.9 * bound
+    assert np.abs(p["f6.weight"]).max() <= 4 * np.sqrt(6 / (120 + 84))
+    assert all(np.all(p[k] == 0) for k in p if k.endswith("bias"))
+    assert seed_tanh_init(np.random.default_rng(0), "x", np.zeros((3, 4))).shape == (3, 4)
+
+
+def test_float32_forward_agrees_with_float64():
+    m64 = LeNet5(seed=5, dtype=np.float64)
+    m32 = LeNet5(seed=5, dtype=np.float32)
+    x = RNG.random((8, 1, 28, 28))
+    z32 = m32.forward(x.astype(np.float32))
+    assert z32.dtype == np.float32
+    np.testing.assert_allclose(z32, m64.forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_roundtrip_and_mismatch_errors():
+    a, b = LeNet5(seed=1), LeNet5(seed=2)
+    b.load_state_dict(a.state_dict())
+    x = RNG.random((3, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    state = a.state_dict()
+    del state["c3.bias"]
+    with pytest.raises(KeyError, match="c3.bias"):
+        b.load_state_dict(state)
+    state = a.state_dict()
+    state["f6.weight"] = np.zeros((84, 121))
+    with pytest.raises(ValueError, match="f6.weight"):
+        b.load_state_dict(state)
+
+
+def test_forward_outputs_are_not_overwritten_by_later_calls():
+    model = LeNet5(seed=0)
+    x1, x2 = RNG.random((4, 28, 28)).astype(np.float32), RNG.random((4, 28, 28)).astype(np.float32)
+    z1 = model.forward(x1)
+    kept = z1.copy()
+    model.forward(x2)
+    np.testing.assert_array_equal(z1, kept)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_any_batch_size(n):
+    model = LeNet5(seed=0)
+    z = model.forward(model.prepare(np.zeros((n, 28, 28), np.uint8)))
+    assert z.shape == (n, 10)
+    model.backward(np.ones_like(z))
+    assert all(np.all(np.isfinite(g)) for g in model.grads().values())
+
+
+def test_same_seed_gives_identical_weights(mini_dir):
+    data = load_dir(mini_dir)
+    finals = []
+    for _ in range(2):
+        model = LeNet5(seed=11)
+        fit(model, SGD(model.params(), model.grads(), lr=0.1, momentum=0.5), data, epochs=2, batch_size=32,
+            seed=11, progress=False)
+        finals.append(model.state_dict())
+    for k in finals[0]:
+        np.testing.assert_array_equal(finals[0][k], finals[1][k])
+    other = LeNet5(seed=12)
+    assert not np.array_equal(other.params()["c1.weight"], finals[0]["c1.weight"])
+
+
+def test_sgd_matches_hand_computed_update():
+    p = {"w": np.array([1.0, -2.0])}
+    g = {"w": np.array([0.5, 0.5])}
+    opt = SGD(p, g, lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.step()  # v = g + wd*p = [0.51, 0.48]; p = p - 0.1 v
+    np.testing.assert_allclose(p["w"], [1 - 0.051, -2 - 0.048])
+    opt.step()  # v = 0.9 v + (g + wd*p)
+    v = 0.9 * np.array([0.51, 0.48]) + np.array([0.5 + 0.01 * 0.949, 0.5 + 0.01 * -2.048])
+    np.testing.assert_allclose(p["w"], np.array([0.949, -2.048]) - 0.1 * v)
+
+
+def test_sgd_rejects_bad_settings():
+    p = {"w": np.zeros(2)}
+    for kwargs in [{"lr": 0}, {"lr": float("nan")}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "weight_decay": -1}]:
+        with pytest.raises(ValueError):
+            SGD(p, {"w": np.zeros(2)}, **kwargs)

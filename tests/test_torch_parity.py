@@ -1,0 +1,82 @@
+"""The NumPy engine against the PyTorch replica: same weights, same batch, same numbers."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import lenet5.torch as lt  # noqa: E402
+from lenet5 import SGD, LeNet5, PRESETS, load_dir  # noqa: E402
+
+PRESET_NAMES = sorted(PRESETS)
+
+
+def pair(preset, dtype_np, dtype_t, seed=0):
+    return LeNet5(preset, seed=seed, dtype=dtype_np), lt.build(preset, seed=seed, dtype=dtype_t)
+
+
+def rel(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_forward_logits_agree(preset, mini_dir):
+    images = load_dir(mini_dir).test.images[:32]
+    for dn, dt, tol in [(np.float64, torch.float64, 1e-10), (np.float32, torch.float32, 1e-5)]:
+        model, net = pair(preset, dn, dt)
+        x = model.prepare(images)
+        np.testing.assert_array_less(rel(model.forward(x), net(torch.from_numpy(x)).detach().numpy()), tol)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_gradients_agree_with_autograd(preset, mini_dir):
+    data = load_dir(mini_dir)
+    model, net = pair(preset, np.float64, torch.float64, seed=3)
+    x, y = model.prepare(data.train.images[:16]), data.train.labels[:16]
+    loss, d = model.loss(model.forward(x), y)
+    model.backward(d)
+    t_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+    t_loss.backward()
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    for name, p in net.named_parameters():
+        assert rel(model.grads()[name], p.grad.numpy()) < 1e-8, name
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_sgd_step_and_short_run_track_torch(preset, mini_dir):
+    """Same seed, same data order, float64: SGD with momentum and weight decay, 10 steps."""
+    data = load_dir(mini_dir)
+    model, net = pair(preset, np.float64, torch.float64, seed=1)
+    opt = SGD(model.params(), model.grads(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    t_opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    order = np.random.default_rng(0).permutation(len(data.train))
+    for step in range(10):
+        idx = order[step * 24:(step + 1) * 24]
+        x, y = model.prepare(data.train.images[idx]), data.train.labels[idx]
+        loss, d = model.loss(model.forward(x), y)
+        model.backward(d)
+        opt.step()
+        t_opt.zero_grad()
+        t_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        t_loss.backward()
+        t_opt.step()
+        assert loss == pytest.approx(t_loss.item(), rel=1e-9), step
+    for name, p in net.state_dict().items():
+        assert rel(model.params()[name], p.numpy()) < 1e-9, name
+
+
+def test_weights_move_both_ways(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from lenet5 import load_checkpoint, save_checkpoint
+
+    model = LeNet5(seed=7)
+    save_checkpoint(tmp_path / "np.safetensors", model)
+    net = lt.build("seed-tanh", seed=None)
+    net.load_state_dict(load_file(str(tmp_path / "np.safetensors")))
+    x = np.random.default_rng(0).random((5, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(), model.forward(x), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    other = lt.SeedLeNet5("tanh")  # torch's own init
+    save_file(other.state_dict(), str(tmp_path / "t.safetensors"))
+    back, _ = load_checkpoint(tmp_path / "t.safetensors", preset="seed-tanh")
+    np.testing.assert_allclose(back.forward(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
