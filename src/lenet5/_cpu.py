@@ -1,7 +1,7 @@
 """CPU-specific tricks, isolated here so the layers can read like the math.
 
 Nothing in this module changes a result beyond float round-off; it only changes how fast
-NumPy gets there on a commodity CPU. Two tricks:
+NumPy gets there on a commodity CPU. Three tricks:
 
 1. **Keep freed memory.** A training step allocates a few megabytes of temporaries (im2col
    columns, activations). glibc's malloc hands large blocks back to the kernel on free and
@@ -14,13 +14,22 @@ NumPy gets there on a commodity CPU. Two tricks:
    tiny output (6×25 for C1) and a huge inner dimension (28·28·batch). OpenBLAS runs that
    shape at a fraction of its speed; splitting K into a batch of slices and summing the
    partial products is 4-5x faster (``matmul_nt``).
+
+3. **All cores for everything.** BLAS uses every core, but NumPy's elementwise ops and
+   copies (im2col, tanh, pooling: over half of a step) use one. ``parallel_map`` runs the
+   halves of a batch in threads (NumPy releases the GIL inside large ops), with BLAS held to
+   one thread meanwhile so the threads do not fight over cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -70,6 +79,47 @@ def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if head < k:
         out += a[:, head:] @ b[:, head:].T
     return out
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+_POOL: ThreadPoolExecutor | None = None
+_BLAS = None
+
+
+def default_threads() -> int:
+    """Worker threads for one batch: $LENET5_THREADS, else the number of usable cores."""
+    env = os.environ.get("LENET5_THREADS")
+    if env and env.isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _blas_single_thread() -> contextlib.AbstractContextManager:
+    global _BLAS
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # still correct, just oversubscribed
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """[fn(item) for item in items], one thread each (the first in the caller's thread)."""
+    global _POOL
+    if len(items) == 1:
+        return [fn(items[0])]
+    if _POOL is None or _POOL._max_workers < len(items) - 1:
+        _POOL = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="lenet5")
+    with _blas_single_thread():
+        futures = [_POOL.submit(fn, item) for item in items[1:]]
+        first = fn(items[0])
+        return [first] + [f.result() for f in futures]
 
 
 tune_malloc()

@@ -55,7 +55,7 @@ def numpy_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray
         opt.step()
 
     def infer(x: np.ndarray) -> None:
-        model.forward(model.prepare(x))
+        model.infer(x)
 
     return train_step, infer, model
 

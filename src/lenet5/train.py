@@ -61,7 +61,7 @@ def evaluate(model: LeNet5, split: Split, batch_size: int = 500) -> dict:
     total_loss = 0.0
     for idx in batches(n, batch_size):
         labels = split.labels[idx]
-        logits = model.forward(model.prepare(split.images[idx]))
+        logits = model.infer(split.images[idx])
         loss, _ = model.loss(logits, labels)
         total_loss += loss * len(idx)
         np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
