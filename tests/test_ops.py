@@ -25,8 +25,8 @@ def test_conv_fast_matches_reference(dtype, tol, c_in, c_out, k, pad, hw, n):
 
 
 def test_conv_long_k_weight_gradient_path():
-    """A batch big enough that dW goes through the chunked long-K product."""
-    x = RNG.standard_normal((1, 28, 28, 40)).astype(np.float32)
+    """A batch big enough that dW goes through the chunked long-K product (28·100 > 2·2048)."""
+    x = RNG.standard_normal((1, 28, 28, 100)).astype(np.float32)
     w = RNG.standard_normal((6, 1, 5, 5)).astype(np.float32)
     y, cache = ops.conv2d_forward(x, w, np.zeros(6, np.float32), 2)
     dy = RNG.standard_normal(y.shape).astype(np.float32)
@@ -58,9 +58,16 @@ def test_avgpool_fast_matches_reference(dtype, tol):
     assert ops.avg_pool_forward(x).dtype == dtype and ops.avg_pool_backward(dy).dtype == dtype
 
 
-def test_im2col_col2im_are_adjoint():
-    """<im2col(x), c> == <x, col2im(c)> for random x and c."""
-    x = RNG.standard_normal((2, 7, 6, 3))
-    cols = ops.im2col(x, 3)
-    c = RNG.standard_normal(cols.shape)
-    assert np.sum(cols * c) == pytest.approx(np.sum(x * ops.col2im(c, x.shape)), rel=1e-12)
+def test_row_windows_are_the_im2col_matrix_of_each_output_row():
+    """windows[y, (i, c, j), (x, n)] == xp[c, y+i, x+j, n], checked entry by entry."""
+    c, h, w, n, k = 2, 7, 6, 3, 3
+    xp = RNG.standard_normal((c, h, w, n))
+    windows = ops.row_windows(ops.im2row(xp, k), k)
+    ho, wo = h - k + 1, w - k + 1
+    assert windows.shape == (ho, k * c * k, wo * n)
+    for y in range(ho):
+        for i in range(k):
+            for ch in range(c):
+                for j in range(k):
+                    expected = xp[ch, y + i, j:j + wo, :].reshape(-1)
+                    np.testing.assert_array_equal(windows[y, (i * c + ch) * k + j], expected)

@@ -60,25 +60,30 @@ def tune_malloc() -> bool:
 
 
 _CHUNK = 2048
-_LONG_K = 8 * _CHUNK
+_LONG_K = 2 * _CHUNK
 
 
 def matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Return ``a @ b.T`` for a (M, K) and b (P, K), fast when K is long and M, P are small."""
-    m, k = a.shape
-    p = b.shape[0]
-    if k < _LONG_K or m * p > 4096:
-        return a @ b.T
-    c = k // _CHUNK
-    head = c * _CHUNK
-    # (c, M, chunk) @ (c, chunk, P) -> (c, M, P), then sum the c partial products.
-    out = np.matmul(
-        a[:, :head].reshape(m, c, _CHUNK).transpose(1, 0, 2),
-        b[:, :head].reshape(p, c, _CHUNK).transpose(1, 2, 0),
-    ).sum(axis=0)
-    if head < k:
-        out += a[:, head:] @ b[:, head:].T
-    return out
+    """Σ over leading batch axes of ``a @ bᵀ``: a (..., M, K), b (..., P, K) -> (M, P).
+
+    Fast when K is long and M, P are small: K is cut into slices of 2048 that become extra
+    batch entries, and the partial products are summed.
+    """
+    m, k = a.shape[-2:]
+    p = b.shape[-2]
+    a = a.reshape(-1, m, k) if a.ndim != 3 else a
+    b = b.reshape(-1, p, k) if b.ndim != 3 else b
+    if k >= _LONG_K and m * p <= 4096:
+        c = k // _CHUNK
+        head = c * _CHUNK
+        # (B, M, c, chunk) -> (B, c, M, chunk): views, so no copy before BLAS sees them
+        parts = np.matmul(a[..., :head].reshape(-1, m, c, _CHUNK).transpose(0, 2, 1, 3),
+                          b[..., :head].reshape(-1, p, c, _CHUNK).transpose(0, 2, 3, 1))
+        out = parts.sum(axis=(0, 1))
+        if head < k:
+            out += np.matmul(a[..., head:], b[..., head:].transpose(0, 2, 1)).sum(axis=0)
+        return out
+    return np.matmul(a, b.transpose(0, 2, 1)).sum(axis=0)
 
 
 T = TypeVar("T")

@@ -1,9 +1,9 @@
 """Convolution and pooling as plain functions, each in a fast and a reference version.
 
 Layout: **batch-last**. Feature maps are ``(C, H, W, N)`` and vectors ``(F, N)``.
-With the batch innermost, every im2col copy moves long contiguous runs (``W·N`` floats),
-a convolution is one matrix product whose result is already in ``(C_out, H, W, N)``
-order (no transpose afterwards), and flattening S4 for C5/F6 is a free reshape.
+With the batch innermost, every copy moves long contiguous runs (``W·N`` floats), a
+convolution is one (batched) matrix product whose result lands directly in
+``(C_out, H, W, N)`` order, and flattening S4 for C5/F6 is a free reshape.
 Weights keep PyTorch's layout, ``(C_out, C_in, kH, kW)``, so checkpoints move freely.
 
 The fast and reference versions share one signature, so the slow, obviously-correct
@@ -13,7 +13,7 @@ reference can test the fast one (see tests/test_ops.py).
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ._cpu import matmul_nt
 
@@ -29,29 +29,29 @@ def pad_hw(x: np.ndarray, pad: int) -> np.ndarray:
     return xp
 
 
-def im2col(xp: np.ndarray, k: int) -> np.ndarray:
-    """(C, H, W, N) -> columns (C, k, k, Ho, Wo, N) with Ho = H-k+1, Wo = W-k+1.
+def im2row(xp: np.ndarray, k: int) -> np.ndarray:
+    """(C, H, W, N) -> rows (H, C, k, Wo, N) with Wo = W-k+1: rows[h, c, j, x, n] = xp[c, h, x+j, n].
 
-    cols[c, i, j, y, x, n] = xp[c, y+i, x+j, n]. One slice copy per kernel offset (k² copies),
-    each vectorised over channels, pixels and batch.
+    k shifted copies (one per kernel column j) instead of im2col's k².
     """
     c, h, w, n = xp.shape
-    ho, wo = h - k + 1, w - k + 1
-    cols = np.empty((c, k, k, ho, wo, n), dtype=xp.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, i, j] = xp[:, i : i + ho, j : j + wo]
-    return cols
+    wo = w - k + 1
+    rows = np.empty((h, c, k, wo, n), dtype=xp.dtype)
+    for j in range(k):
+        rows[:, :, j] = xp[:, :, j : j + wo].transpose(1, 0, 2, 3)
+    return rows
 
 
-def col2im(dcols: np.ndarray, padded_shape: tuple[int, ...]) -> np.ndarray:
-    """Adjoint of im2col: scatter-add (C, k, k, Ho, Wo, N) columns back into (C, H, W, N)."""
-    _, k, _, ho, wo, _ = dcols.shape
-    dxp = np.zeros(padded_shape, dtype=dcols.dtype)
-    for i in range(k):
-        for j in range(k):
-            dxp[:, i : i + ho, j : j + wo] += dcols[:, i, j]
-    return dxp
+def row_windows(rows: np.ndarray, k: int) -> np.ndarray:
+    """The im2col matrix of every output row, as overlapping views of ``rows`` (no copy).
+
+    rows (H, C, k, Wo, N) -> windows (Ho, k·C·k, Wo·N), Ho = H-k+1, with
+    windows[y, (i, c, j), (x, n)] = rows[y+i, c, j, x, n] = xp[c, y+i, x+j, n].
+    Row block y starts C·k rows of ``rows`` after block y-1, so one stride describes it.
+    """
+    h, c, _, wo, n = rows.shape
+    row = wo * n * rows.itemsize
+    return as_strided(rows, (h - k + 1, k * c * k, wo * n), (c * k * row, row, rows.itemsize), writeable=False)
 
 
 def conv2d_forward(
@@ -61,14 +61,21 @@ def conv2d_forward(
 
     x (C, H, W, N), w (F, C, k, k), b (F,) -> y (F, H+2p-k+1, W+2p-k+1, N), cache.
     y[f, y, x, n] = b[f] + Σ_{c,i,j} w[f, c, i, j] · xpad[c, y+i, x+j, n]
+
+    As a matrix product per output row y: Y[:, y] = W' · windows[y], where W' is w with its
+    axes ordered (i, c, j) to match ``row_windows``. One batched matmul does all rows and
+    writes straight into y's (F, Ho, Wo, N) layout.
     """
     f, c, k, _ = w.shape
     xp = pad_hw(x, pad)
-    cols = im2col(xp, k)
-    _, _, _, ho, wo, n = cols.shape
-    y = w.reshape(f, c * k * k) @ cols.reshape(c * k * k, ho * wo * n)
-    y += b[:, None]
-    return y.reshape(f, ho, wo, n), (cols, w, xp.shape, pad)
+    rows = im2row(xp, k)
+    windows = row_windows(rows, k)
+    ho, _, m = windows.shape
+    wm = w.transpose(0, 2, 1, 3).reshape(f, k * c * k)
+    y = np.empty((f, ho, m), dtype=x.dtype)
+    np.matmul(wm, windows, out=y.transpose(1, 0, 2))
+    y += b[:, None, None]
+    return y.reshape(f, ho, rows.shape[3], rows.shape[4]), (rows, wm, w.shape, xp.shape, pad)
 
 
 def conv2d_backward(
@@ -76,19 +83,31 @@ def conv2d_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """dy (F, Ho, Wo, N) -> (dx (C, H, W, N) or None, dw (F, C, k, k), db (F,)).
 
-    dw = dY · colsᵀ, db = Σ dY, dcols = Wᵀ · dY followed by col2im (the adjoint of im2col).
+    dW' = Σ_y dY[:, y] · windows[y]ᵀ,  db = Σ dY,  dwindows[y] = W'ᵀ · dY[:, y], and dx is
+    the adjoint of the forward gather: overlapping windows summed back into rows (k adds),
+    rows summed back into the image (k adds).
     """
-    cols, w, padded_shape, pad = cache
-    f, c, k, _ = w.shape
-    dy2 = dy.reshape(f, -1)
-    db = dy2.sum(axis=1)
-    dw = matmul_nt(dy2, cols.reshape(c * k * k, -1)).reshape(w.shape)
+    rows, wm, w_shape, padded_shape, pad = cache
+    f, c, k, _ = w_shape
+    windows = row_windows(rows, k)
+    ho, kk, m = windows.shape
+    dyr = dy.reshape(f, ho, m).transpose(1, 0, 2)  # (Ho, F, Wo·N) view
+    db = dy.sum(axis=(1, 2, 3))
+    dw = matmul_nt(dyr, windows).reshape(f, k, c, k).transpose(0, 2, 1, 3)
     if not need_dx:
-        return None, dw, db
-    dcols = w.reshape(f, c * k * k).T @ dy2
-    dxp = col2im(dcols.reshape(cols.shape), padded_shape)
+        return None, np.ascontiguousarray(dw), db
+    # dwindows for all rows in one plain matmul, laid out ((i, c, j), y, (x, n))
+    dwin = (wm.T @ dy.reshape(f, ho * m)).reshape(k, c * k, ho, m)
+    drows = np.zeros((rows.shape[0], c * k, m), dtype=dy.dtype)
+    for i in range(k):  # window y's block i is row y+i
+        drows[i : i + ho] += dwin[i].transpose(1, 0, 2)
+    drows = drows.reshape(rows.shape)
+    wo = rows.shape[3]
+    dxp = np.zeros(padded_shape, dtype=dy.dtype)
+    for j in range(k):
+        dxp[:, :, j : j + wo] += drows[:, :, j].transpose(1, 0, 2, 3)
     dx = dxp[:, pad:-pad, pad:-pad] if pad else dxp
-    return dx, dw, db
+    return dx, np.ascontiguousarray(dw), db
 
 
 def conv2d_forward_reference(
