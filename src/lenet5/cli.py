@@ -97,13 +97,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data = load_dir(args.data_dir)
     data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
-    model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
-    optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
-                    weight_decay=args.weight_decay)
+    if args.engine == "torch":
+        from .torch import TorchModel, TorchSGD  # raises a clear error without PyTorch
+
+        model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device)
+        optimizer = TorchSGD(model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    else:
+        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
+        optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay)
     run_dir = _new_run_dir(args.out, args.preset, args.force)
     settings = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                 "momentum": args.momentum, "schedule": args.schedule, "weight_decay": args.weight_decay, "seed": args.seed,
-                "train_limit": args.train_limit, "dtype": args.dtype, "engine": "numpy"}
+                "train_limit": args.train_limit, "dtype": args.dtype, "engine": args.engine}
     config = {"settings": settings, "data": data.describe(), "command": sys.argv,
               "started": datetime.now().isoformat(timespec="seconds")}
     atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
@@ -134,10 +140,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate
 
     model, meta = load_checkpoint(args.checkpoint, preset=args.preset)
+    if args.engine == "torch":
+        from .torch import TorchModel
+
+        weights = model.state_dict()
+        model = TorchModel(model.preset.name, seed=None, device=args.device)
+        model.load_state_dict(weights)
     data = load_dir(args.data_dir)
     start = time.perf_counter()
     result = evaluate(model, data.test, args.batch_size)
-    result.update(checkpoint=str(args.checkpoint), preset=model.preset.name, data=data.describe(),
+    result.update(checkpoint=str(args.checkpoint), preset=model.preset.name, engine=args.engine, data=data.describe(),
                   seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
@@ -175,6 +187,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["numpy", "torch"], default="numpy",
+                   help="numpy (default) or the PyTorch replica (needs torch installed)")
+    p.add_argument("--device", default="cpu", help="torch engine only: cpu, cuda, cuda:N or auto (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model import DEFAULT_PRESET, PRESETS
     from .schedules import SCHEDULES
@@ -199,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
     t.add_argument("--force", action="store_true", help="allow --out to be a non-empty directory")
     t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    _engine_args(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
@@ -208,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the preset stored in the checkpoint")
     e.add_argument("--batch-size", type=positive_int, default=500)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _engine_args(e)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("summary", help="every layer's output shape and parameter count")

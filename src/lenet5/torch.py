@@ -24,6 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise Lenet5Error("PyTorch is not installed; install it with: pip install 'lenet5[torch]' "
                       "(CPU-only: pip install torch==2.13.0)") from e
 
+from .layers import softmax_cross_entropy
 from .model import LeNet5, get_preset
 
 
@@ -71,3 +72,85 @@ def to_torch_state(state: dict[str, np.ndarray], dtype: torch.dtype = torch.floa
 
 def to_numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'cpu', 'cuda' (error if unavailable) or 'auto' (cuda when available)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise Lenet5Error(f"--device {device}: CUDA is not available in this PyTorch build or on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise Lenet5Error(f"--device {device}: {e}") from None
+
+
+class TorchModel:
+    """The replica behind the NumPy model's interface, so ``lenet5.train`` drives both.
+
+    prepare / forward / loss / backward / infer / params / state_dict behave like
+    ``LeNet5``'s: inputs are prepared by the same preset code, the loss and its gradient are
+    the same NumPy function, and backward feeds that gradient to autograd.
+    """
+
+    def __init__(self, preset: str, seed: int | None = 0, dtype: np.dtype | type = np.float32,
+                 device: str = "cpu", net: nn.Module | None = None) -> None:
+        self.preset = get_preset(preset)
+        self.dtype = np.dtype(dtype)
+        self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
+        self.device = resolve_device(device)
+        self.net = (net if net is not None else build(preset, seed, self.torch_dtype)).to(self.device)
+        self._logits: torch.Tensor | None = None
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        return self.preset.prepare(images, self.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._logits = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        return self._logits.detach().cpu().numpy()
+
+    loss = staticmethod(softmax_cross_entropy)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        for p in self.net.parameters():
+            p.grad = None
+        self._logits.backward(torch.from_numpy(dlogits).to(self.device))
+        self._logits = None
+
+    def infer(self, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+        with torch.inference_mode():
+            out = [self.net(torch.from_numpy(self.prepare(images[i:i + chunk])).to(self.device)).cpu().numpy()
+                   for i in range(0, len(images), chunk)]
+        return np.concatenate(out) if out else np.zeros((0, 10), self.dtype)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    state_dict = params
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.net.load_state_dict(to_torch_state(state, self.torch_dtype))
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.net.parameters())
+        return f"TorchModel(preset={self.preset.name!r}, dtype={self.dtype}, device={self.device}, params={n})"
+
+
+class TorchSGD:
+    """torch.optim.SGD with the ``lr`` attribute the training loop's schedule sets."""
+
+    def __init__(self, model: TorchModel, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.opt = torch.optim.SGD(model.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = value
+
+    def step(self) -> None:
+        self.opt.step()
