@@ -35,6 +35,13 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / scale)
 
 
+@pytest.fixture(autouse=True)
+def no_internet_and_private_cache(tmp_path_factory, monkeypatch):
+    """No test may touch the internet or the user's cache: downloads go to a refused port."""
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path_factory.mktemp("lenet5-cache")))
+    monkeypatch.setenv("LENET5_MIRRORS", "http://127.0.0.1:9/")
+
+
 @pytest.fixture
 def mini_dir() -> Path:
     return MINI

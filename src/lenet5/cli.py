@@ -90,12 +90,12 @@ def _new_run_dir(out: str | None, preset: str, force: bool) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write, save_checkpoint
-    from .data import load_dir
+    from .datasets import load_dataset
     from .model import LeNet5
     from .optim import SGD
     from .train import fit, subset
 
-    data = load_dir(args.data_dir)
+    data = load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
     if args.engine == "torch":
         from .torch import TorchModel, TorchSGD  # raises a clear error without PyTorch
@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .data import load_dir
+    from .datasets import load_dataset
     from .train import evaluate
 
     model, meta = load_checkpoint(args.checkpoint, preset=args.preset)
@@ -146,7 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights = model.state_dict()
         model = TorchModel(model.preset.name, seed=None, device=args.device)
         model.load_state_dict(weights)
-    data = load_dir(args.data_dir)
+    trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
+    dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")
+    data = load_dataset(dataset, args.data_dir, progress=not args.json)
     start = time.perf_counter()
     result = evaluate(model, data.test, args.batch_size)
     result.update(checkpoint=str(args.checkpoint), preset=model.preset.name, engine=args.engine, data=data.describe(),
@@ -180,6 +182,36 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    if args.data_command == "list":
+        rows = [datasets.status(name) for name in datasets.DATASETS]
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        print(f"cache: {datasets.cache_root()}")
+        for r in rows:
+            where = f"{r['found']}: {r['path']}" if r["found"] else "not found (downloads on first use)"
+            check = "" if not r["found"] else ("  checksums ok" if r["verified"] else "  checksums differ from "
+                                               "the published .gz files (recompressed or plain copy?)")
+            print(f"{r['name']:<14} {where}{check}")
+        return 0
+    if args.data_command == "download":
+        path = datasets.download(args.name)
+        print(path)
+        return 0
+    if args.data_command == "verify":
+        r = datasets.status(args.name)
+        if not r["found"]:
+            raise Lenet5Error(f"{args.name}: not found in {r['path']} or any system location")
+        for f, state in r["files"].items():
+            print(f"{state:<8} {Path(r['path']) / f}")
+        return 0 if r["verified"] else 1
+    print(datasets.load_dataset(args.name, download_ok=False).source.split(":", 1)[-1])
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -195,6 +227,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .model import DEFAULT_PRESET, PRESETS
+    from .datasets import DATASETS
     from .schedules import SCHEDULES
 
     parser = _Parser(prog="lenet5", description="LeNet-5 in NumPy: train, evaluate, benchmark.")
@@ -202,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and save it in a run directory")
     t.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    t.add_argument("--data-dir", required=True, help="directory with the four MNIST-format IDX files")
+    t.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                   help="found in the cache or a system location, else downloaded (default mnist)")
+    t.add_argument("--data-dir", help="use the four MNIST-format IDX files in this directory instead")
     t.add_argument("--epochs", type=positive_int, default=10)
     t.add_argument("--batch-size", type=positive_int, default=64)
     t.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
@@ -222,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
     e.add_argument("checkpoint", type=Path, help="model.safetensors (or a notebook-style .npz)")
-    e.add_argument("--data-dir", required=True)
+    e.add_argument("--dataset", choices=list(DATASETS), default=None,
+                   help="default: the dataset the checkpoint was trained on")
+    e.add_argument("--data-dir", help="use the IDX files in this directory instead")
     e.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="override the preset stored in the checkpoint")
     e.add_argument("--batch-size", type=positive_int, default=500)
@@ -234,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_summary)
+
+    d = sub.add_parser("data", help="list, download, verify or locate datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dl = dsub.add_parser("list", help="each dataset, where it is found, and whether its checksums match")
+    dl.add_argument("--json", action="store_true")
+    for verb, text in [("download", "download into the cache (verified)"), ("verify", "re-check checksums"),
+                       ("path", "print the directory the dataset is loaded from")]:
+        p = dsub.add_parser(verb, help=text)
+        p.add_argument("name", choices=list(DATASETS))
+    d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("bench", help="training and inference speed, NumPy engine vs PyTorch")
     b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)

@@ -1,0 +1,237 @@
+"""Finding, downloading, verifying and caching datasets, against a local HTTP server only."""
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenet5 import cli, datasets
+from lenet5.datasets import FILES, DatasetInfo
+
+MINI = Path(__file__).parent / "fixtures" / "mnist-mini"
+CLOSED = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` (name -> bytes), honours Range, and can go slowly."""
+
+    files: dict[str, bytes] = {}
+    delay = 0.0
+    requests: list[tuple[str, str | None]] = []
+
+    def do_GET(self):  # noqa: N802
+        name = self.path.rsplit("/", 1)[-1]
+        rng = self.headers.get("Range")
+        type(self).requests.append((name, rng))
+        body = self.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        if start >= len(body) and rng:
+            self.send_error(416)
+            return
+        self.send_response(206 if rng else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        for i in range(start, len(body), 4096):
+            try:
+                self.wfile.write(body[i:i + 4096])
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            time.sleep(self.delay)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    Handler.files = {f: (MINI / f).read_bytes() for f in FILES}
+    Handler.delay = 0.0
+    Handler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, server):
+    """An empty cache, mirrors = [the local server], and 'mnist' checksums = the fixture's."""
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("LENET5_MIRRORS", server)
+    real = datasets.DATASETS["mnist"]
+    fake = DatasetInfo("mnist", real.title, real.mirrors, {f: md5((MINI / f).read_bytes()) for f in FILES},
+                       (str(tmp_path / "no-system-dir"),))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", fake)
+    return tmp_path / "cache" / "mnist"
+
+
+def test_download_verifies_and_caches(env):
+    data = datasets.load_dataset("mnist", progress=False)
+    assert data.source.startswith("cache:") and len(data.train) == 300
+    assert sorted(p.name for p in env.iterdir()) == sorted(FILES)
+    for f in FILES:
+        assert (env / f).read_bytes() == (MINI / f).read_bytes()
+    Handler.requests.clear()
+    datasets.load_dataset("mnist", progress=False)  # second run: from the cache, no network
+    assert Handler.requests == []
+
+
+def test_second_mirror_is_tried(env, monkeypatch, server):
+    monkeypatch.setenv("LENET5_MIRRORS", f"{CLOSED},{server}")
+    assert datasets.load_dataset("mnist", progress=False).source.startswith("cache:")
+
+
+def test_checksum_mismatch_deletes_the_download_and_names_file_and_mirror(env, server):
+    good = Handler.files["t10k-images-idx3-ubyte.gz"]
+    Handler.files["t10k-images-idx3-ubyte.gz"] = good[:-10] + b"x" * 10
+    with pytest.raises(datasets.DataError) as e:
+        datasets.load_dataset("mnist", progress=False)
+    msg = str(e.value)
+    assert "t10k-images-idx3-ubyte.gz" in msg and server in msg and "checksum mismatch" in msg
+    assert not (env / "t10k-images-idx3-ubyte.gz").exists()
+    assert not list(env.glob("*.part"))
+    # files that did verify stay cached and intact
+    assert (env / "train-images-idx3-ubyte.gz").read_bytes() == (MINI / "train-images-idx3-ubyte.gz").read_bytes()
+
+
+def test_corrupt_mirror_never_damages_the_cache(env, server):
+    datasets.load_dataset("mnist", progress=False)
+    before = {f: (env / f).read_bytes() for f in FILES}
+    Handler.files = {f: b"garbage" for f in FILES}
+    datasets.download("mnist", progress=False)  # everything cached is verified: nothing fetched
+    assert {f: (env / f).read_bytes() for f in FILES} == before
+
+
+def test_resume_after_interruption(env, server):
+    name = "train-images-idx3-ubyte.gz"
+    body = Handler.files[name]
+    env.mkdir(parents=True)
+    (env / (name + ".part")).write_bytes(body[:5000])
+    datasets.download("mnist", progress=False)
+    assert (env / name).read_bytes() == body
+    assert (name, "bytes=5000-") in Handler.requests
+
+
+def test_bogus_partial_download_is_not_trusted(env):
+    name = "train-images-idx3-ubyte.gz"
+    env.mkdir(parents=True)
+    (env / (name + ".part")).write_bytes(b"\0" * 50)  # wrong bytes that a resume would keep
+    with pytest.raises(datasets.DataError, match="checksum mismatch"):
+        datasets.download("mnist", progress=False)
+    assert not (env / name).exists() and not (env / (name + ".part")).exists()
+    datasets.download("mnist", progress=False)  # the next run starts clean and succeeds
+    assert (env / name).read_bytes() == (MINI / name).read_bytes()
+
+
+def test_killed_download_leaves_nothing_trusted(tmp_path, server):
+    """kill -9 in the middle of a download: no final file; a later run completes and verifies."""
+    Handler.delay = 0.01
+    Handler.files["train-images-idx3-ubyte.gz"] = os.urandom(2 << 20)  # ~5 s at this pace
+    cache = tmp_path / "cache"
+    env = {**os.environ, "LENET5_DATA": str(cache), "LENET5_MIRRORS": server}
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5.cli", "data", "download", "mnist"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    part = cache / "mnist" / "train-images-idx3-ubyte.gz.part"
+    deadline = time.time() + 30
+    while not (part.exists() and part.stat().st_size > 8192) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert part.exists(), "the download never started"
+    assert not (cache / "mnist" / "train-images-idx3-ubyte.gz").exists()
+    assert len(list((cache / "mnist").glob("*.gz"))) == 0  # nothing a later run would trust
+
+
+def test_no_network_mnist_falls_back_to_the_bundled_sample(env, monkeypatch):
+    monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
+    warnings = []
+    data = datasets.load_dataset("mnist", progress=False, warn=warnings.append)
+    assert data.source == "bundled-sample" and data.name == "mnist-sample"
+    assert len(data.train) == 5000 and len(data.test) == 2000
+    assert np.bincount(data.train.labels).tolist() == [500] * 10
+    assert "NOT full MNIST" in warnings[0] and "5,000" in warnings[0]
+
+
+def test_no_network_other_datasets_fail_with_what_was_tried(env, monkeypatch):
+    monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
+    monkeypatch.setitem(datasets.DATASETS, "kmnist", DatasetInfo("kmnist", "k", (), datasets.DATASETS["kmnist"].md5,
+                                                                 ("/nonexistent/kmnist",)))
+    with pytest.raises(datasets.DataError) as e:
+        datasets.load_dataset("kmnist", progress=False)
+    msg = str(e.value)
+    assert "cache" in msg and "/nonexistent/kmnist" in msg and "no mirror reachable" in msg and "--data-dir" in msg
+
+
+def test_data_commands(env, capsys):
+    assert cli.main(["data", "download", "mnist"]) == 0
+    assert cli.main(["data", "verify", "mnist"]) == 0
+    assert cli.main(["data", "path", "mnist"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok ") == 4 and str(env) in out
+    (env / "t10k-labels-idx1-ubyte.gz").write_bytes((env / "t10k-labels-idx1-ubyte.gz").read_bytes()[:-1] + b"\1")
+    assert cli.main(["data", "verify", "mnist"]) == 1
+    assert cli.main(["data", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.splitlines()[-1])
+    mnist = next(r for r in rows if r["name"] == "mnist")
+    assert mnist["found"] == "cache" and mnist["verified"] is False
+    assert mnist["files"]["t10k-labels-idx1-ubyte.gz"] == "differs"
+
+
+def test_unknown_dataset_is_a_clean_cli_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--dataset", "cifar10"])
+    assert e.value.code == 2 and "invalid choice: 'cifar10'" in capsys.readouterr().err
+
+
+def test_first_run_offline_trains_on_the_sample_and_records_it(tmp_path):
+    """The README's quickstart with no network: `lenet5 train` and no arguments (1 epoch here)."""
+    env = {**os.environ, "LENET5_DATA": str(tmp_path / "cache"), "LENET5_MIRRORS": CLOSED}
+    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--epochs", "1"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "bundled MNIST sample" in r.stderr and "NOT full MNIST" in r.stderr
+    run = next((tmp_path / "runs").iterdir())
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["dataset"] == "mnist-sample" and config["data"]["source"] == "bundled-sample"
+    assert config["data"]["train_size"] == 5000 and config["data"]["test_size"] == 2000
+    assert len(config["data"]["files"]) == 4
+
+
+def fashion_dir():
+    d = Path("/usr/share/datasets/fashion-mnist")
+    if not (d / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI installs dataset-fashion-mnist; /usr/share/datasets/fashion-mnist is missing")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    return d
+
+
+@pytest.mark.slow
+def test_full_size_epoch_through_the_system_location(tmp_path, monkeypatch):
+    fashion_dir()
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["source"] == "system:/usr/share/datasets/fashion-mnist"
+    assert config["data"]["train_size"] == 60000 and config["data"]["test_size"] == 10000
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["test_acc"] > 0.75  # one epoch of seed-tanh on Fashion-MNIST: ~82% measured
