@@ -112,3 +112,17 @@ def test_summary(tmp_path):
     assert info["total_params"] == 156 + 2416 + 48120 + 10164 + 850
     assert [x["output_shape"] for x in info["layers"] if x["name"] in ("c1", "s2", "c3", "s4", "c5")] == [
         [6, 28, 28], [6, 14, 14], [16, 10, 10], [16, 5, 5], [120, 1, 1]]
+
+
+def test_torch_engine_without_torch_says_how_to_install(mini_dir, tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from lenet5.cli import main\n"
+            f"sys.exit(main(['train', '--engine', 'torch', '--data-dir', {str(mini_dir)!r}, '--out', "
+            f"{str(tmp_path / 'r')!r}, '--epochs', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and "PyTorch is not installed" in r.stderr and "pip install" in r.stderr
+    assert "Traceback" not in r.stderr
+    # and the NumPy engine does not need torch at all
+    code = code.replace("'--engine', 'torch', ", "").replace("/r'", "/r2'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

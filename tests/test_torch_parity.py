@@ -80,3 +80,64 @@ def test_weights_move_both_ways(tmp_path):
     save_file(other.state_dict(), str(tmp_path / "t.safetensors"))
     back, _ = load_checkpoint(tmp_path / "t.safetensors", preset="seed-tanh")
     np.testing.assert_allclose(back.forward(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_both_engines_through_the_same_training_loop(mini_dir):
+    """fit() with the NumPy model and with the torch adapter: same float64 loss curve and weights."""
+    from lenet5 import fit
+    from lenet5.torch import TorchModel, TorchSGD
+
+    data = load_dir(mini_dir)
+    np_model = LeNet5("seed-tanh", seed=4, dtype=np.float64)
+    t_model = TorchModel("seed-tanh", seed=4, dtype=np.float64)
+    kw = dict(epochs=2, batch_size=32, seed=4, progress=False, schedule="cosine")
+    h_np = fit(np_model, SGD(np_model.params(), np_model.grads(), lr=0.1, momentum=0.5), data, **kw)
+    h_t = fit(t_model, TorchSGD(t_model, lr=0.1, momentum=0.5), data, **kw)
+    for a, b in zip(h_np, h_t):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
+    for name, p in t_model.state_dict().items():
+        assert rel(np_model.params()[name], p) < 1e-9, name
+
+
+def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_path, mini_dir):
+    """torchrun, 2 ranks, gloo on CPU: 4 steps of global batch 32 == one process on the same batches."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    from lenet5.train import subset
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "lenet5.cli", "train", "--engine", "torch", "--data-dir", str(mini_dir), "--epochs", "1",
+           "--batch-size", "32", "--train-limit", "128", "--lr", "0.05", "--momentum", "0.9",
+           "--weight-decay", "1e-3", "--schedule", "constant", "--dtype", "float64", "--seed", "3",
+           "--out", str(out), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "on 2 processes" in r.stderr
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["world_size"] == 2
+
+    # the same run in one process: DistributedSampler's permutation, cut into global batches of 32
+    data = load_dir(mini_dir)
+    train = subset(data.train, 128, np.random.default_rng(3))
+    g = torch.Generator()
+    g.manual_seed(3 + 1)  # DistributedSampler seeds with seed + epoch; epoch 1
+    order = torch.randperm(128, generator=g).numpy()
+    net = lt.build("seed-tanh", seed=3, dtype=torch.float64)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    model = LeNet5("seed-tanh", seed=None, dtype=np.float64)
+    for step in range(4):
+        idx = order[step * 32:(step + 1) * 32]
+        x = torch.from_numpy(model.prepare(train.images[idx]))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), torch.from_numpy(train.labels[idx])).backward()
+        opt.step()
+    saved = load_file(str(out / "model.safetensors"))
+    for name, p in net.state_dict().items():
+        assert rel(saved[name], p.numpy()) < 1e-10, name

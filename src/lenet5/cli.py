@@ -95,10 +95,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .optim import SGD
     from .train import fit, subset
 
-    data = load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
+    rank, world = 0, 1
+    if args.engine == "torch":
+        from . import ddp  # raises a clear error without PyTorch
+
+        if ddp.under_torchrun():
+            rank, world, device = ddp.setup(args.device)
+            args.device = str(device)
+    if rank > 0:  # rank 0 fetches the data first, so ranks never download into the cache at once
+        ddp.dist.barrier()
+    data = load_dataset(args.dataset, args.data_dir, progress=not args.quiet and rank == 0)
+    if world > 1 and rank == 0:
+        ddp.dist.barrier()
     data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
     if args.engine == "torch":
-        from .torch import TorchModel, TorchSGD  # raises a clear error without PyTorch
+        from .torch import TorchModel, TorchSGD
 
         model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device)
         optimizer = TorchSGD(model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -106,31 +117,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
         optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay)
-    run_dir = _new_run_dir(args.out, args.preset, args.force)
     settings = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                "momentum": args.momentum, "schedule": args.schedule, "weight_decay": args.weight_decay, "seed": args.seed,
-                "train_limit": args.train_limit, "dtype": args.dtype, "engine": args.engine}
-    config = {"settings": settings, "data": data.describe(), "command": sys.argv,
-              "started": datetime.now().isoformat(timespec="seconds")}
-    atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-    print(f"lenet5: training {model!r} on {data.name} ({len(data.train)} train / {len(data.test)} test "
-          f"images from {data.source}) -> {run_dir}", file=sys.stderr)
+                "momentum": args.momentum, "schedule": args.schedule, "weight_decay": args.weight_decay,
+                "seed": args.seed, "train_limit": args.train_limit, "dtype": args.dtype, "engine": args.engine,
+                "world_size": world}
+    on_epoch = None
+    if rank == 0:
+        run_dir = _new_run_dir(args.out, args.preset, args.force)
+        config = {"settings": settings, "data": data.describe(), "command": sys.argv,
+                  "started": datetime.now().isoformat(timespec="seconds")}
+        atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+        metrics_path = run_dir / "metrics.jsonl"
+        metrics_path.write_text("")
+        print(f"lenet5: training {model!r}{f' on {world} processes' if world > 1 else ''} on {data.name} "
+              f"({len(data.train)} train / {len(data.test)} test images from {data.source}) -> {run_dir}",
+              file=sys.stderr)
 
-    def on_epoch(rec: dict) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        save_checkpoint(run_dir / "model.safetensors", model,
-                        {"settings": settings, "data": data.describe(), "epoch": rec["epoch"],
-                         "test_acc": rec["test_acc"]})
-        print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
-              f"{100 * rec['train_acc']:6.2f}%  test loss {rec['test_loss']:.4f} acc "
-              f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
+        def on_epoch(rec: dict) -> None:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            save_checkpoint(run_dir / "model.safetensors", model,
+                            {"settings": settings, "data": data.describe(), "epoch": rec["epoch"],
+                             "test_acc": rec["test_acc"]})
+            print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
+                  f"{100 * rec['train_acc']:6.2f}%  test loss {rec['test_loss']:.4f} acc "
+                  f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
 
-    fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed,
-        progress=not args.quiet, on_epoch=on_epoch, schedule=args.schedule)
-    print(f"lenet5: saved {run_dir / 'model.safetensors'}", file=sys.stderr)
+    if world > 1:
+        try:
+            ddp.fit_ddp(model, data, args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
+                        args.schedule, args.seed, not args.quiet, on_epoch, rank, world)
+        finally:
+            ddp.teardown()
+    else:
+        fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed,
+            progress=not args.quiet, on_epoch=on_epoch, schedule=args.schedule)
+    if rank == 0:
+        print(f"lenet5: saved {run_dir / 'model.safetensors'}", file=sys.stderr)
     return 0
 
 
