@@ -130,3 +130,21 @@ def test_sgd_rejects_bad_settings():
     for kwargs in [{"lr": 0}, {"lr": float("nan")}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "weight_decay": -1}]:
         with pytest.raises(ValueError):
             SGD(p, {"w": np.zeros(2)}, **kwargs)
+
+
+@pytest.mark.parametrize("n", [130, 300])
+def test_micro_batched_threaded_pass_equals_single_pass(n):
+    """Big batches are cut into micro-batches on worker threads; gradients must be the same sums."""
+    single = LeNet5(seed=8, dtype=np.float64, threads=1)
+    split = LeNet5(seed=8, dtype=np.float64, threads=2)
+    x = RNG.random((n, 1, 28, 28))
+    labels = RNG.integers(0, 10, n)
+    for model in (single, split):
+        loss, d = model.loss(model.forward(x), labels)
+        model.backward(d)
+    assert split._parts is not None and len(split._parts) >= 2  # the split path really ran
+    np.testing.assert_allclose(split.forward(x), single.forward(x), rtol=1e-12)
+    for name, g in single.grads().items():
+        np.testing.assert_allclose(split.grads()[name], g, rtol=1e-10, atol=1e-14, err_msg=name)
+    np.testing.assert_allclose(split.infer((x[:, 0] * 255).astype(np.uint8)),
+                               single.infer((x[:, 0] * 255).astype(np.uint8)), rtol=1e-12)

@@ -114,17 +114,15 @@ def _blas_single_thread() -> contextlib.AbstractContextManager:
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """[fn(item) for item in items], one thread each (the first in the caller's thread)."""
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """[fn(item) for item in items], run on up to ``workers`` threads, results in order."""
     global _POOL
-    if len(items) == 1:
-        return [fn(items[0])]
-    if _POOL is None or _POOL._max_workers < len(items) - 1:
-        _POOL = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="lenet5")
+    if len(items) == 1 or workers <= 1:
+        return [fn(item) for item in items]
+    if _POOL is None or _POOL._max_workers < workers:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lenet5")
     with _blas_single_thread():
-        futures = [_POOL.submit(fn, item) for item in items[1:]]
-        first = fn(items[0])
-        return [first] + [f.result() for f in futures]
+        return list(_POOL.map(fn, items))
 
 
 tune_malloc()

@@ -124,6 +124,9 @@ class LeNet5:
     #: below this many images per thread, splitting a training batch costs more than it saves
     #: (measured on 2 cores: batch 64 gains nothing from two threads, batch 256 gains ~20%)
     MIN_PER_THREAD = 64
+    #: larger training batches are cut into micro-batches of at most this size, which keeps
+    #: each one's working set in cache; their gradients are summed
+    MAX_CHUNK = 128
     #: inference works through large inputs in chunks this big, which keeps im2col in cache
     INFER_CHUNK = 32
 
@@ -188,21 +191,23 @@ class LeNet5:
 
         ``keep``: names of layers whose outputs to record in ``self.activations`` (as
         (N, C, H, W) or (N, F) copies), e.g. for plotting feature maps.
-        A large batch is split over ``self.threads`` threads (see ``_cpu.parallel_map``);
-        the result is the same up to float round-off.
+        A large batch is split into micro-batches run on ``self.threads`` threads (see
+        ``_cpu.parallel_map``); the result is the same up to float round-off.
         """
         if x.ndim == 3:
             x = x[:, None]
         if x.ndim != 4:
             raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got shape {x.shape}")
-        k = min(self.threads, len(x) // self.MIN_PER_THREAD)
+        n = len(x)
+        k = max(min(self.threads, n // self.MIN_PER_THREAD), -(-n // self.MAX_CHUNK))
         if k <= 1 or keep:
             self._parts = None
             return self._forward(x, keep)
-        bounds = np.linspace(0, len(x), k + 1).astype(int)
+        bounds = np.linspace(0, n, k + 1).astype(int)
         self._parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         workers = [self, *self._get_replicas(k - 1)]
-        logits = parallel_map(lambda job: job[0]._forward(x[job[1]]), list(zip(workers, self._parts)))
+        logits = parallel_map(lambda job: job[0]._forward(x[job[1]]), list(zip(workers, self._parts)),
+                              self.threads)
         return np.concatenate(logits)
 
     def _forward(self, x: np.ndarray, keep: list[str] | None = None) -> np.ndarray:
@@ -223,7 +228,7 @@ class LeNet5:
         if self._parts is None:
             return self._backward(dlogits)
         workers = [self, *self._replicas[: len(self._parts) - 1]]
-        parallel_map(lambda job: job[0]._backward(dlogits[job[1]]), list(zip(workers, self._parts)))
+        parallel_map(lambda job: job[0]._backward(dlogits[job[1]]), list(zip(workers, self._parts)), self.threads)
         for name, g in self.grads().items():
             for replica in workers[1:]:
                 g += replica.grads()[name]
@@ -266,7 +271,8 @@ class LeNet5:
                                    for i in range(a, b, self.INFER_CHUNK)] or [np.zeros((0, 10), self.dtype)])
 
         self._parts = None
-        return np.concatenate(parallel_map(run, [(w, a, b) for w, a, b in zip(workers, bounds[:-1], bounds[1:])]))
+        jobs = [(w, a, b) for w, a, b in zip(workers, bounds[:-1], bounds[1:])]
+        return np.concatenate(parallel_map(run, jobs, self.threads))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""

@@ -1,0 +1,17 @@
+"""Benchmark script: the same as `lenet5 bench`, runnable from a checkout.
+
+    python benchmarks/bench.py --batch-sizes 1,16,64,256,1024
+    python benchmarks/bench.py --profile
+    python benchmarks/bench.py --json > bench.json
+
+It measures, in one process, training and inference images/s of the NumPy engine and of the
+PyTorch replica (when torch is installed), interleaving repetitions, and prints medians,
+spreads and the NumPy/PyTorch time ratio. See src/lenet5/bench.py.
+"""
+
+import sys
+
+from lenet5.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))
