@@ -68,38 +68,41 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- commands
-def _new_run_dir(out: str | None, preset: str, force: bool) -> Path:
-    """A fresh directory for this run. An existing non-empty --out needs --force."""
-    if out is not None:
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise Lenet5Error(f"--out {path}: exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()) and not force:
-            raise Lenet5Error(f"--out {path}: directory is not empty; choose another or pass --force to overwrite")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-{preset}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
-    return path
+def _settings_from(args: argparse.Namespace, world: int) -> dict:
+    return {"preset": args.preset, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum, "schedule": args.schedule,
+            "weight_decay": args.weight_decay, "seed": args.seed, "train_limit": args.train_limit,
+            "val_split": args.val_split, "dtype": args.dtype, "engine": args.engine, "device": args.device,
+            "world_size": world}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write, save_checkpoint
+    from . import runs
     from .datasets import load_dataset
     from .model import LeNet5
     from .optim import SGD
-    from .train import fit, subset
+    from .train import DivergenceError, Interrupted, fit, split_validation, subset
+
+    resume = None
+    if args.resume:
+        config, weights, optim_state, state = runs.load_for_resume(args.resume)
+        epochs = args.epochs
+        for key, value in config["settings"].items():  # the run's own settings win...
+            setattr(args, key, value)
+        args.epochs = epochs or config["settings"]["epochs"]  # ...except a longer --epochs
+        if state.epoch >= args.epochs and state.batch == 0:
+            raise Lenet5Error(f"--resume {args.resume}: the run already finished {state.epoch} epochs; "
+                              "pass --epochs N to train further")
+        resume = (weights, optim_state, state)
+    args.epochs = args.epochs or 10
 
     rank, world = 0, 1
     if args.engine == "torch":
         from . import ddp  # raises a clear error without PyTorch
 
         if ddp.under_torchrun():
+            if resume:
+                raise Lenet5Error("--resume is not supported under torchrun yet")
             rank, world, device = ddp.setup(args.device)
             args.device = str(device)
     if rank > 0:  # rank 0 fetches the data first, so ranks never download into the cache at once
@@ -108,6 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if world > 1 and rank == 0:
         ddp.dist.barrier()
     data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
+    val = None
+    if args.val_split:
+        data.train, val = split_validation(data.train, args.val_split, np.random.default_rng(args.seed))
     if args.engine == "torch":
         from .torch import TorchModel, TorchSGD
 
@@ -117,31 +123,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
         optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay)
-    settings = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                "momentum": args.momentum, "schedule": args.schedule, "weight_decay": args.weight_decay,
-                "seed": args.seed, "train_limit": args.train_limit, "dtype": args.dtype, "engine": args.engine,
-                "world_size": world}
-    on_epoch = None
-    if rank == 0:
-        run_dir = _new_run_dir(args.out, args.preset, args.force)
-        config = {"settings": settings, "data": data.describe(), "command": sys.argv,
-                  "started": datetime.now().isoformat(timespec="seconds")}
-        atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
-        metrics_path = run_dir / "metrics.jsonl"
-        metrics_path.write_text("")
-        print(f"lenet5: training {model!r}{f' on {world} processes' if world > 1 else ''} on {data.name} "
-              f"({len(data.train)} train / {len(data.test)} test images from {data.source}) -> {run_dir}",
-              file=sys.stderr)
+    settings = _settings_from(args, world)
+    meta = {"settings": settings, "data": {**data.describe(), "val_size": len(val) if val else 0}}
+    if rank > 0:
+        ddp.fit_ddp(model, data, args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
+                    args.schedule, args.seed, False, None, rank, world)
+        ddp.teardown()
+        return 0
 
-        def on_epoch(rec: dict) -> None:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            save_checkpoint(run_dir / "model.safetensors", model,
-                            {"settings": settings, "data": data.describe(), "epoch": rec["epoch"],
-                             "test_acc": rec["test_acc"]})
-            print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
-                  f"{100 * rec['train_acc']:6.2f}%  test loss {rec['test_loss']:.4f} acc "
-                  f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
+    if resume:
+        run_dir = Path(args.resume)
+        model.load_state_dict(resume[0])
+        optimizer.load_state_dict(resume[1])
+        state = resume[2]
+        runs.write_metrics(run_dir, state.history)
+        where = f"epoch {state.epoch + 1}" + (f", batch {state.batch + 1}" if state.batch else "")
+        print(f"lenet5: resuming {run_dir} at {where}", file=sys.stderr)
+    else:
+        run_dir = runs.create(args.out, args.preset, args.force)
+        runs.write_config(run_dir, {**meta, "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds")})
+        runs.write_metrics(run_dir, [])
+        state = None
+    print(f"lenet5: training {model!r}{f' on {world} processes' if world > 1 else ''} on {data.name} "
+          f"({len(data.train)} train{f' / {len(val)} validation' if val else ''} / {len(data.test)} test "
+          f"images from {data.source}) -> {run_dir}", file=sys.stderr)
+
+    def on_epoch(rec: dict, st=None) -> None:
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if st is not None:
+            runs.save(run_dir, model, optimizer, st, meta)
+        else:  # DDP: weights only
+            from .checkpoint import save_checkpoint
+
+            save_checkpoint(run_dir / runs.MODEL, model, {**meta, "epoch": rec["epoch"], "test_acc": rec["test_acc"]})
+        if rec.get("best"):
+            runs.save_best(run_dir, model, meta, rec)
+        val_text = f"  val acc {100 * rec['val_acc']:6.2f}%" if "val_acc" in rec else ""
+        print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
+              f"{100 * rec['train_acc']:6.2f}%{val_text}  test loss {rec['test_loss']:.4f} acc "
+              f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
 
     if world > 1:
         try:
@@ -149,12 +170,51 @@ def cmd_train(args: argparse.Namespace) -> int:
                         args.schedule, args.seed, not args.quiet, on_epoch, rank, world)
         finally:
             ddp.teardown()
-    else:
-        fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed,
-            progress=not args.quiet, on_epoch=on_epoch, schedule=args.schedule)
-    if rank == 0:
-        print(f"lenet5: saved {run_dir / 'model.safetensors'}", file=sys.stderr)
+        print(f"lenet5: saved {run_dir / runs.MODEL}", file=sys.stderr)
+        return 0
+
+    stop = _StopOnCtrlC()
+    try:
+        with stop:
+            fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed, progress=not args.quiet,
+                on_epoch=on_epoch, schedule=args.schedule, val=val, state=state, should_stop=stop)
+    except Interrupted as e:
+        path = runs.save(run_dir, model, optimizer, e.state, meta)
+        print(f"lenet5: {e}; saved {path}. Resume with: lenet5 train --resume {run_dir}", file=sys.stderr)
+        return 130
+    except DivergenceError as e:
+        kept = f"; the last good checkpoint is {run_dir / runs.MODEL}" if (run_dir / runs.MODEL).exists() else ""
+        raise Lenet5Error(f"{e}{kept}") from None
+    print(f"lenet5: saved {run_dir / runs.MODEL}" + (f" (best validation epoch: {run_dir / runs.BEST})"
+                                                    if val else ""), file=sys.stderr)
     return 0
+
+
+class _StopOnCtrlC:
+    """While active, the first Ctrl-C asks training to stop after the current step; a second aborts."""
+
+    requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nlenet5: stopping after this step and saving (Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import signal
+
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self._old)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -261,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="found in the cache or a system location, else downloaded (default mnist)")
     t.add_argument("--data-dir", help="use the four MNIST-format IDX files in this directory instead")
-    t.add_argument("--epochs", type=positive_int, default=10)
+    t.add_argument("--epochs", type=positive_int, default=None, help="default 10")
     t.add_argument("--batch-size", type=positive_int, default=64)
     t.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
     t.add_argument("--momentum", type=fraction, default=0.0, help="SGD momentum in [0, 1) (default 0)")
@@ -272,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on N images drawn at random (seeded) from the training set")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--val-split", type=fraction, default=0.0,
+                   help="hold out this fraction of the training set for validation; the best "
+                        "validation epoch is kept as best.safetensors")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
     t.add_argument("--force", action="store_true", help="allow --out to be a non-empty directory")
     t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")

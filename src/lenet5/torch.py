@@ -142,6 +142,7 @@ class TorchSGD:
 
     def __init__(self, model: TorchModel, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
         self.opt = torch.optim.SGD(model.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self._named = dict(model.net.named_parameters())
 
     @property
     def lr(self) -> float:
@@ -154,3 +155,17 @@ class TorchSGD:
 
     def step(self) -> None:
         self.opt.step()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Momentum buffers as NumPy arrays keyed 'velocity.<param name>', as lenet5.optim.SGD."""
+        out = {}
+        for name, p in self._named.items():
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"velocity.{name}"] = buf.detach().cpu().numpy().copy()
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in state.items():
+            p = self._named[key.removeprefix("velocity.")]
+            self.opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(value)).to(p.device, p.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -70,6 +71,38 @@ def evaluate(model: LeNet5, split: Split, batch_size: int = 500) -> dict:
             "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist()}
 
 
+@dataclass
+class TrainState:
+    """Where a run stands, enough to continue it exactly.
+
+    ``epoch`` epochs are complete and ``batch`` batches of the next one are done; ``rng_state``
+    is the shuffling generator's state at the start of that next epoch (so its permutation can
+    be drawn again), ``partial`` the running (loss sum, correct, seen) of that epoch.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    rng_state: dict | None = None
+    partial: list[float] = field(default_factory=lambda: [0.0, 0, 0])
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainState":
+        return cls(**d)
+
+
+class Interrupted(Lenet5Error):
+    """Training stopped on request (Ctrl-C) after a complete step; ``state`` resumes it."""
+
+    def __init__(self, state: TrainState) -> None:
+        super().__init__(f"interrupted at epoch {state.epoch + 1}, batch {state.batch}")
+        self.state = state
+
+
 def train_epoch(model: LeNet5, optimizer, split: Split, batch_size: int, rng: np.random.Generator,
                 progress: Progress | None = None, epoch: int = 1, schedule: Schedule | None = None,
                 first_step: int = 0) -> tuple[float, float]:
@@ -78,58 +111,109 @@ def train_epoch(model: LeNet5, optimizer, split: Split, batch_size: int, rng: np
     ``schedule(t)`` sets the optimizer's learning rate before global step t (counted from
     ``first_step``).
     """
-    total_loss, correct, seen = 0.0, 0, 0
-    for step, idx in enumerate(batches(len(split), batch_size, rng), start=1):
+    totals = _run_batches(model, optimizer, split, list(batches(len(split), batch_size, rng)), 0, epoch,
+                          schedule, first_step, progress, [0.0, 0, 0], None)
+    return totals[0] / totals[2], totals[1] / totals[2]
+
+
+def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
+                 schedule: Schedule | None, first_step: int, progress: Progress | None, totals: list,
+                 should_stop: Callable[[], bool] | None) -> list:
+    """Steps over order[start:]; returns [loss sum, correct, seen, batches done, stopped].
+
+    Stops early when ``should_stop()`` turns true after a complete step, so the weights are
+    never left half-updated.
+    """
+    for b in range(start, len(order)):
+        idx = order[b]
         if schedule is not None:
-            optimizer.lr = schedule(first_step + step - 1)
+            optimizer.lr = schedule(first_step + b)
         labels = split.labels[idx]
         logits = model.forward(model.prepare(split.images[idx]))
         loss, dlogits = model.loss(logits, labels)
         if not math.isfinite(loss):
-            raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {step}; "
+            raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
                                   "try a smaller learning rate (--lr)")
         model.backward(dlogits)
         optimizer.step()
-        total_loss += loss * len(idx)
-        correct += int((logits.argmax(axis=1) == labels).sum())
-        seen += len(idx)
+        totals[0] += loss * len(idx)
+        totals[1] += int((logits.argmax(axis=1) == labels).sum())
+        totals[2] += len(idx)
         if progress is not None:
-            progress.update(loss=total_loss / seen, acc=correct / seen)
-    return total_loss / seen, correct / seen
+            progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
+        if should_stop is not None and should_stop():
+            return [*totals[:3], b + 1, True]
+    return [*totals[:3], len(order), False]
 
 
 def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, seed: int | None = 0,
-        progress: bool = True, on_epoch: Callable[[dict], None] | None = None,
-        eval_batch_size: int = 500, schedule: str = "constant") -> list[dict]:
+        progress: bool = True, on_epoch: Callable[[dict, TrainState], None] | None = None,
+        eval_batch_size: int = 500, schedule: str = "constant", val: Split | None = None,
+        state: TrainState | None = None, should_stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train for ``epochs`` passes, evaluating on the test split after each one.
 
     ``schedule``: 'constant' keeps the optimizer's learning rate; 'cosine' decays it from
-    there to 0 over the whole run (see ``lenet5.schedules``).
+    there to 0 over the whole run (see ``lenet5.schedules``). ``val``: a held-out split,
+    evaluated each epoch (``val_loss``, ``val_acc``). ``state``: continue a run exactly where
+    it stopped. ``should_stop``: polled after every step; when true, raises ``Interrupted``
+    carrying the state to resume from.
 
     Returns one dict per epoch (epoch, train_loss, train_acc, test_loss, test_acc, seconds)
-    and calls ``on_epoch`` with each as soon as it is known.
+    and calls ``on_epoch(record, state)`` as soon as each epoch is done.
     """
+    state = state or TrainState()
     rng = np.random.default_rng(seed)
+    if state.rng_state is not None:
+        rng.bit_generator.state = state.rng_state
     steps_per_epoch = math.ceil(len(data.train) / batch_size)
-    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch)
-    history = []
-    for epoch in range(1, epochs + 1):
+    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch)  # optimizer.lr: the base rate
+    history = list(state.history)
+    for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
+        epoch_rng = rng.bit_generator.state
+        order = list(batches(len(data.train), batch_size, rng))
+        resume_at = state.batch if epoch == state.epoch + 1 else 0
+        totals = list(state.partial) if resume_at else [0.0, 0, 0]
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{epochs}", enabled=progress)
+        if resume_at:
+            bar.done = resume_at
         try:
-            train_loss, train_acc = train_epoch(model, optimizer, data.train, batch_size, rng, bar, epoch,
-                                                lr_at, (epoch - 1) * steps_per_epoch)
+            totals = _run_batches(model, optimizer, data.train, order, resume_at, epoch, lr_at,
+                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop)
         finally:
             bar.close()
+        if totals[3] < len(order):
+            raise Interrupted(TrainState(epoch - 1, totals[3], epoch_rng, totals[:3], history, state.best_val_acc))
         train_seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "train_loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2]}
+        if val is not None:
+            v = evaluate(model, val, eval_batch_size)
+            record.update(val_loss=v["loss"], val_acc=v["accuracy"])
         test = evaluate(model, data.test, eval_batch_size)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                  "test_loss": test["loss"], "test_acc": test["accuracy"],
-                  "seconds": time.perf_counter() - start, "train_seconds": train_seconds}
+        record.update(test_loss=test["loss"], test_acc=test["accuracy"], seconds=time.perf_counter() - start,
+                      train_seconds=train_seconds)
         history.append(record)
+        best = state.best_val_acc
+        if val is not None and (best is None or record["val_acc"] > best):
+            record["best"] = True
+            best = record["val_acc"]
+        state = TrainState(epoch, 0, rng.bit_generator.state, [0.0, 0, 0], history, best)
         if on_epoch is not None:
-            on_epoch(record)
+            on_epoch(record, state)
+        if totals[4] and epoch < epochs:  # asked to stop on the epoch's last step
+            raise Interrupted(state)
     return history
+
+
+def split_validation(split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
+    """Hold out ``fraction`` of a split (chosen at random, seeded) for validation."""
+    n_val = int(round(fraction * len(split)))
+    if not 0 < n_val < len(split):
+        raise Lenet5Error(f"--val-split {fraction}: leaves {n_val} of {len(split)} images for validation")
+    perm = rng.permutation(len(split))
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return (Split(split.images[train_idx], split.labels[train_idx], split.files),
+            Split(split.images[val_idx], split.labels[val_idx], split.files))
 
 
 def subset(split: Split, limit: int | None, rng: np.random.Generator) -> Split:

@@ -1,0 +1,152 @@
+"""Long runs that lose nothing: exact resume, Ctrl-C, kill -9, divergence, validation split."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from lenet5 import SGD, LeNet5, cli, fit, load_dir
+from lenet5.train import Interrupted
+
+
+def weights(path):
+    return {k: v for k, v in load_file(str(path)).items() if not k.startswith("optim.")}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("stop_after", [3, 10, 20])  # mid-epoch 1, exactly at an epoch end, mid-epoch 3
+def test_interrupted_and_resumed_fit_equals_uninterrupted(mini_dir, stop_after):
+    data = load_dir(mini_dir)
+    kw = dict(epochs=3, batch_size=32, seed=2, progress=False, schedule="cosine")
+
+    def fresh():
+        m = LeNet5(seed=2)
+        return m, SGD(m.params(), m.grads(), lr=0.1, momentum=0.9)
+
+    ref, ref_opt = fresh()
+    ref_hist = fit(ref, ref_opt, data, **kw)
+
+    model, opt = fresh()
+    steps = {"n": 0}
+
+    def should_stop():
+        steps["n"] += 1
+        return steps["n"] == stop_after
+
+    saved = {}
+    try:
+        fit(model, opt, data, **kw, should_stop=should_stop,
+            on_epoch=lambda rec, st: saved.update(state=st))
+        state = None
+    except Interrupted as e:
+        state = e.state
+    assert state is not None
+    # a new process would rebuild the model and optimizer from the checkpoint; do the same here
+    model2, opt2 = fresh()
+    model2.load_state_dict(model.state_dict())
+    opt2.load_state_dict(opt.state_dict())
+    hist = fit(model2, opt2, data, **kw, state=state)
+    for k, v in ref.params().items():
+        np.testing.assert_array_equal(model2.params()[k], v, err_msg=k)
+    assert [h["test_acc"] for h in hist] == [h["test_acc"] for h in ref_hist]
+
+
+def run_cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "lenet5.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+TRAIN = ["train", "--epochs", 3, "--batch-size", 16, "--momentum", 0.9, "--seed", 4, "--quiet"]
+
+
+def wait_for(pred, timeout=60):
+    end = time.time() + timeout
+    while not pred() and time.time() < end:
+        time.sleep(0.01)
+    assert pred(), "timed out"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_cli_stop_and_resume_gives_the_uninterrupted_weights(tmp_path, mini_dir, sig):
+    ref = run_cli(*TRAIN, "--data-dir", mini_dir, "--out", tmp_path / "ref")
+    assert ref.wait() == 0, ref.stderr.read()
+
+    out = tmp_path / "run"
+    p = run_cli(*TRAIN, "--data-dir", mini_dir, "--out", out)
+    wait_for(lambda: (out / "model.safetensors").exists())  # after epoch 1 at the latest
+    p.send_signal(sig)
+    code = p.wait()
+    err = p.stderr.read()
+    if code == 0:  # it finished before the signal landed: nothing left to test on this machine
+        pytest.skip("training finished before the signal arrived")
+    if sig == signal.SIGINT:
+        assert code == 130 and f"Resume with: lenet5 train --resume {out}" in err and "Traceback" not in err
+    weights(out / "model.safetensors")  # loadable whatever moment the process died
+    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--resume", str(out), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    assert_same_weights(weights(out / "model.safetensors"), weights(tmp_path / "ref" / "model.safetensors"))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_resume_errors(tmp_path, mini_dir, capsys):
+    assert cli.main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    out = tmp_path / "done"
+    assert cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["train", "--resume", str(out)]) == 2
+    assert "already finished 1 epochs; pass --epochs N" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, mini_dir, monkeypatch, capsys):
+    import lenet5.model
+
+    calls = []
+    real = lenet5.model.softmax_cross_entropy
+
+    def nan_in_epoch_two(logits, labels):
+        calls.append(1)
+        loss, d = real(logits, labels)
+        return (float("inf") if len(calls) == 12 else loss), d  # 300/32 = 10 steps per epoch
+
+    monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_in_epoch_two)
+    out = tmp_path / "r"
+    code = cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "3", "--batch-size", "32", "--out", str(out),
+                     "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became inf at epoch 2, batch 1" in err and "smaller learning rate" in err
+    assert f"last good checkpoint is {out / 'model.safetensors'}" in err
+    from lenet5 import load_checkpoint
+
+    _, meta = load_checkpoint(out / "model.safetensors")
+    assert meta["epoch"] == 1
+
+
+def test_val_split_keeps_the_best_validation_epoch(tmp_path, mini_dir):
+    out = tmp_path / "v"
+    assert cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "3", "--val-split", "0.2", "--out", str(out),
+                     "--quiet"]) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_acc" in x for x in lines)
+    best = max(lines, key=lambda x: x["val_acc"])  # first epoch reaching the maximum wins
+    from lenet5 import load_checkpoint
+
+    model, meta = load_checkpoint(out / "best.safetensors")
+    assert meta["epoch"] == best["epoch"] and meta["val_acc"] == best["val_acc"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["train_size"] == 240 and config["data"]["val_size"] == 60
