@@ -249,6 +249,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .predict import prepare_files, save_input
+
+    model, _ = load_checkpoint(args.checkpoint)
+    images = prepare_files(args.images)
+    probs = model.predict(images)
+    if args.show_input:
+        out = Path(args.show_input)
+        out.mkdir(parents=True, exist_ok=True)
+        for path, image in zip(args.images, images):
+            save_input(image, out / f"{Path(path).stem}-input.png")
+    results = []
+    for path, p in zip(args.images, probs):
+        order = np.argsort(-p)[: args.top]
+        results.append({"image": str(path), "prediction": int(order[0]),
+                        "top": [{"class": int(c), "probability": float(p[c])} for c in order],
+                        "probabilities": [float(v) for v in p]})
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        tops = "  ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"])
+        print(f"{r['image']}: {r['prediction']}    top: {tops}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .model import LeNet5
 
@@ -353,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _engine_args(e)
     e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify your own pictures of digits (PNG, JPEG, BMP, ...)")
+    pr.add_argument("checkpoint", type=Path)
+    pr.add_argument("images", nargs="+", help="picture files")
+    pr.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
+    pr.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the network saw, per picture")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("summary", help="every layer's output shape and parameter count")
     s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
