@@ -19,7 +19,7 @@ def run(*args, cwd=None):
 
 def test_train_then_evaluate(tmp_path, mini_dir):
     out = tmp_path / "run"
-    r = run("train", "--data-dir", mini_dir, "--epochs", 2, "--batch-size", 32, "--out", out, "--seed", 1)
+    r = run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 2, "--batch-size", 32, "--out", out, "--seed", 1)
     assert r.returncode == 0, r.stderr
     assert "epoch   2/2" in r.stdout and "test loss" in r.stdout
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -40,7 +40,7 @@ def test_train_then_evaluate(tmp_path, mini_dir):
 
 def test_same_command_twice_gives_identical_weights(tmp_path, mini_dir):
     for name in "ab":
-        r = run("train", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 100, "--out", tmp_path / name,
+        r = run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 100, "--out", tmp_path / name,
                 "--seed", 5, "--quiet")
         assert r.returncode == 0, r.stderr
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in "ab")
@@ -49,19 +49,19 @@ def test_same_command_twice_gives_identical_weights(tmp_path, mini_dir):
 
 def test_never_overwrites_a_run_without_force(tmp_path, mini_dir):
     out = tmp_path / "run"
-    assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet").returncode == 0
+    assert run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet").returncode == 0
     before = (out / "model.safetensors").read_bytes()
-    r = run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3)
+    r = run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3)
     assert r.returncode == 2 and "not empty" in r.stderr and "--force" in r.stderr
     assert (out / "model.safetensors").read_bytes() == before
-    assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3,
+    assert run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 1, "--out", out, "--quiet", "--seed", 3,
                "--force").returncode == 0
     assert (out / "model.safetensors").read_bytes() != before
 
 
 def test_default_run_dirs_are_fresh(tmp_path, mini_dir):
     for _ in range(2):
-        assert run("train", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 50, "--quiet",
+        assert run("train", "--no-plots", "--data-dir", mini_dir, "--epochs", 1, "--train-limit", 50, "--quiet",
                    cwd=tmp_path).returncode == 0
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
@@ -75,13 +75,13 @@ def test_default_run_dirs_are_fresh(tmp_path, mini_dir):
     (["--preset", "vgg"], "invalid choice: 'vgg'"),
 ])
 def test_bad_arguments(mini_dir, args, message):
-    r = run("train", "--data-dir", mini_dir, *args)
+    r = run("train", "--no-plots", "--data-dir", mini_dir, *args)
     assert r.returncode == 2 and message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bad_files_exit_nonzero_without_traceback(tmp_path, mini_dir):
-    r = run("train", "--data-dir", tmp_path / "nowhere")
+    r = run("train", "--no-plots", "--data-dir", tmp_path / "nowhere")
     assert r.returncode == 2 and "nowhere: data directory does not exist" in r.stderr
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     r = run("evaluate", tmp_path / "bad.safetensors", "--data-dir", mini_dir)
@@ -101,7 +101,7 @@ def test_divergence_is_reported(tmp_path, mini_dir, monkeypatch, capsys):
         return (float("nan") if len(calls) == 3 else loss), d
 
     monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_on_third_batch)
-    code = cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    code = cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "loss became nan at epoch 1, batch 3" in err and "smaller learning rate" in err
 

@@ -196,14 +196,14 @@ def test_data_commands(env, capsys):
 
 def test_unknown_dataset_is_a_clean_cli_error(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["train", "--dataset", "cifar10"])
+        cli.main(["train", "--no-plots", "--dataset", "cifar10"])
     assert e.value.code == 2 and "invalid choice: 'cifar10'" in capsys.readouterr().err
 
 
 def test_first_run_offline_trains_on_the_sample_and_records_it(tmp_path):
     """The README's quickstart with no network: `lenet5 train` and no arguments (1 epoch here)."""
     env = {**os.environ, "LENET5_DATA": str(tmp_path / "cache"), "LENET5_MIRRORS": CLOSED}
-    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--epochs", "1"], cwd=tmp_path, env=env,
+    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--no-plots", "--epochs", "1"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "bundled MNIST sample" in r.stderr and "NOT full MNIST" in r.stderr
@@ -229,7 +229,7 @@ def test_full_size_epoch_through_the_system_location(tmp_path, monkeypatch):
     monkeypatch.setenv("LENET5_DATA", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
     out = tmp_path / "run"
-    assert cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["train", "--no-plots", "--dataset", "fashion-mnist", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["source"] == "system:/usr/share/datasets/fashion-mnist"
     assert config["data"]["train_size"] == 60000 and config["data"]["test_size"] == 10000

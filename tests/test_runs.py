@@ -67,7 +67,7 @@ def run_cli(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-TRAIN = ["train", "--epochs", 3, "--batch-size", 16, "--momentum", 0.9, "--seed", 4, "--quiet"]
+TRAIN = ["train", "--no-plots", "--epochs", 3, "--batch-size", 16, "--momentum", 0.9, "--seed", 4, "--quiet"]
 
 
 def wait_for(pred, timeout=60):
@@ -93,7 +93,7 @@ def test_cli_stop_and_resume_gives_the_uninterrupted_weights(tmp_path, mini_dir,
     if sig == signal.SIGINT:
         assert code == 130 and f"Resume with: lenet5 train --resume {out}" in err and "Traceback" not in err
     weights(out / "model.safetensors")  # loadable whatever moment the process died
-    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--resume", str(out), "--quiet"],
+    r = subprocess.run([sys.executable, "-m", "lenet5.cli", "train", "--no-plots", "--resume", str(out), "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
@@ -103,13 +103,13 @@ def test_cli_stop_and_resume_gives_the_uninterrupted_weights(tmp_path, mini_dir,
 
 
 def test_resume_errors(tmp_path, mini_dir, capsys):
-    assert cli.main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert cli.main(["train", "--no-plots", "--resume", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     out = tmp_path / "done"
-    assert cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
-    assert cli.main(["train", "--resume", str(out)]) == 2
+    assert cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["train", "--no-plots", "--resume", str(out)]) == 2
     assert "already finished 1 epochs; pass --epochs N" in capsys.readouterr().err
-    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert cli.main(["train", "--no-plots", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -126,7 +126,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, mini_dir, monkeypat
 
     monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_in_epoch_two)
     out = tmp_path / "r"
-    code = cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "3", "--batch-size", "32", "--out", str(out),
+    code = cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "3", "--batch-size", "32", "--out", str(out),
                      "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "loss became inf at epoch 2, batch 1" in err and "smaller learning rate" in err
@@ -139,7 +139,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, mini_dir, monkeypat
 
 def test_val_split_keeps_the_best_validation_epoch(tmp_path, mini_dir):
     out = tmp_path / "v"
-    assert cli.main(["train", "--data-dir", str(mini_dir), "--epochs", "3", "--val-split", "0.2", "--out", str(out),
+    assert cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "3", "--val-split", "0.2", "--out", str(out),
                      "--quiet"]) == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("val_acc" in x for x in lines)

@@ -148,9 +148,18 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"({len(data.train)} train{f' / {len(val)} validation' if val else ''} / {len(data.test)} test "
           f"images from {data.source}) -> {run_dir}", file=sys.stderr)
 
+    batch_losses: list[float] = []
+
+    def on_batch(epoch: int, batch: int, loss: float) -> None:
+        batch_losses.append(loss)
+
     def on_epoch(rec: dict, st=None) -> None:
         with (run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        if batch_losses:
+            with (run_dir / "batch_metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"epoch": rec["epoch"], "loss": batch_losses}) + "\n")
+            batch_losses.clear()
         if st is not None:
             runs.save(run_dir, model, optimizer, st, meta)
         else:  # DDP: weights only
@@ -177,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with stop:
             fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed, progress=not args.quiet,
-                on_epoch=on_epoch, schedule=args.schedule, val=val, state=state, should_stop=stop)
+                on_epoch=on_epoch, schedule=args.schedule, val=val, state=state, should_stop=stop,
+                on_batch=on_batch)
     except Interrupted as e:
         path = runs.save(run_dir, model, optimizer, e.state, meta)
         print(f"lenet5: {e}; saved {path}. Resume with: lenet5 train --resume {run_dir}", file=sys.stderr)
@@ -187,7 +197,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise Lenet5Error(f"{e}{kept}") from None
     print(f"lenet5: saved {run_dir / runs.MODEL}" + (f" (best validation epoch: {run_dir / runs.BEST})"
                                                     if val else ""), file=sys.stderr)
+    if not args.no_plots:
+        _plot_after_training(run_dir)
     return 0
+
+
+def _plot_after_training(run_dir: Path) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("lenet5: install matplotlib (pip install 'lenet5[plots]') for plots of this run", file=sys.stderr)
+        return
+    from .plots import plot_run
+
+    paths = plot_run(run_dir)
+    print(f"lenet5: plots in {run_dir}: {', '.join(p.name for p in paths)}", file=sys.stderr)
 
 
 class _StopOnCtrlC:
@@ -273,6 +297,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in results:
         tops = "  ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"])
         print(f"{r['image']}: {r['prediction']}    top: {tops}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_run
+
+    for path in plot_run(args.run_dir, sample=args.sample):
+        print(path)
     return 0
 
 
@@ -366,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
     t.add_argument("--force", action="store_true", help="allow --out to be a non-empty directory")
     t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    t.add_argument("--no-plots", action="store_true", help="do not draw the run's figures at the end")
     _engine_args(t)
     t.set_defaults(func=cmd_train)
 
@@ -388,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the network saw, per picture")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    pl = sub.add_parser("plot", help="draw a run's figures (curves, confusion, kernels, feature maps, mistakes)")
+    pl.add_argument("run_dir", type=Path)
+    pl.add_argument("--sample", type=int, default=0, help="test image whose feature maps to draw (default 0)")
+    pl.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("summary", help="every layer's output shape and parameter count")
     s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)

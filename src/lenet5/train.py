@@ -118,7 +118,8 @@ def train_epoch(model: LeNet5, optimizer, split: Split, batch_size: int, rng: np
 
 def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
                  schedule: Schedule | None, first_step: int, progress: Progress | None, totals: list,
-                 should_stop: Callable[[], bool] | None) -> list:
+                 should_stop: Callable[[], bool] | None, on_batch: Callable[[int, int, float], None] | None = None
+                 ) -> list:
     """Steps over order[start:]; returns [loss sum, correct, seen, batches done, stopped].
 
     Stops early when ``should_stop()`` turns true after a complete step, so the weights are
@@ -139,6 +140,8 @@ def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start:
         totals[0] += loss * len(idx)
         totals[1] += int((logits.argmax(axis=1) == labels).sum())
         totals[2] += len(idx)
+        if on_batch is not None:
+            on_batch(epoch, b + 1, loss)
         if progress is not None:
             progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
         if should_stop is not None and should_stop():
@@ -149,14 +152,15 @@ def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start:
 def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, seed: int | None = 0,
         progress: bool = True, on_epoch: Callable[[dict, TrainState], None] | None = None,
         eval_batch_size: int = 500, schedule: str = "constant", val: Split | None = None,
-        state: TrainState | None = None, should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        state: TrainState | None = None, should_stop: Callable[[], bool] | None = None,
+        on_batch: Callable[[int, int, float], None] | None = None) -> list[dict]:
     """Train for ``epochs`` passes, evaluating on the test split after each one.
 
     ``schedule``: 'constant' keeps the optimizer's learning rate; 'cosine' decays it from
     there to 0 over the whole run (see ``lenet5.schedules``). ``val``: a held-out split,
     evaluated each epoch (``val_loss``, ``val_acc``). ``state``: continue a run exactly where
     it stopped. ``should_stop``: polled after every step; when true, raises ``Interrupted``
-    carrying the state to resume from.
+    carrying the state to resume from. ``on_batch(epoch, batch, loss)`` follows every step.
 
     Returns one dict per epoch (epoch, train_loss, train_acc, test_loss, test_acc, seconds)
     and calls ``on_epoch(record, state)`` as soon as each epoch is done.
@@ -179,7 +183,7 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
             bar.done = resume_at
         try:
             totals = _run_batches(model, optimizer, data.train, order, resume_at, epoch, lr_at,
-                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop)
+                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop, on_batch)
         finally:
             bar.close()
         if totals[3] < len(order):
