@@ -93,3 +93,59 @@ def test_layers_reject_wrong_shapes():
         AvgPool2d().forward(np.zeros((1, 5, 4, 1)))
     with pytest.raises(ValueError, match="2-D"):
         Linear(4, 2).forward(np.zeros((4, 1, 1)))
+
+
+def test_relu_gradients():
+    from lenet5.layers import ReLU
+
+    x = RNG.standard_normal((3, 4, 4, 2))
+    x[np.abs(x) < 1e-3] = 0.5  # keep finite differences away from the kink
+    check_layer(ReLU(), x)
+
+
+def test_maxpool_gradients():
+    from lenet5.layers import MaxPool2d
+
+    check_layer(MaxPool2d(), RNG.standard_normal((3, 6, 8, 2)))
+
+
+def test_dropout_gradient_with_a_fixed_mask_and_identity_at_inference():
+    from lenet5.layers import Dropout
+
+    layer = Dropout(0.4)
+    x = RNG.standard_normal((50, 40))
+    layer.rng = np.random.default_rng(1)
+    y = layer.forward(x)
+    kept = y != 0
+    assert 0.5 < kept.mean() < 0.7  # ~60% kept
+    np.testing.assert_allclose(y[kept], x[kept] / 0.6)
+    dy = RNG.standard_normal(x.shape)
+    np.testing.assert_allclose(layer.backward(dy), dy * kept / 0.6)
+    layer.training = False
+    assert layer.forward(x) is x
+
+
+def test_batchnorm_gradients_in_training_mode():
+    from lenet5.layers import BatchNorm2d
+
+    layer = BatchNorm2d(3, dtype=np.float64)
+    layer.params["weight"][...] = RNG.standard_normal(3)
+    layer.params["bias"][...] = RNG.standard_normal(3)
+    check_layer(layer, RNG.standard_normal((3, 4, 4, 2)) * 2 + 1)
+
+
+def test_batchnorm_statistics_and_inference_mode():
+    from lenet5.layers import BatchNorm2d
+
+    layer = BatchNorm2d(2, dtype=np.float64)
+    x = RNG.standard_normal((2, 3, 3, 4)) * np.array([2.0, 5.0])[:, None, None, None] + 3
+    y = layer.forward(x)
+    np.testing.assert_allclose(y.mean(axis=(1, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(1, 2, 3)), 1, rtol=1e-4)
+    m = x[0].size
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.1 * x.mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 + 0.1 * x.var(axis=(1, 2, 3)) * m / (m - 1))
+    layer.training = False
+    expected = (x - layer.buffers["running_mean"][:, None, None, None]) / np.sqrt(
+        layer.buffers["running_var"][:, None, None, None] + 1e-5)
+    np.testing.assert_allclose(layer.forward(x), expected)

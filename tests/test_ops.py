@@ -71,3 +71,29 @@ def test_row_windows_are_the_im2col_matrix_of_each_output_row():
                 for j in range(k):
                     expected = xp[ch, y + i, j:j + wo, :].reshape(-1)
                     np.testing.assert_array_equal(windows[y, (i * c + ch) * k + j], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_fast_matches_reference(dtype):
+    x = RNG.standard_normal((6, 28, 28, 5)).astype(dtype)
+    x[:, ::3, ::3] = 0.5  # plenty of ties
+    y, arg = ops.max_pool_forward(x)
+    y_ref, arg_ref = ops.max_pool_forward_reference(x)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    dy = RNG.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(ops.max_pool_backward(dy, arg), ops.max_pool_backward_reference(dy, arg_ref))
+
+
+def test_maxpool_ties_send_the_gradient_to_one_input_like_torch():
+    torch = pytest.importorskip("torch")
+    x = np.zeros((1, 4, 4, 1))
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = x[0, 1, 0, 0] = x[0, 1, 1, 0] = 1.0  # a window of four equal maxima
+    x[0, 2, 3, 0] = x[0, 3, 2, 0] = 2.0  # two equal maxima
+    dy = np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    _, arg = ops.max_pool_forward(x)
+    dx = ops.max_pool_backward(dy, arg)
+    t = torch.tensor(x[..., 0][None], requires_grad=True)  # (1, C, H, W)
+    torch.nn.functional.max_pool2d(t, 2).backward(torch.tensor(dy[..., 0][None]))
+    np.testing.assert_array_equal(dx[..., 0], t.grad[0].numpy())
+    assert (dx != 0).sum() == 4  # one input per window

@@ -44,7 +44,7 @@ def save_checkpoint(path: str | Path, model: LeNet5, metadata: dict[str, Any] | 
     meta = {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype)}
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {name: np.ascontiguousarray(p) for name, p in model.params().items()}
+    tensors = {name: np.ascontiguousarray(p) for name, p in model.state_dict().items()}
     for name, arr in (extra or {}).items():
         tensors[name] = np.ascontiguousarray(arr)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -137,7 +137,7 @@ def load_checkpoint(path: str | Path, preset: str | None = None,
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("optim.")})
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e.args[0]}") from None
-    for name_, p in model.params().items():
-        if not np.all(np.isfinite(p)):
+    for name_, p in model.state_dict().items():
+        if p.dtype.kind == "f" and not np.all(np.isfinite(p)):
             raise CheckpointError(f"{path}: {name_} contains NaN or infinite values")
     return model, meta

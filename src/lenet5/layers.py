@@ -17,11 +17,18 @@ from . import ops
 
 
 class Layer:
-    """Base class. Subclasses set ``params``/``grads`` in __init__ if they have any."""
+    """Base class. Subclasses set ``params``/``grads`` in __init__ if they have any.
+
+    ``buffers`` hold state that is saved but not trained (batch-norm running statistics);
+    ``training`` switches layers that behave differently at inference (dropout, batch norm).
+    """
+
+    training = True
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -192,6 +199,125 @@ class Linear(Layer):
     def __repr__(self) -> str:
         out_f, in_f = self.params["weight"].shape
         return f"Linear({in_f}->{out_f})"
+
+
+class ReLU(Layer):
+    """y = max(x, 0), elementwise, any shape. backward: dx = dy · [x > 0]."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._mask = x > 0
+        return x * self._mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * self._mask
+
+
+class MaxPool2d(Layer):
+    """2×2 max pooling with stride 2 (no parameters).
+
+    forward:  x (C, H, W, N) with H, W even -> y (C, H/2, W/2, N)
+    backward: dy -> dx, each window's gradient to its maximum (the first one on ties)
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_input(self, x, 4, None)
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"{self!r}: height and width must be even, got {x.shape[1]}x{x.shape[2]}")
+        y, self._argmax = ops.max_pool_forward(x)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return ops.max_pool_backward(dy, self._argmax)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w, n = input_shape
+        return (c, h // 2, w // 2, n)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability p and scale the rest by
+    1/(1-p), so inference needs no change (identity). Any shape.
+
+    The random mask comes from ``self.rng`` (set by the model for each step, so a run is
+    reproducible and resumable).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training or self.p == 0:
+            self._mask = None
+            return x
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) >= self.p).astype(x.dtype) / (1 - self.p)
+        return x * self._mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy if self._mask is None else dy * self._mask
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
+
+
+class BatchNorm2d(Layer):
+    """Batch normalisation over each channel of (C, H, W, N) feature maps.
+
+    training:  μ, σ² = mean and (biased) variance of channel c over (H, W, N);
+               y = γ·(x − μ)/√(σ² + ε) + β; running averages updated as in PyTorch
+               (momentum 0.1, unbiased variance for the running estimate).
+    inference: the running averages replace μ and σ².
+    backward:  with x̂ = (x − μ)/√(σ²+ε) and m = H·W·N,
+               dx = (γ/√(σ²+ε)) · (dy − mean(dy) − x̂·mean(dy·x̂)),
+               dγ = Σ dy·x̂,  dβ = Σ dy.
+    params: weight γ (C,), bias β (C,); buffers: running_mean, running_var, num_batches_tracked.
+    """
+
+    def __init__(self, channels: int, dtype: np.dtype | type = np.float32, eps: float = 1e-5,
+                 momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.params = {"weight": np.ones(channels, dtype), "bias": np.zeros(channels, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self.buffers = {"running_mean": np.zeros(channels, dtype), "running_var": np.ones(channels, dtype),
+                        "num_batches_tracked": np.zeros((), np.int64)}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_input(self, x, 4, self.params["weight"].shape[0])
+        gamma, beta = self.params["weight"][:, None, None, None], self.params["bias"][:, None, None, None]
+        if not self.training:
+            scale = gamma / np.sqrt(self.buffers["running_var"][:, None, None, None] + self.eps)
+            return (x - self.buffers["running_mean"][:, None, None, None]) * scale + beta
+        axes = (1, 2, 3)
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = x - mean
+        var = np.mean(centred * centred, axis=axes, keepdims=True)
+        inv_std = 1 / np.sqrt(var + self.eps)
+        self._xhat = centred * inv_std
+        self._inv_std = inv_std
+        m = x[0].size
+        b = self.buffers
+        b["running_mean"] *= 1 - self.momentum
+        b["running_mean"] += self.momentum * mean.ravel()
+        b["running_var"] *= 1 - self.momentum
+        b["running_var"] += self.momentum * var.ravel() * (m / max(m - 1, 1))
+        b["num_batches_tracked"] += 1
+        return self._xhat * gamma + beta
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        xhat, axes = self._xhat, (1, 2, 3)
+        self.grads["bias"][...] = dy.sum(axis=axes)
+        self.grads["weight"][...] = (dy * xhat).sum(axis=axes)
+        mean_dy = dy.mean(axis=axes, keepdims=True)
+        mean_dy_xhat = (dy * xhat).mean(axis=axes, keepdims=True)
+        gamma = self.params["weight"][:, None, None, None]
+        return gamma * self._inv_std * (dy - mean_dy - xhat * mean_dy_xhat)
+
+    def __repr__(self) -> str:
+        return f"BatchNorm2d({self.params['weight'].shape[0]})"
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ._cpu import default_threads, parallel_map
-from .layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, Sigmoid, Tanh, softmax_cross_entropy
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid,
+                     Tanh, softmax_cross_entropy)
 
 Init = Callable[[np.random.Generator, str, np.ndarray], np.ndarray]
 
@@ -42,6 +43,15 @@ def xavier_uniform_init(rng: np.random.Generator, name: str, w: np.ndarray) -> n
     """Glorot/Xavier uniform: ±√(6/(fan_in+fan_out))."""
     fan_in, fan_out = _fans(w)
     bound = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=w.shape)
+
+
+def kaiming_uniform_init(rng: np.random.Generator, name: str, w: np.ndarray) -> np.ndarray:
+    """He/Kaiming uniform ±√(6/fan_in), for layers followed by ReLU; Xavier for OUTPUT."""
+    if name.startswith("output."):
+        return xavier_uniform_init(rng, name, w)
+    fan_in, _ = _fans(w)
+    bound = np.sqrt(6.0 / fan_in)
     return rng.uniform(-bound, bound, size=w.shape)
 
 
@@ -84,6 +94,27 @@ def _seed_layers(act: type[Layer]) -> Callable[[np.dtype], list[tuple[str, Layer
     return build
 
 
+def _modern_layers(dtype: np.dtype) -> list[tuple[str, Layer]]:
+    return [
+        ("c1", Conv2d(1, 6, 5, pad=2, dtype=dtype, input_grad=False)),
+        ("c1_bn", BatchNorm2d(6, dtype=dtype)),
+        ("c1_act", ReLU()),
+        ("s2", MaxPool2d()),
+        ("c3", Conv2d(6, 16, 5, dtype=dtype)),
+        ("c3_bn", BatchNorm2d(16, dtype=dtype)),
+        ("c3_act", ReLU()),
+        ("s4", MaxPool2d()),
+        ("c5", Conv2d(16, 120, 5, dtype=dtype)),
+        ("c5_act", ReLU()),
+        ("flatten", Flatten()),
+        ("c5_drop", Dropout(0.3)),
+        ("f6", Linear(120, 84, dtype=dtype)),
+        ("f6_act", ReLU()),
+        ("f6_drop", Dropout(0.3)),
+        ("output", Linear(84, 10, dtype=dtype)),
+    ]
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -98,6 +129,15 @@ PRESETS: dict[str, Preset] = {
             "the seed-tanh network with sigmoid everywhere and Xavier-uniform init",
             _seed_layers(Sigmoid),
             xavier_uniform_init,
+        ),
+        Preset(
+            "modern",
+            "LeNet-5 layout with batch norm, ReLU, max pooling and dropout, trained with AdamW, "
+            "one-cycle schedule and random affine augmentation",
+            _modern_layers,
+            kaiming_uniform_init,
+            defaults={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "schedule": "onecycle",
+                      "epochs": 30, "batch_size": 64, "augment": "affine"},
         ),
     ]
 }
@@ -142,12 +182,19 @@ class LeNet5:
         self._replicas: list[LeNet5] = []
         self._parts: list[slice] | None = None  # how the last forward split its batch
         self.activations: dict[str, np.ndarray] = {}
+        self.training = True
 
     # -- parameters -----------------------------------------------------------------------
     def reset_parameters(self, rng: np.random.Generator) -> None:
-        """Weights from the preset's initialiser (in layer order), biases zero."""
+        """Weights from the preset's initialiser (in layer order), biases zero, batch-norm scales one."""
         for name, p in self.params().items():
-            p[...] = self.preset.init(rng, name, p) if name.endswith("weight") else 0
+            if name.endswith("weight") and p.ndim > 1:
+                p[...] = self.preset.init(rng, name, p)
+            else:
+                p[...] = 1 if name.endswith("weight") else 0
+        for layer in self.layers:
+            for b in layer[1].buffers.values():
+                b[...] = 1 if b is layer[1].buffers.get("running_var") else 0
 
     def params(self) -> dict[str, np.ndarray]:
         """Parameters by name ('c1.weight', ...). The arrays are the model's own, not copies."""
@@ -157,13 +204,17 @@ class LeNet5:
         """Gradients by parameter name, as left by the last backward()."""
         return {f"{ln}.{pn}": g for ln, layer in self.layers for pn, g in layer.grads.items()}
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Saved, untrained state by name ('c1_bn.running_mean', ...)."""
+        return {f"{ln}.{bn}": b for ln, layer in self.layers for bn, b in layer.buffers.items()}
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter, keyed like the PyTorch replica's state_dict()."""
-        return {name: p.copy() for name, p in self.params().items()}
+        """A copy of every parameter and buffer, keyed like the PyTorch replica's state_dict()."""
+        return {name: p.copy() for name, p in {**self.params(), **self.buffers()}.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters; names and shapes must match exactly."""
-        own = self.params()
+        """Copy arrays into the parameters and buffers; names and shapes must match exactly."""
+        own = {**self.params(), **self.buffers()}
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
@@ -180,6 +231,28 @@ class LeNet5:
 
     def layer(self, name: str) -> Layer:
         return dict(self.layers)[name]
+
+    def train(self, mode: bool = True) -> "LeNet5":
+        """Training mode (dropout active, batch norm on batch statistics) or, with False, inference."""
+        self.training = mode
+        for _, layer in self.layers:
+            layer.training = mode
+        return self
+
+    def eval(self) -> "LeNet5":
+        return self.train(False)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether training depends on more than the batch (dropout masks, batch statistics)."""
+        return any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
+
+    def seed_step(self, seed: list[int]) -> None:
+        """Give the dropout layers a generator for one step, from (seed, epoch, batch): a run can
+        then be repeated or resumed exactly, whatever happened before that step."""
+        for i, (_, layer) in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng([*seed, i])
 
     # -- computation ----------------------------------------------------------------------
     def prepare(self, images: np.ndarray) -> np.ndarray:
@@ -200,7 +273,7 @@ class LeNet5:
             raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got shape {x.shape}")
         n = len(x)
         k = max(min(self.threads, n // self.MIN_PER_THREAD), -(-n // self.MAX_CHUNK))
-        if k <= 1 or keep:
+        if k <= 1 or keep or (self.training and self.stochastic):  # batch norm needs the whole batch
             self._parts = None
             return self._forward(x, keep)
         bounds = np.linspace(0, n, k + 1).astype(int)
@@ -245,7 +318,8 @@ class LeNet5:
         while len(self._replicas) < k:
             replica = LeNet5(self.preset.name, seed=None, dtype=self.dtype, threads=1)
             for (_, mine), (_, theirs) in zip(self.layers, replica.layers):
-                theirs.params = mine.params  # the same dict: shared, always up to date
+                theirs.params = mine.params  # the same dicts: shared, always up to date
+                theirs.buffers = mine.buffers
             self._replicas.append(replica)
         return self._replicas[:k]
 
@@ -264,6 +338,9 @@ class LeNet5:
         k = max(1, min(self.threads, n // self.INFER_CHUNK))
         bounds = np.linspace(0, n, k + 1).astype(int)
         workers = [self, *self._get_replicas(k - 1)]
+        was_training = self.training
+        for w in workers:
+            w.eval()
 
         def run(job: tuple[LeNet5, int, int]) -> np.ndarray:
             model, a, b = job
@@ -272,7 +349,10 @@ class LeNet5:
 
         self._parts = None
         jobs = [(w, a, b) for w, a, b in zip(workers, bounds[:-1], bounds[1:])]
-        return np.concatenate(parallel_map(run, jobs, self.threads))
+        try:
+            return np.concatenate(parallel_map(run, jobs, self.threads))
+        finally:
+            self.train(was_training)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""
@@ -284,7 +364,7 @@ class LeNet5:
     def summary(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[dict]:
         """One row per layer: name, kind, output shape (without batch), parameter count."""
         shape = (*input_shape, 1)
-        rows = []
+        rows: list[dict] = []
         for name, layer in self.layers:
             shape = layer.output_shape(shape)
             rows.append({"name": name, "layer": repr(layer), "output_shape": list(shape[:-1]),

@@ -172,3 +172,41 @@ def avg_pool_forward_reference(x: np.ndarray) -> np.ndarray:
 def avg_pool_backward_reference(dy: np.ndarray) -> np.ndarray:
     """Same contract as avg_pool_backward, by repeating along both spatial axes."""
     return np.repeat(np.repeat(dy, 2, axis=1), 2, axis=2) / 4
+
+
+def max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2×2 max pooling, stride 2: (C, H, W, N) -> (y (C, H/2, W/2, N), argmax (uint8, same shape)).
+
+    The four window positions are strided views, taken in row-major order (0: top-left,
+    1: top-right, 2: bottom-left, 3: bottom-right). On ties the first one wins, as in PyTorch,
+    so each window sends its gradient to exactly one input.
+    """
+    taps = [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    y = np.maximum(np.maximum(taps[0], taps[1]), np.maximum(taps[2], taps[3]))
+    argmax = np.full(y.shape, 3, dtype=np.uint8)
+    for k in (2, 1, 0):  # later writes win, so the first equal tap is the one recorded
+        argmax[taps[k] == y] = k
+    return y, argmax
+
+
+def max_pool_backward(dy: np.ndarray, argmax: np.ndarray) -> np.ndarray:
+    """(C, h, w, N) -> (C, 2h, 2w, N): each window's gradient goes to its (first) maximum."""
+    c, h, w, n = dy.shape
+    dx = np.empty((c, 2 * h, 2 * w, n), dtype=dy.dtype)
+    for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        np.multiply(dy, argmax == k, out=dx[:, i::2, j::2])
+    return dx
+
+
+def max_pool_forward_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Same contract as max_pool_forward, written with a window axis and argmax."""
+    c, h, w, n = x.shape
+    windows = x.reshape(c, h // 2, 2, w // 2, 2, n).transpose(0, 1, 3, 5, 2, 4).reshape(c, h // 2, w // 2, n, 4)
+    return windows.max(axis=-1), windows.argmax(axis=-1).astype(np.uint8)
+
+
+def max_pool_backward_reference(dy: np.ndarray, argmax: np.ndarray) -> np.ndarray:
+    """Same contract as max_pool_backward: scatter through one-hot windows."""
+    c, h, w, n = dy.shape
+    onehot = np.eye(4, dtype=dy.dtype)[argmax] * dy[..., None]  # (C, h, w, N, 4)
+    return onehot.reshape(c, h, w, n, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(c, 2 * h, 2 * w, n)

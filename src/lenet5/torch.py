@@ -48,7 +48,30 @@ class SeedLeNet5(nn.Module):
         return self.output(x)
 
 
-_ARCH = {"seed-tanh": lambda: SeedLeNet5("tanh"), "seed-sigmoid": lambda: SeedLeNet5("sigmoid")}
+class ModernLeNet5(nn.Module):
+    """modern: C1-BN-ReLU-maxpool, C3-BN-ReLU-maxpool, C5-ReLU-dropout, F6-ReLU-dropout, OUTPUT."""
+
+    def __init__(self, p_drop: float = 0.3) -> None:
+        super().__init__()
+        self.p_drop = p_drop
+        self.c1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.c1_bn = nn.BatchNorm2d(6)
+        self.c3 = nn.Conv2d(6, 16, 5)
+        self.c3_bn = nn.BatchNorm2d(16)
+        self.c5 = nn.Conv2d(16, 120, 5)
+        self.f6 = nn.Linear(120, 84)
+        self.output = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.c1_bn(self.c1(x))), 2)  # S2
+        x = F.max_pool2d(F.relu(self.c3_bn(self.c3(x))), 2)  # S4
+        x = F.dropout(F.relu(self.c5(x)).flatten(1), self.p_drop, self.training)
+        x = F.dropout(F.relu(self.f6(x)), self.p_drop, self.training)
+        return self.output(x)
+
+
+_ARCH = {"seed-tanh": lambda: SeedLeNet5("tanh"), "seed-sigmoid": lambda: SeedLeNet5("sigmoid"),
+         "modern": ModernLeNet5}
 
 
 def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -67,7 +90,9 @@ def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32)
 
 
 def to_torch_state(state: dict[str, np.ndarray], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(dtype) for k, v in state.items()}
+    """NumPy arrays -> tensors; floating ones in ``dtype``, integer ones (batch counters) as they are."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(dtype if np.asarray(v).dtype.kind == "f" else None)
+            for k, v in state.items()}
 
 
 def to_numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
