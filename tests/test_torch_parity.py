@@ -97,14 +97,14 @@ def test_weights_move_both_ways(tmp_path):
 def test_both_engines_through_the_same_training_loop(mini_dir):
     """fit() with the NumPy model and with the torch adapter: same float64 loss curve and weights."""
     from lenet5 import fit
-    from lenet5.torch import TorchModel, TorchSGD
+    from lenet5.torch import TorchModel, TorchOptimizer
 
     data = load_dir(mini_dir)
     np_model = LeNet5("seed-tanh", seed=4, dtype=np.float64)
     t_model = TorchModel("seed-tanh", seed=4, dtype=np.float64)
     kw = dict(epochs=2, batch_size=32, seed=4, progress=False, schedule="cosine")
     h_np = fit(np_model, SGD(np_model.params(), np_model.grads(), lr=0.1, momentum=0.5), data, **kw)
-    h_t = fit(t_model, TorchSGD(t_model, lr=0.1, momentum=0.5), data, **kw)
+    h_t = fit(t_model, TorchOptimizer(t_model, "sgd", lr=0.1, momentum=0.5), data, **kw)
     for a, b in zip(h_np, h_t):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
@@ -153,3 +153,42 @@ def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_p
     saved = load_file(str(out / "model.safetensors"))
     for name, p in net.state_dict().items():
         assert rel(saved[name], p.numpy()) < 1e-10, name
+
+
+@pytest.mark.parametrize("name", ["sgd-nesterov", "adam", "adamw"])
+def test_optimizers_match_torch_optim(name):
+    """Ten steps on the same quadratic-ish gradients: identical parameters (float64)."""
+    from lenet5.optim import make_optimizer
+
+    rng = np.random.default_rng(0)
+    p0 = {"a": rng.standard_normal((4, 3)), "b": rng.standard_normal(5)}
+    params = {k: v.copy() for k, v in p0.items()}
+    grads = {k: np.zeros_like(v) for k, v in p0.items()}
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    kind = name.split("-")[0]
+    opt = make_optimizer(kind, params, grads, lr=0.01, momentum=0.9, weight_decay=0.05, nesterov="nesterov" in name)
+    topt = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=0.05, nesterov=True),
+            "adam": lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.05),
+            "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.05)}[kind](list(tparams.values()))
+    for step in range(10):
+        for k in params:  # gradient of sum(sin(3p) + p^2), evaluated where each engine stands
+            grads[k][...] = 3 * np.cos(3 * params[k]) + 2 * params[k]
+            tparams[k].grad = 3 * torch.cos(3 * tparams[k].detach()) + 2 * tparams[k].detach()
+        opt.step()
+        topt.step()
+    for k in params:
+        np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_onecycle_schedule_matches_torch():
+    from lenet5.schedules import make_schedule
+
+    total = 137
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total, cycle_momentum=False)
+    ours = make_schedule("onecycle", 0.1, total)
+    for step in range(total):
+        assert ours(step) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), step
+        opt.step()
+        sched.step()

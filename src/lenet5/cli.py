@@ -68,19 +68,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- commands
+TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0,
+                  "schedule": "cosine", "warmup_epochs": 0.0, "weight_decay": 0.0, "augment": "none"}
+
+
+def _fill_recipe(args: argparse.Namespace) -> None:
+    """Unset training options take the preset's recipe, then the global defaults."""
+    from .model import get_preset
+
+    recipe = {**TRAIN_DEFAULTS, **get_preset(args.preset).defaults}
+    for key, value in recipe.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.optimizer != "sgd" and (args.momentum or args.nesterov):
+        raise Lenet5Error(f"--momentum/--nesterov apply to --optimizer sgd, not {args.optimizer}")
+    if args.nesterov and not args.momentum:
+        raise Lenet5Error("--nesterov needs --momentum > 0")
+
+
 def _settings_from(args: argparse.Namespace, world: int) -> dict:
-    return {"preset": args.preset, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum, "schedule": args.schedule,
-            "weight_decay": args.weight_decay, "seed": args.seed, "train_limit": args.train_limit,
-            "val_split": args.val_split, "dtype": args.dtype, "engine": args.engine, "device": args.device,
-            "world_size": world}
+    keys = ["preset", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+            "schedule", "warmup_epochs", "weight_decay", "augment", "seed", "train_limit", "val_split", "dtype",
+            "engine", "device"]
+    return {**{k: getattr(args, k) for k in keys}, "world_size": world}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import runs
     from .datasets import load_dataset
+    from .augment import AUGMENTS
     from .model import LeNet5
-    from .optim import SGD
+    from .optim import make_optimizer
     from .train import DivergenceError, Interrupted, fit, split_validation, subset
 
     resume = None
@@ -94,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise Lenet5Error(f"--resume {args.resume}: the run already finished {state.epoch} epochs; "
                               "pass --epochs N to train further")
         resume = (weights, optim_state, state)
-    args.epochs = args.epochs or 10
+    _fill_recipe(args)
 
     rank, world = 0, 1
     if args.engine == "torch":
@@ -115,19 +133,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.val_split:
         data.train, val = split_validation(data.train, args.val_split, np.random.default_rng(args.seed))
     if args.engine == "torch":
-        from .torch import TorchModel, TorchSGD
+        from .torch import TorchModel, TorchOptimizer
 
         model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device)
-        optimizer = TorchSGD(model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
+                                   weight_decay=args.weight_decay, nesterov=args.nesterov)
     else:
         model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
-        optimizer = SGD(model.params(), model.grads(), lr=args.lr, momentum=args.momentum,
-                        weight_decay=args.weight_decay)
+        optimizer = make_optimizer(args.optimizer, model.params(), model.grads(), lr=args.lr,
+                                   momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
+    steps_per_epoch = -(-len(data.train) // args.batch_size)
     settings = _settings_from(args, world)
     meta = {"settings": settings, "data": {**data.describe(), "val_size": len(val) if val else 0}}
     if rank > 0:
-        ddp.fit_ddp(model, data, args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
-                    args.schedule, args.seed, False, None, rank, world)
+        ddp.fit_ddp(model, optimizer, data, args.epochs, args.batch_size, args.schedule, args.seed, False, None,
+                    rank, world, AUGMENTS[args.augment], round(args.warmup_epochs * steps_per_epoch))
         ddp.teardown()
         return 0
 
@@ -175,8 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if world > 1:
         try:
-            ddp.fit_ddp(model, data, args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay,
-                        args.schedule, args.seed, not args.quiet, on_epoch, rank, world)
+            ddp.fit_ddp(model, optimizer, data, args.epochs, args.batch_size, args.schedule, args.seed,
+                        not args.quiet, on_epoch, rank, world, AUGMENTS[args.augment],
+                        round(args.warmup_epochs * steps_per_epoch))
         finally:
             ddp.teardown()
         print(f"lenet5: saved {run_dir / runs.MODEL}", file=sys.stderr)
@@ -187,7 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         with stop:
             fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed, progress=not args.quiet,
                 on_epoch=on_epoch, schedule=args.schedule, val=val, state=state, should_stop=stop,
-                on_batch=on_batch)
+                on_batch=on_batch, augment=AUGMENTS[args.augment],
+                warmup_steps=round(args.warmup_epochs * steps_per_epoch))
     except Interrupted as e:
         path = runs.save(run_dir, model, optimizer, e.state, meta)
         print(f"lenet5: {e}; saved {path}. Resume with: lenet5 train --resume {run_dir}", file=sys.stderr)
@@ -369,7 +391,9 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .model import DEFAULT_PRESET, PRESETS
+    from .augment import AUGMENTS
     from .datasets import DATASETS
+    from .optim import OPTIMIZERS
     from .schedules import SCHEDULES
 
     parser = _Parser(prog="lenet5", description="LeNet-5 in NumPy: train, evaluate, benchmark.")
@@ -380,13 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                    help="found in the cache or a system location, else downloaded (default mnist)")
     t.add_argument("--data-dir", help="use the four MNIST-format IDX files in this directory instead")
-    t.add_argument("--epochs", type=positive_int, default=None, help="default 10")
-    t.add_argument("--batch-size", type=positive_int, default=64)
-    t.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
-    t.add_argument("--momentum", type=fraction, default=0.0, help="SGD momentum in [0, 1) (default 0)")
-    t.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                   help="learning-rate schedule over the whole run (default: cosine decay to 0)")
-    t.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    # None = the preset's recipe (lenet5.model.Preset.defaults), else TRAIN_DEFAULTS
+    t.add_argument("--epochs", type=positive_int, default=None, help="default 10 (modern: 30)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="default 64")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None, help="default sgd (modern: adamw)")
+    t.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate, default 0.1 (modern: 0.003)")
+    t.add_argument("--momentum", type=fraction, default=None, help="SGD momentum in [0, 1) (default 0)")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    t.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule over the whole run (default cosine decay to 0; modern: onecycle)")
+    t.add_argument("--warmup-epochs", type=non_negative_float, default=None,
+                   help="linear warm-up before the schedule (not with onecycle; default 0)")
+    t.add_argument("--weight-decay", type=non_negative_float, default=None, help="default 0 (modern: 0.05)")
+    t.add_argument("--augment", choices=sorted(AUGMENTS), default=None,
+                   help="random distortions of training images: none (default), affine, elastic "
+                        "(modern: affine)")
     t.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and --train-limit")
     t.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on N images drawn at random (seeded) from the training set")

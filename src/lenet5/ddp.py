@@ -57,20 +57,24 @@ def setup(device: str) -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def fit_ddp(model: TorchModel, data: Dataset, epochs: int, batch_size: int, lr: float, momentum: float,
-            weight_decay: float, schedule: str, seed: int, progress: bool,
-            on_epoch: Callable[[dict], None] | None, rank: int, world: int) -> list[dict]:
-    """The DDP training loop; returns the per-epoch records (on every rank; rank 0 evaluates)."""
+def fit_ddp(model: TorchModel, optimizer, data: Dataset, epochs: int, batch_size: int, schedule: str, seed: int,
+            progress: bool, on_epoch: Callable[[dict], None] | None, rank: int, world: int,
+            augment: Callable | None = None, warmup_steps: int = 0) -> list[dict]:
+    """The DDP training loop; returns the per-epoch records (on every rank; rank 0 evaluates).
+
+    ``optimizer`` is a ``lenet5.torch.TorchOptimizer`` over ``model.net``'s parameters (DDP
+    wraps the same parameter tensors). Augmentation draws from (seed, epoch, step, rank).
+    """
     if batch_size % world:
         raise Lenet5Error(f"--batch-size {batch_size}: must be a multiple of the number of processes ({world})")
     local = batch_size // world
     dev = model.device
     net = DistributedDataParallel(model.net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = optimizer.opt
     n = len(data.train)
     sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
     steps = math.ceil(len(sampler) / local)
-    lr_at = make_schedule(schedule, lr, epochs * steps)
+    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps, warmup_steps)
     labels_all = torch.from_numpy(data.train.labels)
     history = []
     for epoch in range(1, epochs + 1):
@@ -84,7 +88,10 @@ def fit_ddp(model: TorchModel, data: Dataset, epochs: int, batch_size: int, lr: 
             idx = order[step * local:(step + 1) * local]
             for group in opt.param_groups:
                 group["lr"] = lr_at((epoch - 1) * steps + step)
-            x = torch.from_numpy(model.prepare(data.train.images[idx])).to(dev)
+            images = data.train.images[idx]
+            if augment is not None:
+                images = augment(images, np.random.default_rng([seed, epoch, step, rank]))
+            x = torch.from_numpy(model.prepare(images)).to(dev)
             y = labels_all[idx].to(dev)
             logits = net(x)
             loss = F.cross_entropy(logits, y)

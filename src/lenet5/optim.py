@@ -1,7 +1,8 @@
 """Optimizers: they own the update rule and read parameters and gradients by name.
 
 Layers never update themselves; an optimizer is handed the model's ``params()`` and
-``grads()`` dictionaries (the live arrays) and updates every parameter the same way.
+``grads()`` dictionaries (the live arrays) and updates every parameter the same way. The
+rules follow torch.optim exactly (the parity tests check it), so both engines train alike.
 """
 
 from __future__ import annotations
@@ -11,7 +12,47 @@ import math
 import numpy as np
 
 
-class SGD:
+class Optimizer:
+    """Common checks and state handling. ``lr`` may be changed between steps (schedules)."""
+
+    #: per-parameter state arrays, saved as "<slot>.<param name>"
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
+                 weight_decay: float = 0.0) -> None:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate must be a positive finite number, got {lr}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight decay must be >= 0, got {weight_decay}")
+        if set(params) != set(grads):
+            raise ValueError("params and grads must have the same names")
+        self.params, self.grads = params, grads
+        self.lr, self.weight_decay = lr, weight_decay
+        self.state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        for name, p in self.params.items():
+            self.update(name, p, self.grads[name])
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out = {f"{slot}.{name}": v.copy() for slot, arrays in self.state.items() for name, v in arrays.items()}
+        out["steps"] = np.array(self.steps, dtype=np.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
+        for key, value in state.items():
+            slot, _, name = key.partition(".")
+            if slot in self.state:
+                self.state[slot][name] = np.array(value, dtype=self.params[name].dtype)
+
+
+class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum and L2 weight decay.
 
     Same rule as torch.optim.SGD (dampening 0):
@@ -20,41 +61,84 @@ class SGD:
         θ ← θ − η·v                  (or θ − η·(g + μ·v) with nesterov=True)
     """
 
+    slots = ("velocity",)
+
     def __init__(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
                  momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning rate must be a positive finite number, got {lr}")
+        super().__init__(params, grads, lr, weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight decay must be >= 0, got {weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov momentum needs momentum > 0")
-        if set(params) != set(grads):
-            raise ValueError("params and grads must have the same names")
-        self.params, self.grads = params, grads
-        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
-        self.velocity: dict[str, np.ndarray] = {}
+        self.momentum, self.nesterov = momentum, nesterov
 
-    def step(self) -> None:
-        for name, p in self.params.items():
-            g = self.grads[name]
-            if self.weight_decay:
+    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            v = self.state["velocity"].get(name)
+            if v is None:
+                v = self.state["velocity"][name] = g.copy()
+            else:
+                v *= self.momentum
+                v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with bias correction, as torch.optim.Adam:
+
+        g ← ∇θ + λ·θ;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+        θ ← θ − η/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)
+    """
+
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, grads, lr, weight_decay)
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.betas, self.eps = betas, eps
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1 - self.lr * self.weight_decay
+            else:
                 g = g + self.weight_decay * p
-            if self.momentum:
-                v = self.velocity.get(name)
-                if v is None:
-                    v = self.velocity[name] = g.copy()
-                else:
-                    v *= self.momentum
-                    v += g
-                g = g + self.momentum * v if self.nesterov else v
-            p -= self.lr * g
+        m = self.state["m"].setdefault(name, np.zeros_like(p))
+        v = self.state["v"].setdefault(name, np.zeros_like(p))
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        t = self.steps
+        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps
+        p -= (self.lr / (1 - b1 ** t)) * m / denom
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Momentum buffers, keyed 'velocity.<param name>'."""
-        return {f"velocity.{name}": v.copy() for name, v in self.velocity.items()}
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.velocity = {k.removeprefix("velocity."): np.array(v, dtype=self.params[k.removeprefix("velocity.")].dtype)
-                         for k, v in state.items() if k.startswith("velocity.")}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
+    θ ← θ·(1 − η·λ) before the Adam step, instead of adding λ·θ to the gradient."""
+
+    decoupled = True
+
+    def __init__(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(params, grads, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
+                   momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> Optimizer:
+    if name == "sgd":
+        return SGD(params, grads, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if name in ("adam", "adamw"):
+        return OPTIMIZERS[name](params, grads, lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")

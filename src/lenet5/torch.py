@@ -131,6 +131,21 @@ class TorchModel:
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return self.preset.prepare(images, self.dtype)
 
+    @property
+    def stochastic(self) -> bool:
+        return any(isinstance(m, (nn.Dropout, nn.BatchNorm2d)) for m in self.net.modules()) or hasattr(self.net, "p_drop")
+
+    def seed_step(self, seed: list[int]) -> None:
+        """torch's dropout draws from the global generator: seed it for this step."""
+        torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+
+    def train(self, mode: bool = True) -> "TorchModel":
+        self.net.train(mode)
+        return self
+
+    def eval(self) -> "TorchModel":
+        return self.train(False)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._logits = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return self._logits.detach().cpu().numpy()
@@ -144,9 +159,14 @@ class TorchModel:
         self._logits = None
 
     def infer(self, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
-        with torch.inference_mode():
-            out = [self.net(torch.from_numpy(self.prepare(images[i:i + chunk])).to(self.device)).cpu().numpy()
-                   for i in range(0, len(images), chunk)]
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.inference_mode():
+                out = [self.net(torch.from_numpy(self.prepare(images[i:i + chunk])).to(self.device)).cpu().numpy()
+                       for i in range(0, len(images), chunk)]
+        finally:
+            self.net.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, 10), self.dtype)
 
     def params(self) -> dict[str, np.ndarray]:
@@ -162,12 +182,26 @@ class TorchModel:
         return f"TorchModel(preset={self.preset.name!r}, dtype={self.dtype}, device={self.device}, params={n})"
 
 
-class TorchSGD:
-    """torch.optim.SGD with the ``lr`` attribute the training loop's schedule sets."""
+class TorchOptimizer:
+    """torch.optim.SGD / Adam / AdamW with the interface of ``lenet5.optim``: an ``lr``
+    attribute the schedule sets, and state dicts of NumPy arrays with the same names
+    ('velocity.<param>', 'm.<param>', 'v.<param>', 'steps')."""
 
-    def __init__(self, model: TorchModel, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        self.opt = torch.optim.SGD(model.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    _SLOTS = {"momentum_buffer": "velocity", "exp_avg": "m", "exp_avg_sq": "v"}
+
+    def __init__(self, model: TorchModel, name: str = "sgd", lr: float = 0.1, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        params = model.net.parameters()
+        if name == "sgd":
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        elif name == "adam":
+            self.opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        elif name == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        else:
+            raise Lenet5Error(f"unknown optimizer {name!r}")
         self._named = dict(model.net.named_parameters())
+        self.steps = 0
 
     @property
     def lr(self) -> float:
@@ -179,18 +213,25 @@ class TorchSGD:
             group["lr"] = value
 
     def step(self) -> None:
+        self.steps += 1
         self.opt.step()
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Momentum buffers as NumPy arrays keyed 'velocity.<param name>', as lenet5.optim.SGD."""
-        out = {}
+        out = {"steps": np.array(self.steps, dtype=np.int64)}
         for name, p in self._named.items():
-            buf = self.opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                out[f"velocity.{name}"] = buf.detach().cpu().numpy().copy()
+            for key, value in self.opt.state.get(p, {}).items():
+                if key in self._SLOTS:
+                    out[f"{self._SLOTS[key]}.{name}"] = value.detach().cpu().numpy().copy()
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
+        torch_key = {v: k for k, v in self._SLOTS.items()}
         for key, value in state.items():
-            p = self._named[key.removeprefix("velocity.")]
-            self.opt.state[p]["momentum_buffer"] = torch.from_numpy(np.array(value)).to(p.device, p.dtype)
+            slot, _, name = key.partition(".")
+            if slot in torch_key:
+                p = self._named[name]
+                st = self.opt.state[p]
+                st[torch_key[slot]] = torch.from_numpy(np.array(value)).to(p.device, p.dtype)
+                if slot != "velocity":
+                    st["step"] = torch.tensor(float(self.steps))

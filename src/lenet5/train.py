@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -118,34 +119,56 @@ def train_epoch(model: LeNet5, optimizer, split: Split, batch_size: int, rng: np
 
 def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
                  schedule: Schedule | None, first_step: int, progress: Progress | None, totals: list,
-                 should_stop: Callable[[], bool] | None, on_batch: Callable[[int, int, float], None] | None = None
-                 ) -> list:
+                 should_stop: Callable[[], bool] | None, on_batch: Callable[[int, int, float], None] | None = None,
+                 augment: Callable | None = None, seed: int = 0) -> list:
     """Steps over order[start:]; returns [loss sum, correct, seen, batches done, stopped].
 
+    Each step's randomness (augmentation, dropout) comes from a generator seeded with
+    (seed, epoch, batch), so any step can be replayed on its own. With augmentation, the next
+    batch is prepared on a helper thread while the current one trains.
     Stops early when ``should_stop()`` turns true after a complete step, so the weights are
     never left half-updated.
     """
-    for b in range(start, len(order)):
-        idx = order[b]
-        if schedule is not None:
-            optimizer.lr = schedule(first_step + b)
-        labels = split.labels[idx]
-        logits = model.forward(model.prepare(split.images[idx]))
-        loss, dlogits = model.loss(logits, labels)
-        if not math.isfinite(loss):
-            raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
-                                  "try a smaller learning rate (--lr)")
-        model.backward(dlogits)
-        optimizer.step()
-        totals[0] += loss * len(idx)
-        totals[1] += int((logits.argmax(axis=1) == labels).sum())
-        totals[2] += len(idx)
-        if on_batch is not None:
-            on_batch(epoch, b + 1, loss)
-        if progress is not None:
-            progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
-        if should_stop is not None and should_stop():
-            return [*totals[:3], b + 1, True]
+    def inputs(b: int) -> np.ndarray:
+        images = split.images[order[b]]
+        if augment is not None:
+            images = augment(images, np.random.default_rng([seed, epoch, b, 0]))
+        return model.prepare(images)
+
+    pool = ThreadPoolExecutor(max_workers=1) if augment is not None else None
+    pending = pool.submit(inputs, start) if pool and start < len(order) else None
+    try:
+        for b in range(start, len(order)):
+            idx = order[b]
+            if pending is not None:
+                x = pending.result()
+                pending = pool.submit(inputs, b + 1) if b + 1 < len(order) else None
+            else:
+                x = inputs(b)
+            if schedule is not None:
+                optimizer.lr = schedule(first_step + b)
+            if getattr(model, "stochastic", False):
+                model.seed_step([seed, epoch, b, 1])
+            labels = split.labels[idx]
+            logits = model.forward(x)
+            loss, dlogits = model.loss(logits, labels)
+            if not math.isfinite(loss):
+                raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
+                                      "try a smaller learning rate (--lr)")
+            model.backward(dlogits)
+            optimizer.step()
+            totals[0] += loss * len(idx)
+            totals[1] += int((logits.argmax(axis=1) == labels).sum())
+            totals[2] += len(idx)
+            if on_batch is not None:
+                on_batch(epoch, b + 1, loss)
+            if progress is not None:
+                progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
+            if should_stop is not None and should_stop():
+                return [*totals[:3], b + 1, True]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [*totals[:3], len(order), False]
 
 
@@ -153,7 +176,8 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
         progress: bool = True, on_epoch: Callable[[dict, TrainState], None] | None = None,
         eval_batch_size: int = 500, schedule: str = "constant", val: Split | None = None,
         state: TrainState | None = None, should_stop: Callable[[], bool] | None = None,
-        on_batch: Callable[[int, int, float], None] | None = None) -> list[dict]:
+        on_batch: Callable[[int, int, float], None] | None = None, augment: Callable | None = None,
+        warmup_steps: int = 0) -> list[dict]:
     """Train for ``epochs`` passes, evaluating on the test split after each one.
 
     ``schedule``: 'constant' keeps the optimizer's learning rate; 'cosine' decays it from
@@ -161,16 +185,18 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
     evaluated each epoch (``val_loss``, ``val_acc``). ``state``: continue a run exactly where
     it stopped. ``should_stop``: polled after every step; when true, raises ``Interrupted``
     carrying the state to resume from. ``on_batch(epoch, batch, loss)`` follows every step.
+    ``augment(images, rng)``: a random transform of each training batch (``lenet5.augment``).
 
     Returns one dict per epoch (epoch, train_loss, train_acc, test_loss, test_acc, seconds)
     and calls ``on_epoch(record, state)`` as soon as each epoch is done.
     """
     state = state or TrainState()
     rng = np.random.default_rng(seed)
+    step_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
     if state.rng_state is not None:
         rng.bit_generator.state = state.rng_state
     steps_per_epoch = math.ceil(len(data.train) / batch_size)
-    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch)  # optimizer.lr: the base rate
+    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch, warmup_steps)  # optimizer.lr: base
     history = list(state.history)
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
@@ -179,11 +205,14 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
         resume_at = state.batch if epoch == state.epoch + 1 else 0
         totals = list(state.partial) if resume_at else [0.0, 0, 0]
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{epochs}", enabled=progress)
+        if hasattr(model, "train"):
+            model.train()
         if resume_at:
             bar.done = resume_at
         try:
             totals = _run_batches(model, optimizer, data.train, order, resume_at, epoch, lr_at,
-                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop, on_batch)
+                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop, on_batch, augment,
+                                  step_seed)
         finally:
             bar.close()
         if totals[3] < len(order):
