@@ -17,8 +17,10 @@ NumPy gets there on a commodity CPU. Three tricks:
 
 3. **All cores for everything.** BLAS uses every core, but NumPy's elementwise ops and
    copies (im2col, tanh, pooling: over half of a step) use one. ``parallel_map`` runs the
-   halves of a batch in threads (NumPy releases the GIL inside large ops), with BLAS held to
-   one thread meanwhile so the threads do not fight over cores.
+   parts of a batch in threads (NumPy releases the GIL inside large ops), with BLAS held to
+   one thread meanwhile (``blas_single_thread``) so the threads do not fight over cores:
+   OpenBLAS's waiting threads spin, and with a core taken they slow every product down.
+   The same holds while a helper thread prepares augmented batches.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _blas_single_thread() -> contextlib.AbstractContextManager:
+def blas_single_thread() -> contextlib.AbstractContextManager:
     global _BLAS
     try:
         from threadpoolctl import ThreadpoolController
@@ -121,7 +123,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list
         return [fn(item) for item in items]
     if _POOL is None or _POOL._max_workers < workers:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lenet5")
-    with _blas_single_thread():
+    with blas_single_thread():
         return list(_POOL.map(fn, items))
 
 

@@ -330,6 +330,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .runs import summarize
+
+    rows = [summarize(d) for d in args.run_dirs]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    head = ["run", "preset", "dataset", "train images", "epochs", "augment", "final test acc", "best test acc",
+            "s/epoch (train)", "total time"]
+    table = [[r["run"], r["preset"], r["dataset"], f"{r['train_size']:,}", str(r["epochs"]), r["augment"],
+              f"{100 * r['final_test_acc']:.2f}%", f"{100 * r['best_test_acc']:.2f}%",
+              f"{r['train_seconds_per_epoch']:.1f}", f"{r['seconds'] / 60:.1f} min"] for r in rows]
+    if args.markdown:
+        text = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                         + ["| " + " | ".join(row) + " |" for row in table]) + "\n"
+    else:
+        widths = [max(len(x) for x in col) for col in zip(head, *table)]
+        text = "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head, *table]) + "\n"
+    if args.output:
+        from .checkpoint import atomic_write
+
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
+    print(text, end="")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .model import LeNet5
 
@@ -458,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", type=Path)
     pl.add_argument("--sample", type=int, default=0, help="test image whose feature maps to draw (default 0)")
     pl.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("compare", help="a table of runs: preset, data, epochs, accuracy, time")
+    c.add_argument("run_dirs", nargs="+", type=Path)
+    c.add_argument("--markdown", action="store_true", help="a Markdown table")
+    c.add_argument("--output", type=Path, help="also write the table to this file")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("summary", help="every layer's output shape and parameter count")
     s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)

@@ -287,34 +287,44 @@ class BatchNorm2d(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_input(self, x, 4, self.params["weight"].shape[0])
-        gamma, beta = self.params["weight"][:, None, None, None], self.params["bias"][:, None, None, None]
+        gamma, beta = self.params["weight"], self.params["bias"]
         if not self.training:
-            scale = gamma / np.sqrt(self.buffers["running_var"][:, None, None, None] + self.eps)
-            return (x - self.buffers["running_mean"][:, None, None, None]) * scale + beta
-        axes = (1, 2, 3)
-        mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        var = np.mean(centred * centred, axis=axes, keepdims=True)
-        inv_std = 1 / np.sqrt(var + self.eps)
-        self._xhat = centred * inv_std
-        self._inv_std = inv_std
+            scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
+            y = x - self.buffers["running_mean"][:, None, None, None]
+            y *= scale[:, None, None, None]
+            y += beta[:, None, None, None]
+            return y
         m = x[0].size
+        # statistics accumulated in float64: normalising by a small σ magnifies their round-off
+        mean = x.reshape(len(x), m).mean(axis=1, dtype=np.float64).astype(x.dtype)
+        xhat = x - mean[:, None, None, None]
+        var = np.einsum("chwn,chwn->c", xhat, xhat, dtype=np.float64).astype(x.dtype) / m
+        inv_std = 1 / np.sqrt(var + self.eps)
+        xhat *= inv_std[:, None, None, None]
+        self._xhat, self._inv_std = xhat, inv_std
         b = self.buffers
         b["running_mean"] *= 1 - self.momentum
-        b["running_mean"] += self.momentum * mean.ravel()
+        b["running_mean"] += self.momentum * mean
         b["running_var"] *= 1 - self.momentum
-        b["running_var"] += self.momentum * var.ravel() * (m / max(m - 1, 1))
+        b["running_var"] += self.momentum * var * (m / max(m - 1, 1))
         b["num_batches_tracked"] += 1
-        return self._xhat * gamma + beta
+        y = xhat * gamma[:, None, None, None]
+        y += beta[:, None, None, None]
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        xhat, axes = self._xhat, (1, 2, 3)
-        self.grads["bias"][...] = dy.sum(axis=axes)
-        self.grads["weight"][...] = (dy * xhat).sum(axis=axes)
-        mean_dy = dy.mean(axis=axes, keepdims=True)
-        mean_dy_xhat = (dy * xhat).mean(axis=axes, keepdims=True)
-        gamma = self.params["weight"][:, None, None, None]
-        return gamma * self._inv_std * (dy - mean_dy - xhat * mean_dy_xhat)
+        xhat = self._xhat
+        m = xhat[0].size
+        sum_dy = dy.reshape(len(dy), m).sum(axis=1)
+        sum_dy_xhat = np.einsum("chwn,chwn->c", dy, xhat)
+        self.grads["bias"][...] = sum_dy
+        self.grads["weight"][...] = sum_dy_xhat
+        scale = (self.params["weight"] * self._inv_std)[:, None, None, None]
+        dx = xhat * (-sum_dy_xhat / m)[:, None, None, None]
+        dx += dy
+        dx -= (sum_dy / m)[:, None, None, None]
+        dx *= scale
+        return dx
 
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.params['weight'].shape[0]})"

@@ -185,7 +185,7 @@ def max_pool_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.maximum(np.maximum(taps[0], taps[1]), np.maximum(taps[2], taps[3]))
     argmax = np.full(y.shape, 3, dtype=np.uint8)
     for k in (2, 1, 0):  # later writes win, so the first equal tap is the one recorded
-        argmax[taps[k] == y] = k
+        np.copyto(argmax, k, where=taps[k] == y)
     return y, argmax
 
 

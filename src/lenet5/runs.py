@@ -90,3 +90,24 @@ def load_for_resume(run_dir: str | Path) -> tuple[dict, dict, dict, TrainState]:
     if not isinstance(meta.get("train_state"), dict):
         raise Lenet5Error(f"--resume {run_dir}: {MODEL} holds no training state")
     return config, model.state_dict(), optim, TrainState.from_json(meta["train_state"])
+
+
+def summarize(run_dir: str | Path) -> dict:
+    """One row for ``lenet5 compare``: what was trained on what, and how well and fast."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        settings, data = config["settings"], config["data"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Lenet5Error(f"{run_dir}: not a run directory (config.json: {e})") from None
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    if not history:
+        raise Lenet5Error(f"{run_dir}: no finished epoch in metrics.jsonl")
+    train_seconds = sum(h.get("train_seconds", h["seconds"]) for h in history)
+    return {"run": run_dir.name, "preset": settings["preset"], "dataset": data.get("dataset"),
+            "train_size": data.get("train_size"), "test_size": data.get("test_size"),
+            "epochs": len(history), "engine": settings.get("engine", "numpy"),
+            "augment": settings.get("augment", "none"), "optimizer": settings.get("optimizer", "sgd"),
+            "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
+            "seconds": sum(h["seconds"] for h in history), "train_seconds_per_epoch": train_seconds / len(history)}

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._cpu import blas_single_thread
 from .data import Dataset, Split, batches
 from .errors import Lenet5Error
 from .model import LeNet5
@@ -135,9 +137,12 @@ def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start:
             images = augment(images, np.random.default_rng([seed, epoch, b, 0]))
         return model.prepare(images)
 
-    pool = ThreadPoolExecutor(max_workers=1) if augment is not None else None
-    pending = pool.submit(inputs, start) if pool and start < len(order) else None
-    try:
+    with contextlib.ExitStack() as stack:
+        pool = pending = None
+        if augment is not None:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
+            pending = pool.submit(inputs, start) if start < len(order) else None
         for b in range(start, len(order)):
             idx = order[b]
             if pending is not None:
@@ -166,9 +171,6 @@ def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start:
                 progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
             if should_stop is not None and should_stop():
                 return [*totals[:3], b + 1, True]
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
     return [*totals[:3], len(order), False]
 
 
