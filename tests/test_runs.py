@@ -150,3 +150,39 @@ def test_val_split_keeps_the_best_validation_epoch(tmp_path, mini_dir):
     assert meta["epoch"] == best["epoch"] and meta["val_acc"] == best["val_acc"]
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["train_size"] == 240 and config["data"]["val_size"] == 60
+
+
+def test_modern_recipe_resumes_exactly_with_dropout_augmentation_and_adamw(mini_dir):
+    from lenet5.augment import AUGMENTS
+    from lenet5.optim import AdamW
+
+    data = load_dir(mini_dir)
+    kw = dict(epochs=2, batch_size=32, seed=5, progress=False, schedule="onecycle", augment=AUGMENTS["elastic"])
+
+    def fresh():
+        m = LeNet5("modern", seed=5)
+        return m, AdamW(m.params(), m.grads(), lr=0.003, weight_decay=0.05)
+
+    ref, ref_opt = fresh()
+    fit(ref, ref_opt, data, **kw)
+    model, opt = fresh()
+    calls = {"n": 0}
+    with pytest.raises(Interrupted) as e:
+        fit(model, opt, data, **kw, should_stop=lambda: calls.update(n=calls["n"] + 1) or calls["n"] == 13)
+    model2, opt2 = fresh()
+    model2.load_state_dict(model.state_dict())
+    opt2.load_state_dict(opt.state_dict())
+    fit(model2, opt2, data, **kw, state=e.value.state)
+    for k, v in ref.state_dict().items():  # batch-norm running statistics included
+        np.testing.assert_array_equal(model2.state_dict()[k], v, err_msg=k)
+
+
+def test_preset_recipe_and_option_checks(tmp_path, mini_dir, capsys):
+    out = tmp_path / "m"
+    assert cli.main(["train", "--no-plots", "--preset", "modern", "--epochs", "1", "--data-dir", str(mini_dir),
+                     "--out", str(out), "--quiet"]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["augment"], settings["schedule"]) == ("adamw", "affine", "onecycle")
+    assert cli.main(["train", "--no-plots", "--optimizer", "adam", "--momentum", "0.9", "--data-dir",
+                     str(mini_dir)]) == 2
+    assert "--momentum/--nesterov apply to --optimizer sgd" in capsys.readouterr().err

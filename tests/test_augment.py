@@ -1,0 +1,66 @@
+"""Augmentation: exact geometry on known cases, reproducibility, and digits that stay digits."""
+
+import numpy as np
+import pytest
+
+from lenet5.augment import AUGMENTS, Augment, bilinear
+
+RNG = np.random.default_rng(0)
+
+
+def test_identity_transform_returns_the_images():
+    images = RNG.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    same = Augment(shift=0, rotate_deg=0, scale=(1, 1), shear=0)
+    np.testing.assert_array_equal(same(images, np.random.default_rng(1)), images)
+
+
+def test_pure_shift_moves_pixels_by_whole_steps():
+    image = np.zeros((1, 28, 28), np.float32)
+    image[0, 10, 12] = 200
+    coords = np.stack(np.meshgrid(np.arange(28), np.arange(28), indexing="ij"), -1)[None].astype(float)
+    out = bilinear(image, coords - np.array([2.0, -3.0]))  # read 2 rows up, 3 columns right
+    assert out[0, 12, 9] == 200 and out.sum() == 200
+
+
+def test_bilinear_interpolates_and_is_zero_outside():
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    coords = np.array([[[[0.5, 0.5], [1.0, 2.25], [-5.0, 1.0], [3.0, 3.5]]]])
+    out = bilinear(image, coords)[0, 0]
+    assert out[0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert out[1] == pytest.approx(4 * 1 + 2.25)
+    assert out[2] == 0  # far outside
+    assert out[3] == pytest.approx(15 * 0.5)  # halfway into the zero border
+
+
+def test_rotation_by_90_degrees_turns_a_bar():
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 13:15, 4:24] = 255  # a horizontal bar through the centre
+    rot = Augment(shift=0, rotate_deg=90, scale=(1, 1), shear=0)
+    # rotate_deg is a range; force +90 or -90 by trying seeds until the angle is extreme
+    out = None
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        if abs(np.deg2rad(rng.uniform(-90, 90))) > np.deg2rad(89.5):
+            out = rot(image, np.random.default_rng(seed))
+            break
+    assert out is not None
+    cols = np.nonzero(out[0].max(axis=0) > 128)[0]
+    rows = np.nonzero(out[0].max(axis=1) > 128)[0]
+    assert cols.max() - cols.min() <= 3 and rows.max() - rows.min() >= 17  # now vertical
+
+
+@pytest.mark.parametrize("name", ["affine", "elastic"])
+def test_reproducible_and_mass_preserving(name, mini_dir):
+    from lenet5 import load_dir
+
+    images = load_dir(mini_dir).test.images[:64]
+    aug = AUGMENTS[name]
+    a = aug(images, np.random.default_rng(7))
+    b = aug(images, np.random.default_rng(7))
+    c = aug(images, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.uint8 and a.shape == images.shape
+    ink = images.reshape(64, -1).sum(1).astype(float)
+    ratio = a.reshape(64, -1).sum(1) / ink
+    assert 0.7 < np.median(ratio) < 1.3  # the digit is moved and bent, not erased or smeared
