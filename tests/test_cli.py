@@ -95,12 +95,14 @@ def test_divergence_is_reported(tmp_path, mini_dir, monkeypatch, capsys):
 
     calls = []
 
-    def nan_on_third_batch(logits, labels):
+    real = lenet5.model.LeNet5.loss
+
+    def nan_on_third_batch(self, logits, labels):
         calls.append(1)
-        loss, d = lenet5.layers.softmax_cross_entropy(logits, labels)
+        loss, d = real(self, logits, labels)
         return (float("nan") if len(calls) == 3 else loss), d
 
-    monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_on_third_batch)
+    monkeypatch.setattr(lenet5.model.LeNet5, "loss", nan_on_third_batch)
     code = cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "loss became nan at epoch 1, batch 3" in err and "smaller learning rate" in err
@@ -126,3 +128,20 @@ def test_torch_engine_without_torch_says_how_to_install(mini_dir, tmp_path):
     code = code.replace("'--engine', 'torch', ", "").replace("/r'", "/r2'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_compare_table(tmp_path, mini_dir, capsys):
+    for name, preset in [("a", "seed-tanh"), ("b", "seed-sigmoid")]:
+        assert cli.main(["train", "--no-plots", "--preset", preset, "--epochs", "2", "--data-dir", str(mini_dir),
+                         "--out", str(tmp_path / name), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--markdown", "--output",
+                     str(tmp_path / "t.md")]) == 0
+    table = capsys.readouterr().out
+    assert table == (tmp_path / "t.md").read_text()
+    lines = table.splitlines()
+    assert lines[0].startswith("| run | preset | dataset | train images | epochs")
+    assert "| a | seed-tanh | mnist | 300 | 2 |" in lines[2] and "| b | seed-sigmoid |" in lines[3]
+    final = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
+    assert f"{100 * final:.2f}%" in lines[2]
+    assert cli.main(["compare", str(tmp_path)]) == 2

@@ -13,7 +13,8 @@ RNG = np.random.default_rng(2)
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_network_and_loss_gradients_match_finite_differences(preset):
     model = LeNet5(preset, seed=3, dtype=np.float64)
-    x = RNG.random((2, 1, 28, 28))
+    size = model.preset.input_size
+    x = RNG.random((2, 1, size, size))
     labels = np.array([3, 7])
 
     def f():

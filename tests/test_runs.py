@@ -117,14 +117,14 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, mini_dir, monkeypat
     import lenet5.model
 
     calls = []
-    real = lenet5.model.softmax_cross_entropy
+    real = lenet5.model.LeNet5.loss
 
-    def nan_in_epoch_two(logits, labels):
+    def nan_in_epoch_two(self, logits, labels):
         calls.append(1)
-        loss, d = real(logits, labels)
+        loss, d = real(self, logits, labels)
         return (float("inf") if len(calls) == 12 else loss), d  # 300/32 = 10 steps per epoch
 
-    monkeypatch.setattr(lenet5.model, "softmax_cross_entropy", nan_in_epoch_two)
+    monkeypatch.setattr(lenet5.model.LeNet5, "loss", nan_in_epoch_two)
     out = tmp_path / "r"
     code = cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "3", "--batch-size", "32", "--out", str(out),
                      "--quiet"])

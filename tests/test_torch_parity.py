@@ -46,7 +46,7 @@ def test_gradients_agree_with_autograd(preset, mini_dir):
     x, y = model.prepare(data.train.images[:16]), data.train.labels[:16]
     loss, d = model.loss(model.forward(x), y)
     model.backward(d)
-    t_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+    t_loss = lt.criterion(preset, net(torch.from_numpy(x)), torch.from_numpy(y))
     t_loss.backward()
     assert loss == pytest.approx(t_loss.item(), rel=1e-12)
     for name, p in net.named_parameters():
@@ -68,7 +68,7 @@ def test_sgd_step_and_short_run_track_torch(preset, mini_dir):
         model.backward(d)
         opt.step()
         t_opt.zero_grad()
-        t_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        t_loss = lt.criterion(preset, net(torch.from_numpy(x)), torch.from_numpy(y))
         t_loss.backward()
         t_opt.step()
         assert loss == pytest.approx(t_loss.item(), rel=1e-9), step

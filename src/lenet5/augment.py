@@ -5,8 +5,9 @@ Every image of a batch gets its own random map, and the whole batch is resampled
 The randomness comes from the generator passed in; the training loop seeds one per step from
 (seed, epoch, batch), so a run is reproducible and resumes exactly.
 
-- affine: shift ±2 px, rotation ±10°, scale 0.9-1.1, horizontal shear ±0.2 (the 1998 paper's
-  distortions were translation, scaling, squeezing and horizontal shear);
+- affine: shift ±2 px, rotation ±10°, scale 0.9-1.1, horizontal shear ±0.2;
+- lecun1998: the 1998 paper's distortions: translation (±2 px), scaling (0.9-1.1), squeezing
+  (±10%) and horizontal shear (±0.2), no rotation (``lenet5 train --distort``);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map.
 """
@@ -30,6 +31,7 @@ class Augment:
     rotate_deg: float = 10.0
     scale: tuple[float, float] = (0.9, 1.1)
     shear: float = 0.2
+    squeeze: float = 0.0
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0
 
@@ -57,7 +59,11 @@ class Augment:
         shr = np.zeros((n, 2, 2))
         shr[:, 0, 0] = shr[:, 1, 1] = 1
         shr[:, 1, 0] = shear
-        forward = rot @ shr * scale[:, None, None]
+        # squeezing: rows stretched by (1 + q) while columns shrink by (1 − q), or the reverse
+        q = rng.uniform(-self.squeeze, self.squeeze, n)
+        sq = np.zeros((n, 2, 2))
+        sq[:, 0, 0], sq[:, 1, 1] = 1 + q, 1 - q
+        forward = rot @ shr @ sq * scale[:, None, None]
         inverse = np.linalg.inv(forward)
         d = _GRID[None] - shift[:, None, :]  # (N, 784, 2): output pixel minus shift
         src = np.empty((n, SIZE * SIZE, 2), dtype=np.float32)
@@ -104,4 +110,10 @@ def bilinear(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return (top * (1 - fr) + bottom * fr).reshape(coords.shape[:3])
 
 
-AUGMENTS = {"none": None, "affine": Augment(), "elastic": Augment(elastic_alpha=34.0)}
+AUGMENTS = {
+    "none": None,
+    "affine": Augment(),
+    "elastic": Augment(elastic_alpha=34.0),
+    # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
+    "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
+}

@@ -132,7 +132,9 @@ def load_checkpoint(path: str | Path, preset: str | None = None,
     name = preset or meta.get("preset") or DEFAULT_PRESET
     if name not in PRESETS:
         raise CheckpointError(f"{path}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    model = LeNet5(name, seed=None, dtype=dtype)
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    model = LeNet5(name, seed=None, dtype=dtype, criterion=settings.get("criterion"),
+                   map_j=settings.get("map_j") or 0.1)
     try:  # arrays under "optim." are optimizer state, saved beside the weights
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("optim.")})
     except (KeyError, ValueError) as e:

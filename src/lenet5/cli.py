@@ -84,12 +84,16 @@ def _fill_recipe(args: argparse.Namespace) -> None:
         raise Lenet5Error(f"--momentum/--nesterov apply to --optimizer sgd, not {args.optimizer}")
     if args.nesterov and not args.momentum:
         raise Lenet5Error("--nesterov needs --momentum > 0")
+    if args.criterion and args.preset != "lecun1998":
+        raise Lenet5Error(f"--criterion applies to --preset lecun1998, not {args.preset}")
+    if args.optimizer == "sdlm" and args.preset != "lecun1998":
+        raise Lenet5Error("--optimizer sdlm needs the second-order pass of --preset lecun1998")
 
 
 def _settings_from(args: argparse.Namespace, world: int) -> dict:
     keys = ["preset", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-            "schedule", "warmup_epochs", "weight_decay", "augment", "seed", "train_limit", "val_split", "dtype",
-            "engine", "device"]
+            "schedule", "warmup_epochs", "weight_decay", "augment", "criterion", "map_j", "seed", "train_limit",
+            "val_split", "dtype", "engine", "device"]
     return {**{k: getattr(args, k) for k in keys}, "world_size": world}
 
 
@@ -139,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
                                    weight_decay=args.weight_decay, nesterov=args.nesterov)
     else:
-        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype)
+        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype, criterion=args.criterion, map_j=args.map_j)
         optimizer = make_optimizer(args.optimizer, model.params(), model.grads(), lr=args.lr,
                                    momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
     steps_per_epoch = -(-len(data.train) // args.batch_size)
@@ -445,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", choices=sorted(AUGMENTS), default=None,
                    help="random distortions of training images: none (default), affine, elastic "
                         "(modern: affine)")
+    t.add_argument("--distort", action="store_const", const="lecun1998", dest="augment",
+                   help="the 1998 paper's distortions (translation, scaling, squeezing, shear): --augment lecun1998")
+    t.add_argument("--criterion", choices=["map", "mse"], default=None,
+                   help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
+    t.add_argument("--map-j", type=non_negative_float, default=0.1,
+                   help="lecun1998 only: the MAP criterion's constant j (default 0.1)")
     t.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and --train-limit")
     t.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on N images drawn at random (seeded) from the training set")

@@ -23,10 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from .torch import TorchModel  # first: a clear error when PyTorch is not installed
+from .torch import TorchModel, criterion  # first: a clear error when PyTorch is not installed
 import torch  # noqa: E402
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
@@ -94,7 +93,7 @@ def fit_ddp(model: TorchModel, optimizer, data: Dataset, epochs: int, batch_size
             x = torch.from_numpy(model.prepare(images)).to(dev)
             y = labels_all[idx].to(dev)
             logits = net(x)
-            loss = F.cross_entropy(logits, y)
+            loss = criterion(model.preset.name, logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

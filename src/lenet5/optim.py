@@ -132,7 +132,37 @@ class AdamW(Adam):
         super().__init__(params, grads, lr, betas, eps, weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class SDLM(Optimizer):
+    """Stochastic diagonal Levenberg-Marquardt (LeCun et al. 1998, Appendix C).
+
+    Each parameter θ_k gets its own step η/(μ + h_kk), where h_kk is a Gauss-Newton estimate
+    of ∂²E/∂θ_k², averaged over ``samples`` random training images and re-estimated before
+    every pass (``prepare_epoch``, called by the training loop). Large curvature: small steps.
+
+        θ_k ← θ_k − η/(μ + h_kk) · ∂E/∂θ_k
+    """
+
+    slots = ("hessian",)
+
+    def __init__(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float = 0.0005,
+                 mu: float = 0.02, samples: int = 500) -> None:
+        super().__init__(params, grads, lr)
+        if not mu > 0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+        self.mu, self.samples = mu, samples
+
+    def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
+        idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
+        self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        h = self.state["hessian"].get(name)
+        if h is None:
+            raise RuntimeError("SDLM needs a curvature estimate first: call prepare_epoch(model, split, rng)")
+        p -= (self.lr / (self.mu + h)) * g
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "sdlm": SDLM}
 
 
 def make_optimizer(name: str, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
@@ -141,4 +171,8 @@ def make_optimizer(name: str, params: dict[str, np.ndarray], grads: dict[str, np
         return SGD(params, grads, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if name in ("adam", "adamw"):
         return OPTIMIZERS[name](params, grads, lr, weight_decay=weight_decay)
+    if name == "sdlm":
+        if momentum or weight_decay:
+            raise ValueError("sdlm takes no momentum or weight decay")
+        return SDLM(params, grads, lr)
     raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")

@@ -70,8 +70,74 @@ class ModernLeNet5(nn.Module):
         return self.output(x)
 
 
+def squash(x: torch.Tensor) -> torch.Tensor:
+    """LeNet-5's f(a) = 1.7159·tanh(2a/3)."""
+    return 1.7159 * torch.tanh(x * (2 / 3))
+
+
+class Subsample(nn.Module):
+    """Trainable subsampling: coefficient × (sum of each 2×2 block) + bias, per map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 4 * F.avg_pool2d(x, 2) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class RBFOutput(nn.Module):
+    """Euclidean RBF units with fixed centres; returns −distance (the largest wins)."""
+
+    def __init__(self, centres: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.from_numpy(np.array(centres)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -((x[:, None, :] - self.centres[None]) ** 2).sum(-1)
+
+
+class LeCun1998(nn.Module):
+    """lecun1998: 32×32 input, C1, S2 (trainable), C3 (partial table), S4, C5, F6, RBF OUTPUT."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from .lecun1998 import C3_TABLE, rbf_centres
+
+        self.c1 = nn.Conv2d(1, 6, 5)
+        self.s2 = Subsample(6)
+        self.c3 = nn.Conv2d(6, 16, 5)
+        self.register_buffer("c3_mask", torch.from_numpy(C3_TABLE.T.astype(np.float32))[:, :, None, None],
+                             persistent=False)
+        self.s4 = Subsample(16)
+        self.c5 = nn.Conv2d(16, 120, 5)
+        self.f6 = nn.Linear(120, 84)
+        self.output = RBFOutput(rbf_centres())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = squash(self.s2(squash(self.c1(x))))
+        x = F.conv2d(x, self.c3.weight * self.c3_mask.to(x.dtype), self.c3.bias)
+        x = squash(self.s4(squash(x)))
+        x = squash(self.c5(x)).flatten(1)
+        return self.output(squash(self.f6(x)))
+
+
 _ARCH = {"seed-tanh": lambda: SeedLeNet5("tanh"), "seed-sigmoid": lambda: SeedLeNet5("sigmoid"),
-         "modern": ModernLeNet5}
+         "modern": ModernLeNet5, "lecun1998": LeCun1998}
+
+
+def criterion(preset: str, logits: torch.Tensor, labels: torch.Tensor, name: str | None = None,
+              map_j: float = 0.1) -> torch.Tensor:
+    """The preset's training criterion in torch: cross-entropy, or for lecun1998 the MAP
+    criterion (a cross-entropy over the K outputs plus a constant −j entry) or MSE."""
+    if preset != "lecun1998":
+        return F.cross_entropy(logits, labels)
+    rows = torch.arange(len(labels))
+    if (name or "map") == "mse":
+        return -logits[rows, labels].mean()
+    extra = torch.full((len(labels), 1), -map_j, dtype=logits.dtype, device=logits.device)
+    return (torch.logsumexp(torch.cat([logits, extra], 1), 1) - logits[rows, labels]).mean()
 
 
 def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> nn.Module:

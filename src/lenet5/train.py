@@ -198,7 +198,8 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
     if state.rng_state is not None:
         rng.bit_generator.state = state.rng_state
     steps_per_epoch = math.ceil(len(data.train) / batch_size)
-    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch, warmup_steps)  # optimizer.lr: base
+    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch, warmup_steps,  # optimizer.lr: base
+                          steps_per_epoch)
     history = list(state.history)
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
@@ -209,6 +210,8 @@ def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, s
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{epochs}", enabled=progress)
         if hasattr(model, "train"):
             model.train()
+        if hasattr(optimizer, "prepare_epoch") and not resume_at:  # SDLM: curvature for this pass
+            optimizer.prepare_epoch(model, data.train, np.random.default_rng([step_seed, epoch, 2]))
         if resume_at:
             bar.done = resume_at
         try:

@@ -1,0 +1,196 @@
+"""The 1998 network as published: its parts, its parameter count, its second-order pass."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, numerical_grad, rel_error
+from lenet5 import LeNet5, cli, load_dir
+from lenet5.layers import RBF, Conv2d, Linear, Squash, Subsample2d, map_criterion, mse_criterion
+from lenet5.lecun1998 import C3_TABLE, GLYPHS, prepare_input, rbf_centres
+from test_layers import check_layer
+
+RNG = np.random.default_rng(98)
+
+
+def reference_table() -> np.ndarray:
+    path = Path(os.environ.get("LENET5_REFERENCE", REPO.parent / "shared" / "reference" / "lenet5-1998.md"))
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must check the C3 table against {path}")
+        pytest.skip("the reference file ../shared/reference/lenet5-1998.md is not here")
+    rows = [line for line in path.read_text().splitlines() if re.match(r"^S2 \d ", line)]
+    return np.array([[tok == "X" for tok in line.split()[2:]] for line in rows])
+
+
+def test_c3_table_is_the_papers():
+    table = reference_table()
+    assert table.shape == (6, 16)
+    np.testing.assert_array_equal(C3_TABLE, table)
+    assert C3_TABLE.sum() == 60  # 60 kernels of 5x5 + 16 biases = 1,516 parameters
+
+
+def test_exactly_60000_trainable_parameters(capsys):
+    assert cli.main(["summary", "--preset", "lecun1998", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    per_layer = {r["name"]: r["params"] for r in info["layers"]}
+    assert per_layer == {**per_layer, "c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48120, "f6": 10164,
+                         "output": 0}
+    assert info["total_params"] == 60000
+    shapes = {r["name"]: r["output_shape"] for r in info["layers"]}
+    assert shapes["c1"] == [6, 28, 28] and shapes["s4"] == [16, 5, 5] and shapes["output"] == [10]
+
+
+def test_input_coding():
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, 10, 10] = 255
+    x = prepare_input(images)
+    assert x.shape == (2, 1, 32, 32)
+    assert x[1].min() == x[1].max() == pytest.approx(-0.1)
+    assert x[0, 0, 12, 12] == pytest.approx(1.175)
+
+
+def test_rbf_centres_are_ten_distinct_7x12_bitmaps():
+    assert all(len(GLYPHS[d]) == 12 and all(len(row) == 7 for row in GLYPHS[d]) for d in range(10))
+    c = rbf_centres(np.float64)
+    assert c.shape == (10, 84) and set(np.unique(c)) == {-1.0, 1.0}
+    distances = ((c[:, None] - c[None]) ** 2).sum(-1)
+    assert distances[~np.eye(10, dtype=bool)].min() >= 4 * 8  # every pair differs in >= 8 pixels
+
+
+def test_squash_is_scaled_tanh_with_f_of_one_equal_one():
+    layer = Squash()
+    assert layer.forward(np.array([[1.0]]))[0, 0] == pytest.approx(1.0, abs=1e-4)
+    check_layer(Squash(), RNG.standard_normal((3, 4, 4, 2)) * 2)
+
+
+def test_subsampling_gradients_and_value():
+    layer = Subsample2d(3, dtype=np.float64)
+    layer.params["weight"][...] = [0.5, -1.0, 2.0]
+    layer.params["bias"][...] = [0.1, 0.2, 0.3]
+    x = RNG.standard_normal((3, 4, 6, 2))
+    y = layer.forward(x)
+    assert y[1, 0, 2, 1] == pytest.approx(-1.0 * x[1, 0:2, 4:6, 1].sum() + 0.2)
+    check_layer(layer, x)
+
+
+def test_partially_connected_c3_gradients_and_zero_kernels():
+    layer = Conv2d(6, 16, 5, dtype=np.float64, connections=C3_TABLE.T)
+    layer.params["weight"][...] = RNG.standard_normal((16, 6, 5, 5)) * layer.mask
+    check_layer(layer, RNG.standard_normal((6, 9, 9, 2)))
+    assert np.all(layer.grads["weight"][~C3_TABLE.T] == 0)  # unconnected kernels never move
+    # C3 map 0 sees S2 maps 0, 1, 2 only: changing map 5 leaves it unchanged
+    x = RNG.standard_normal((6, 9, 9, 1))
+    y0 = layer.forward(x)[0].copy()
+    x[5] += 1
+    np.testing.assert_array_equal(layer.forward(x)[0], y0)
+
+
+def test_rbf_output_gradients_and_distances():
+    c = rbf_centres(np.float64)
+    layer = RBF(c)
+    x = RNG.standard_normal((84, 3))
+    out = layer.forward(x)
+    np.testing.assert_allclose(-out[:, 1], ((x[:, 1][None] - c) ** 2).sum(1))
+    check_layer(layer, x)
+
+
+@pytest.mark.parametrize("name", ["map", "mse"])
+def test_criteria_gradients(name):
+    z = -RNG.random((5, 10)) * 80  # minus distances
+    labels = RNG.integers(0, 10, 5)
+    fn = (lambda a, b: map_criterion(a, b, 0.1)) if name == "map" else mse_criterion
+    loss, grad = fn(z, labels)
+    assert rel_error(grad, numerical_grad(lambda: fn(z, labels)[0], z)) < 1e-6
+    if name == "map":  # value from the paper's formula, written out
+        y = -z
+        expected = np.mean(y[np.arange(5), labels] + np.log(np.exp(-0.1) + np.exp(-y).sum(1)))
+        assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_network_gradients_with_the_mse_criterion():
+    model = LeNet5("lecun1998", seed=1, dtype=np.float64, criterion="mse")
+    x = model.prepare(RNG.integers(0, 256, (2, 28, 28)).astype(np.uint8))
+    labels = np.array([4, 9])
+    _, d = model.loss(model.forward(x), labels)
+    model.backward(d)
+    w = model.params()["f6.weight"]
+    numeric = numerical_grad(lambda: model.loss(model.forward(x), labels)[0], w)
+    assert rel_error(model.grads()["f6.weight"], numeric) < 1e-6
+
+
+def gauss_newton_diag_brute_force(f, theta: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """diag(Jᵀ·2I·J) for E = |f(θ) − c|²: the Jacobian by central differences, entry by entry."""
+    jac = []
+    for k in range(theta.size):
+        old = theta.flat[k]
+        theta.flat[k] = old + eps
+        plus = f()
+        theta.flat[k] = old - eps
+        minus = f()
+        theta.flat[k] = old
+        jac.append((plus - minus) / (2 * eps))
+    jac = np.array(jac)  # (params, outputs)
+    return 2 * (jac ** 2).sum(axis=1)
+
+
+def test_gauss_newton_diagonal_matches_brute_force_on_a_tiny_chain():
+    """A chain of single units (one path from every weight to the output): there the paper's
+    diagonal backpropagation is exactly the Gauss-Newton diagonal, computed here by brute force."""
+    l1, a1, l2, a2 = Linear(1, 1, dtype=np.float64), Squash(), Linear(1, 1, dtype=np.float64), Squash()
+    out = RBF(np.array([[0.7]]))
+    for layer, (w, b) in ((l1, (0.8, 0.1)), (l2, (-1.3, 0.2))):
+        layer.params["weight"][...] = w
+        layer.params["bias"][...] = b
+    x = np.array([[0.9]])
+    chain = [l1, a1, l2, a2, out]
+
+    def run():
+        h = x
+        for layer in chain:
+            h = layer.forward(h)
+        return h
+
+    z = run()
+    _, dz = mse_criterion(z.T, np.array([0]))
+    d = dz.T
+    estimates = {}
+    for layer in reversed(chain):
+        d, hess = layer.backward_diag(d)
+        estimates.update({(id(layer), k): v for k, v in hess.items()})
+    feature = lambda: a2.forward(l2.forward(a1.forward(l1.forward(x)))).ravel()  # noqa: E731
+    for layer in (l1, l2):
+        for name in ("weight", "bias"):
+            brute = gauss_newton_diag_brute_force(feature, layer.params[name])
+            np.testing.assert_allclose(estimates[(id(layer), name)].ravel(), brute, rtol=1e-6)
+
+
+def test_gauss_newton_diagonal_of_f6_matches_brute_force_in_the_real_network():
+    model = LeNet5("lecun1998", seed=2, dtype=np.float64, criterion="mse")
+    x = model.prepare(RNG.integers(0, 256, (1, 28, 28)).astype(np.uint8))
+    hess = model.diag_hessian(x, np.array([3]))
+    f6, act = model.layer("f6"), model.layer("f6_act")
+    model.forward(x, keep=["flatten"])
+    u = model.activations["flatten"].T  # F6's input, (120, 1)
+    w = f6.params["weight"]
+    feature = lambda: act.forward(w @ u + f6.params["bias"][:, None]).ravel()  # noqa: E731
+    brute = gauss_newton_diag_brute_force(feature, w)  # every F6 weight
+    np.testing.assert_allclose(hess["f6.weight"].ravel(), brute, rtol=1e-6)
+
+
+def test_sdlm_training_learns(mini_dir):
+    from lenet5.optim import SDLM
+    from lenet5.train import fit
+
+    data = load_dir(mini_dir)
+    model = LeNet5("lecun1998", seed=0)
+    opt = SDLM(model.params(), model.grads(), lr=5e-5)
+    history = fit(model, opt, data, epochs=2, batch_size=1, progress=False, schedule="lecun1998")
+    assert history[-1]["train_loss"] < history[0]["train_loss"] < 84
+    assert history[-1]["test_acc"] > 0.6
+    assert set(opt.state["hessian"]) == set(model.params())
+    assert all(np.all(h >= 0) for h in opt.state["hessian"].values())
