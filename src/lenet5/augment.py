@@ -8,6 +8,8 @@ The randomness comes from the generator passed in; the training loop seeds one p
 - affine: shift ±2 px, rotation ±10°, scale 0.9-1.1, horizontal shear ±0.2;
 - lecun1998: the 1998 paper's distortions: translation (±2 px), scaling (0.9-1.1), squeezing
   (±10%) and horizontal shear (±0.2), no rotation (``lenet5 train --distort``);
+- flip: a random mirror image (half the time) and a shift of ±2 px — for Fashion-MNIST,
+  where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map.
 """
@@ -32,6 +34,7 @@ class Augment:
     scale: tuple[float, float] = (0.9, 1.1)
     shear: float = 0.2
     squeeze: float = 0.0
+    flip: bool = False
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0
 
@@ -63,6 +66,8 @@ class Augment:
         q = rng.uniform(-self.squeeze, self.squeeze, n)
         sq = np.zeros((n, 2, 2))
         sq[:, 0, 0], sq[:, 1, 1] = 1 + q, 1 - q
+        if self.flip:  # a mirror image, for half the images: columns reversed
+            sq[:, 1, 1] *= np.where(rng.random(n) < 0.5, -1.0, 1.0)
         forward = rot @ shr @ sq * scale[:, None, None]
         inverse = np.linalg.inv(forward)
         d = _GRID[None] - shift[:, None, :]  # (N, 784, 2): output pixel minus shift
@@ -116,4 +121,6 @@ AUGMENTS = {
     "elastic": Augment(elastic_alpha=34.0),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
+    # for pictures of things, where a mirror image is the same thing (not for digits)
+    "flip": Augment(shift=2.0, rotate_deg=0.0, scale=(1.0, 1.0), shear=0.0, flip=True),
 }

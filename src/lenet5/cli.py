@@ -305,7 +305,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model, _ = load_checkpoint(args.checkpoint)
     images = prepare_files(args.images)
-    probs = model.predict(images)
+    logits = model.infer(images)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    rbf = model.preset.name == "lecun1998"  # outputs are minus the RBF distances
     if args.show_input:
         out = Path(args.show_input)
         out.mkdir(parents=True, exist_ok=True)
@@ -317,11 +320,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results.append({"image": str(path), "prediction": int(order[0]),
                         "top": [{"class": int(c), "probability": float(p[c])} for c in order],
                         "probabilities": [float(v) for v in p]})
+        if rbf:
+            results[-1]["rbf_distances"] = [float(-v) for v in logits[len(results) - 1]]
     if args.json:
         print(json.dumps(results))
         return 0
     for r in results:
-        tops = "  ".join(f"{t['class']} ({100 * t['probability']:.1f}%)" for t in r["top"])
+        tops = "  ".join(f"{t['class']} ({100 * t['probability']:.1f}%"
+                         + (f", RBF distance {r['rbf_distances'][t['class']]:.1f})" if rbf else ")")
+                         for t in r["top"])
         print(f"{r['image']}: {r['prediction']}    top: {tops}")
     return 0
 
