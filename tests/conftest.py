@@ -13,20 +13,24 @@ MINI = FIXTURES / "mnist-mini"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def numerical_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar f() with respect to x (perturbed in place)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
+def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, entries=None) -> np.ndarray:
+    """Central differences of the scalar f() with respect to x (perturbed in place).
+
+    With ``entries`` (flat indices), only those entries, as a 1-D array.
+    """
+    flat = x.reshape(-1)  # a view: x must be contiguous
+    assert np.shares_memory(flat, x)
+    idx = range(flat.size) if entries is None else entries
+    grad = np.zeros(len(idx))
+    for out, i in enumerate(idx):
+        old = flat[i]
+        flat[i] = old + eps
         plus = f()
-        x[i] = old - eps
+        flat[i] = old - eps
         minus = f()
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
+        flat[i] = old
+        grad[out] = (plus - minus) / (2 * eps)
+    return grad.reshape(x.shape) if entries is None else grad
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
