@@ -64,6 +64,8 @@ def _fill_recipe(args: argparse.Namespace) -> None:
         raise Lenet5Error(f"--momentum/--nesterov apply to --optimizer sgd, not {args.optimizer}")
     if args.nesterov and not args.momentum:
         raise Lenet5Error("--nesterov needs --momentum > 0")
+    if args.dropout is not None and args.preset != "modern":
+        raise Lenet5Error(f"--dropout applies to --preset modern, not {args.preset}")
     if args.criterion and args.preset != "lecun1998":
         raise Lenet5Error(f"--criterion applies to --preset lecun1998, not {args.preset}")
     if args.optimizer == "sdlm" and args.preset != "lecun1998":
@@ -72,7 +74,7 @@ def _fill_recipe(args: argparse.Namespace) -> None:
 
 def _settings_from(args: argparse.Namespace, world: int) -> dict:
     keys = ["preset", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-            "schedule", "warmup_epochs", "weight_decay", "augment", "criterion", "map_j", "seed", "train_limit",
+            "schedule", "warmup_epochs", "weight_decay", "augment", "dropout", "criterion", "map_j", "seed", "train_limit",
             "val_split", "dtype", "engine", "device"]
     return {**{k: getattr(args, k) for k in keys}, "world_size": world}
 
@@ -123,7 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
                                    weight_decay=args.weight_decay, nesterov=args.nesterov)
     else:
-        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype, criterion=args.criterion, map_j=args.map_j)
+        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype, criterion=args.criterion, map_j=args.map_j,
+                       dropout=args.dropout)
         optimizer = make_optimizer(args.optimizer, model.params(), model.grads(), lr=args.lr,
                                    momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
     steps_per_epoch = -(-len(data.train) // args.batch_size)
@@ -438,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(modern: affine)")
     t.add_argument("--distort", action="store_const", const="lecun1998", dest="augment",
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear): --augment lecun1998")
+    t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.3)")
     t.add_argument("--criterion", choices=["map", "mse"], default=None,
                    help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
     t.add_argument("--map-j", type=non_negative_float, default=0.1,

@@ -229,7 +229,7 @@ class LeNet5:
 
     def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
                  dtype: np.dtype | type = np.float32, threads: int | None = None,
-                 criterion: str | None = None, map_j: float = 0.1) -> None:
+                 criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None) -> None:
         self.preset = get_preset(preset)
         self.criterion_name = criterion or next(iter(self.preset.criteria))
         if self.criterion_name not in self.preset.criteria:
@@ -241,6 +241,11 @@ class LeNet5:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self.layers: list[tuple[str, Layer]] = self.preset.build(self.dtype)
+        self.dropout = dropout
+        if dropout is not None:  # override the preset's dropout probability
+            for _, layer in self.layers:
+                if isinstance(layer, Dropout):
+                    layer.p = Dropout(dropout).p  # validates the value
         self.reset_parameters(np.random.default_rng(seed))
         self._replicas: list[LeNet5] = []
         self._parts: list[slice] | None = None  # how the last forward split its batch
@@ -390,7 +395,7 @@ class LeNet5:
         """k models sharing this one's parameter arrays, each with its own caches and grads."""
         while len(self._replicas) < k:
             replica = LeNet5(self.preset.name, seed=None, dtype=self.dtype, threads=1,
-                             criterion=self.criterion_name, map_j=self.map_j)
+                             criterion=self.criterion_name, map_j=self.map_j, dropout=self.dropout)
             for (_, mine), (_, theirs) in zip(self.layers, replica.layers):
                 theirs.params = mine.params  # the same dicts: shared, always up to date
                 theirs.buffers = mine.buffers
