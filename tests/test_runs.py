@@ -183,6 +183,7 @@ def test_preset_recipe_and_option_checks(tmp_path, mini_dir, capsys):
                      "--out", str(out), "--quiet"]) == 0
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["optimizer"], settings["augment"], settings["schedule"]) == ("adamw", "affine", "onecycle")
+    assert LeNet5("modern").layer("f6_drop").p == 0.1
     assert cli.main(["train", "--no-plots", "--optimizer", "adam", "--momentum", "0.9", "--data-dir",
                      str(mini_dir)]) == 2
     assert "--momentum/--nesterov apply to --optimizer sgd" in capsys.readouterr().err

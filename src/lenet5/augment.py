@@ -122,5 +122,5 @@ AUGMENTS = {
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
     # for pictures of things, where a mirror image is the same thing (not for digits)
-    "flip": Augment(shift=2.0, rotate_deg=0.0, scale=(1.0, 1.0), shear=0.0, flip=True),
+    "flip": Augment(shift=1.0, rotate_deg=0.0, scale=(1.0, 1.0), shear=0.0, flip=True),
 }

@@ -115,6 +115,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if world > 1 and rank == 0:
         ddp.dist.barrier()
     data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
+    if args.augment == "auto":  # mirror images are still clothes, but not still digits
+        args.augment = "flip" if data.name.startswith("fashion") else "affine"
     val = None
     if args.val_split:
         data.train, val = split_validation(data.train, args.val_split, np.random.default_rng(args.seed))
@@ -122,6 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .torch import TorchModel, TorchOptimizer
 
         model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device)
+        if args.dropout is not None:
+            model.net.p_drop = args.dropout
         optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
                                    weight_decay=args.weight_decay, nesterov=args.nesterov)
     else:
@@ -436,12 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=non_negative_float, default=None,
                    help="linear warm-up before the schedule (not with onecycle; default 0)")
     t.add_argument("--weight-decay", type=non_negative_float, default=None, help="default 0 (modern: 0.05)")
-    t.add_argument("--augment", choices=sorted(AUGMENTS), default=None,
-                   help="random distortions of training images: none (default), affine, elastic "
-                        "(modern: affine)")
+    t.add_argument("--augment", choices=sorted([*AUGMENTS, "auto"]), default=None,
+                   help="random distortions of training images: none (default), affine, elastic, flip, lecun1998; "
+                        "auto (modern's default): flip for fashion-mnist, affine otherwise")
     t.add_argument("--distort", action="store_const", const="lecun1998", dest="augment",
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear): --augment lecun1998")
-    t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.3)")
+    t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
     t.add_argument("--criterion", choices=["map", "mse"], default=None,
                    help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
     t.add_argument("--map-j", type=non_negative_float, default=0.1,

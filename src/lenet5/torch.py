@@ -51,7 +51,7 @@ class SeedLeNet5(nn.Module):
 class ModernLeNet5(nn.Module):
     """modern: C1-BN-ReLU-maxpool, C3-BN-ReLU-maxpool, C5-ReLU-dropout, F6-ReLU-dropout, OUTPUT."""
 
-    def __init__(self, p_drop: float = 0.3) -> None:
+    def __init__(self, p_drop: float = 0.1) -> None:
         super().__init__()
         self.p_drop = p_drop
         self.c1 = nn.Conv2d(1, 6, 5, padding=2)
