@@ -101,3 +101,21 @@ def test_metadata_is_json(tmp_path):
     with safe_open(str(tmp_path / "m.safetensors"), framework="np") as f:
         meta = f.metadata()
     assert meta["format"] == "lenet5" and json.loads(meta["data"]) == {"train_size": 5}
+
+
+@pytest.mark.parametrize("preset", ["modern", "lecun1998"])
+def test_roundtrip_of_every_preset_with_buffers(tmp_path, preset):
+    model = LeNet5(preset, seed=3)
+    x = model.prepare(np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8))
+    _, d = model.loss(model.forward(x), np.arange(4))  # moves batch-norm statistics
+    model.backward(d)
+    save_checkpoint(tmp_path / "m.safetensors", model)
+    loaded, meta = load_checkpoint(tmp_path / "m.safetensors")
+    assert meta["preset"] == preset
+    for k, v in model.state_dict().items():
+        got = loaded.state_dict()[k]
+        assert got.shape == v.shape, k
+        np.testing.assert_array_equal(got, v, err_msg=k)
+    model.eval()
+    loaded.eval()
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))

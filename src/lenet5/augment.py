@@ -8,7 +8,7 @@ The randomness comes from the generator passed in; the training loop seeds one p
 - affine: shift ±2 px, rotation ±10°, scale 0.9-1.1, horizontal shear ±0.2;
 - lecun1998: the 1998 paper's distortions: translation (±2 px), scaling (0.9-1.1), squeezing
   (±10%) and horizontal shear (±0.2), no rotation (``lenet5 train --distort``);
-- flip: a random mirror image (half the time) and a shift of ±2 px — for Fashion-MNIST,
+- flip: a random mirror image (half the time) and a shift of ±1 px — for Fashion-MNIST,
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map.

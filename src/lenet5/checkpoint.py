@@ -44,9 +44,10 @@ def save_checkpoint(path: str | Path, model: LeNet5, metadata: dict[str, Any] | 
     meta = {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype)}
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {name: np.ascontiguousarray(p) for name, p in model.state_dict().items()}
+    # np.array (not ascontiguousarray, which turns 0-d counters into shape (1,)) keeps shapes
+    tensors = {name: np.array(p, order="C") for name, p in model.state_dict().items()}
     for name, arr in (extra or {}).items():
-        tensors[name] = np.ascontiguousarray(arr)
+        tensors[name] = np.array(arr, order="C")
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 

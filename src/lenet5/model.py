@@ -295,6 +295,8 @@ class LeNet5:
                            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
         for name, p in own.items():
             value = np.asarray(state[name])
+            if p.ndim == 0 and value.shape == (1,):  # a scalar counter stored as one element
+                value = value.reshape(())
             if value.shape != p.shape:
                 raise ValueError(f"{name}: expected shape {p.shape}, got {value.shape}")
             p[...] = value
