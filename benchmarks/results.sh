@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/results}
 mkdir -p "$out"
-presets=${PRESETS:-"seed-tanh seed-sigmoid modern"}
+presets=${PRESETS:-"seed-tanh seed-sigmoid modern lecun1998"}  # lecun1998 on Fashion: ~25 min
 runs=()
 if [ -n "${MNIST5K_DIR:-}" ]; then
   d=$(mktemp -d)

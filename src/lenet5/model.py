@@ -171,6 +171,9 @@ PRESETS: dict[str, Preset] = {
             "the seed-tanh network with sigmoid everywhere and Xavier-uniform init",
             _seed_layers(Sigmoid),
             xavier_uniform_init,
+            # plain SGD stays at chance for 10 epochs (gradients fade through four sigmoids);
+            # Adam's per-parameter scaling trains it (measured on the 5k MNIST subset: 9.8% vs 91.5%)
+            defaults={"optimizer": "adam", "lr": 0.003},
         ),
         Preset(
             "modern",
