@@ -228,7 +228,7 @@ class LeNet5:
     #: each one's working set in cache; their gradients are summed
     MAX_CHUNK = 128
     #: inference works through large inputs in chunks this big, which keeps im2col in cache
-    INFER_CHUNK = 32
+    INFER_CHUNK = 128
 
     def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
                  dtype: np.dtype | type = np.float32, threads: int | None = None,
