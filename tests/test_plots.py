@@ -1,7 +1,6 @@
 """Figures of a run: every file is written, decodes as a picture, and is not blank."""
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from lenet5 import cli

@@ -1,6 +1,5 @@
 """Real data: seed-tanh on the 5,000-image MNIST subset, official 10k test set."""
 
-import numpy as np
 import pytest
 
 from lenet5 import SGD, LeNet5, fit, load_dir

@@ -1,7 +1,6 @@
 """Long runs that lose nothing: exact resume, Ctrl-C, kill -9, divergence, validation split."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -224,7 +224,7 @@ def candidates(name: str) -> list[tuple[str, Path]]:
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, download_ok: bool = True,
                  progress: bool = True, warn=None) -> Dataset:
     """The dataset, from the first place in the resolution order that has it (see module doc)."""
-    info = get_info(name)
+    get_info(name)  # an unknown name is an error before anything is tried
     warn = warn or (lambda msg: print(f"lenet5: warning: {msg}", file=sys.stderr))
     if data_dir is not None:
         return load_dir(data_dir, name)
