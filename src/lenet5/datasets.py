@@ -181,7 +181,6 @@ def download(name: str, progress: bool = True) -> Path:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{target}: cannot create the data cache ({e.strerror or e}); set LENET5_DATA") from None
-    tried: list[str] = []
     reached_any = False
     for f in FILES:
         dest = target / f
@@ -206,7 +205,6 @@ def download(name: str, progress: bool = True) -> Path:
                 reason = getattr(e, "reason", e)
                 errors.append(f"{url}: {reason}")
         else:
-            tried.extend(errors)
             detail = "; ".join(errors)
             if not reached_any:
                 raise Offline(f"{name}: no mirror reachable ({detail})")
