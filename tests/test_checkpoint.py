@@ -119,3 +119,10 @@ def test_roundtrip_of_every_preset_with_buffers(tmp_path, preset):
     model.eval()
     loaded.eval()
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
+def test_lecun1998_criterion_settings_survive_a_checkpoint(tmp_path):
+    model = LeNet5("lecun1998", seed=0, criterion="map", map_j=0.0)
+    save_checkpoint(tmp_path / "m.safetensors", model, {"settings": {"criterion": "map", "map_j": 0.0}})
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.criterion_name == "map" and loaded.map_j == 0.0  # 0 is a valid j, not "unset"

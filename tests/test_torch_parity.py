@@ -192,3 +192,18 @@ def test_onecycle_schedule_matches_torch():
         assert ours(step) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), step
         opt.step()
         sched.step()
+
+
+def test_torch_engine_trains_lecun1998_with_its_own_criterion(mini_dir):
+    """The adapter's loss is the preset's criterion (MAP for lecun1998), not cross-entropy."""
+    from lenet5.torch import TorchModel
+
+    data = load_dir(mini_dir)
+    np_model = LeNet5("lecun1998", seed=2, dtype=np.float64, map_j=0.5)
+    t_model = TorchModel("lecun1998", seed=2, dtype=np.float64, map_j=0.5)
+    x, y = np_model.prepare(data.test.images[:8]), data.test.labels[:8]
+    loss_np, d_np = np_model.loss(np_model.forward(x), y)
+    loss_t, d_t = t_model.loss(t_model.forward(x), y)
+    assert loss_t == pytest.approx(loss_np, rel=1e-10)
+    t_logits = t_model.net(torch.from_numpy(x))
+    assert lt.criterion("lecun1998", t_logits, torch.from_numpy(y), "map", 0.5).item() == pytest.approx(loss_np)

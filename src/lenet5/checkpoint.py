@@ -135,7 +135,7 @@ def load_checkpoint(path: str | Path, preset: str | None = None,
         raise CheckpointError(f"{path}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
     settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
     model = LeNet5(name, seed=None, dtype=dtype, criterion=settings.get("criterion"),
-                   map_j=settings.get("map_j") or 0.1, dropout=settings.get("dropout"))
+                   map_j=0.1 if settings.get("map_j") is None else settings["map_j"], dropout=settings.get("dropout"))
     try:  # arrays under "optim." are optimizer state, saved beside the weights
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("optim.")})
     except (KeyError, ValueError) as e:

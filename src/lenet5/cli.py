@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.engine == "torch":
         from .torch import TorchModel, TorchOptimizer
 
-        model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device)
+        model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device,
+                           criterion=args.criterion, map_j=args.map_j)
         if args.dropout is not None:
             model.net.p_drop = args.dropout
         optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
@@ -264,7 +265,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .torch import TorchModel
 
         weights = model.state_dict()
-        model = TorchModel(model.preset.name, seed=None, device=args.device)
+        model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion_name,
+                           map_j=model.map_j)
         model.load_state_dict(weights)
     trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
     dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")

@@ -93,7 +93,7 @@ def fit_ddp(model: TorchModel, optimizer, data: Dataset, epochs: int, batch_size
             x = torch.from_numpy(model.prepare(images)).to(dev)
             y = labels_all[idx].to(dev)
             logits = net(x)
-            loss = criterion(model.preset.name, logits, y)
+            loss = criterion(model.preset.name, logits, y, model.criterion_name, model.map_j)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

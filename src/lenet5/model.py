@@ -20,7 +20,7 @@ from . import lecun1998
 from .layers import (RBF, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid,
                      Squash, Subsample2d, Tanh, map_criterion, mse_criterion, softmax_cross_entropy)
 
-Init = Callable[[np.random.Generator, str, np.ndarray], np.ndarray]
+Init = Callable[..., np.ndarray]  # (rng, name, array[, layer]) -> initial values
 Criterion = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
@@ -204,6 +204,17 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "seed-tanh"
 
 
+def make_criterion(preset: Preset, name: str | None = None, map_j: float = 0.1) -> tuple[str, Criterion]:
+    """(name, criterion) for a preset: its first criterion unless ``name`` picks another; the
+    MAP criterion gets its constant j bound here."""
+    name = name or next(iter(preset.criteria))
+    if name not in preset.criteria:
+        raise ValueError(f"preset {preset.name!r} has no criterion {name!r}; "
+                         f"choose one of: {', '.join(preset.criteria)}")
+    fn = preset.criteria[name]
+    return name, (lambda logits, labels: fn(logits, labels, map_j)) if fn is map_criterion else fn
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -234,10 +245,7 @@ class LeNet5:
                  dtype: np.dtype | type = np.float32, threads: int | None = None,
                  criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None) -> None:
         self.preset = get_preset(preset)
-        self.criterion_name = criterion or next(iter(self.preset.criteria))
-        if self.criterion_name not in self.preset.criteria:
-            raise ValueError(f"preset {preset!r} has no criterion {criterion!r}; "
-                             f"choose one of: {', '.join(self.preset.criteria)}")
+        self.criterion_name, self.criterion = make_criterion(self.preset, criterion, map_j)
         self.map_j = map_j
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -410,9 +418,7 @@ class LeNet5:
     def loss(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         """The preset's criterion: (loss, dlogits). Softmax cross-entropy, except lecun1998
         (MAP, with its constant j = ``map_j``, or MSE)."""
-        if self.criterion_name == "map":
-            return map_criterion(logits, labels, self.map_j)
-        return self.preset.criteria[self.criterion_name](logits, labels)
+        return self.criterion(logits, labels)
 
     def diag_hessian(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Gauss-Newton estimate of ∂²E/∂θ² for every parameter, averaged over the batch

@@ -24,8 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise Lenet5Error("PyTorch is not installed; install it with: pip install 'lenet5[torch]' "
                       "(CPU-only: pip install torch==2.13.0)") from e
 
-from .layers import softmax_cross_entropy
-from .model import LeNet5, get_preset
+from .model import LeNet5, get_preset, make_criterion
 
 
 class SeedLeNet5(nn.Module):
@@ -186,8 +185,11 @@ class TorchModel:
     """
 
     def __init__(self, preset: str, seed: int | None = 0, dtype: np.dtype | type = np.float32,
-                 device: str = "cpu", net: nn.Module | None = None) -> None:
+                 device: str = "cpu", net: nn.Module | None = None, criterion: str | None = None,
+                 map_j: float = 0.1) -> None:
         self.preset = get_preset(preset)
+        self.criterion_name, self.criterion = make_criterion(self.preset, criterion, map_j)
+        self.map_j = map_j
         self.dtype = np.dtype(dtype)
         self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         self.device = resolve_device(device)
@@ -216,7 +218,9 @@ class TorchModel:
         self._logits = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return self._logits.detach().cpu().numpy()
 
-    loss = staticmethod(softmax_cross_entropy)
+    def loss(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """The preset's criterion, the same NumPy function the NumPy engine uses."""
+        return self.criterion(logits, labels)
 
     def backward(self, dlogits: np.ndarray) -> None:
         for p in self.net.parameters():
