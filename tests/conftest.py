@@ -45,6 +45,24 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / scale)
 
 
+RNG = np.random.default_rng(0)  # the random probes of check_layer
+
+
+def check_layer(layer, x: np.ndarray, tol: float = 1e-6) -> None:
+    """Gradient check of L = Σ y·r for a fixed random r: dL/dx and dL/dparam vs finite differences."""
+    y = layer.forward(x)
+    r = RNG.standard_normal(y.shape)
+    dx = layer.backward(r.copy())
+    loss = lambda: float(np.sum(layer.forward(x) * r))  # noqa: E731
+    if dx is not None:
+        assert dx.shape == x.shape
+        assert rel_error(dx, numerical_grad(loss, x)) < tol
+    for name, p in layer.params.items():
+        analytic = layer.grads[name].copy()
+        assert rel_error(analytic, numerical_grad(loss, p)) < tol, name
+
+
+
 @pytest.fixture(autouse=True)
 def no_internet_and_private_cache(tmp_path_factory, monkeypatch):
     """No test may touch the internet or the user's cache: downloads go to a refused port."""

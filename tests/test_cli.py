@@ -81,12 +81,13 @@ def test_bad_arguments(mini_dir, args, message):
 
 
 def test_bad_files_exit_nonzero_without_traceback(tmp_path, mini_dir):
-    r = run("train", "--no-plots", "--data-dir", tmp_path / "nowhere")
-    assert r.returncode == 2 and "nowhere: data directory does not exist" in r.stderr
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
-    r = run("evaluate", tmp_path / "bad.safetensors", "--data-dir", mini_dir)
-    assert r.returncode == 2 and "bad.safetensors: not a readable safetensors" in r.stderr
-    for r in [r]:
+    results = [run("train", "--no-plots", "--data-dir", tmp_path / "nowhere"),
+               run("evaluate", tmp_path / "bad.safetensors", "--data-dir", mini_dir)]
+    assert "nowhere: data directory does not exist" in results[0].stderr
+    assert "bad.safetensors: not a readable safetensors" in results[1].stderr
+    for r in results:
+        assert r.returncode == 2
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

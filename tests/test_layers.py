@@ -3,24 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import numerical_grad, rel_error
-from lenet5.layers import AvgPool2d, Conv2d, Flatten, Linear, Sigmoid, Tanh, softmax_cross_entropy
+from conftest import check_layer, numerical_grad, rel_error
+from lenet5.layers import AvgPool2d, Conv2d, Flatten, Linear, Sigmoid, Tanh
+from lenet5.losses import softmax_cross_entropy
 
 RNG = np.random.default_rng(0)
-
-
-def check_layer(layer, x: np.ndarray, tol: float = 1e-6) -> None:
-    """Gradient check of L = Σ y·r for a fixed random r: dL/dx and dL/dparam vs finite differences."""
-    y = layer.forward(x)
-    r = RNG.standard_normal(y.shape)
-    dx = layer.backward(r.copy())
-    loss = lambda: float(np.sum(layer.forward(x) * r))  # noqa: E731
-    if dx is not None:
-        assert dx.shape == x.shape
-        assert rel_error(dx, numerical_grad(loss, x)) < tol
-    for name, p in layer.params.items():
-        analytic = layer.grads[name].copy()
-        assert rel_error(analytic, numerical_grad(loss, p)) < tol, name
 
 
 @pytest.mark.parametrize("c_in,c_out,k,pad,hw", [(1, 3, 5, 2, 8), (3, 4, 3, 0, 7), (2, 5, 5, 0, 5), (2, 2, 3, 1, 6)])

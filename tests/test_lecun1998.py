@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, numerical_grad, rel_error
+from conftest import REPO, check_layer, numerical_grad, rel_error
 from lenet5 import LeNet5, cli, load_dir
-from lenet5.layers import RBF, Conv2d, Linear, Squash, Subsample2d, map_criterion, mse_criterion
+from lenet5.layers import Conv2d, Linear
+from lenet5.lecun1998 import RBF, Squash, Subsample2d
+from lenet5.losses import map_criterion, mse_criterion
 from lenet5.lecun1998 import C3_TABLE, GLYPHS, prepare_input, rbf_centres
-from test_layers import check_layer
 
 RNG = np.random.default_rng(98)
 
@@ -189,7 +190,7 @@ def test_sdlm_training_learns(mini_dir):
     data = load_dir(mini_dir)
     model = LeNet5("lecun1998", seed=0)
     opt = SDLM(model.params(), model.grads(), lr=5e-5)
-    history = fit(model, opt, data, epochs=2, batch_size=1, progress=False, schedule="lecun1998")
+    history = fit(model, data, optimizer=opt, epochs=2, batch_size=1, lr=5e-5, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"] < 84
     assert history[-1]["test_acc"] > 0.6
     assert set(opt.state["hessian"]) == set(model.params())

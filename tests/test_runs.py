@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from lenet5 import SGD, LeNet5, cli, fit, load_dir
-from lenet5.train import Interrupted
+from lenet5.train import Hooks, Interrupted
 
 
 def weights(path):
@@ -27,14 +27,14 @@ def assert_same_weights(a, b):
 @pytest.mark.parametrize("stop_after", [3, 10, 20])  # mid-epoch 1, exactly at an epoch end, mid-epoch 3
 def test_interrupted_and_resumed_fit_equals_uninterrupted(mini_dir, stop_after):
     data = load_dir(mini_dir)
-    kw = dict(epochs=3, batch_size=32, seed=2, progress=False, schedule="cosine")
+    kw = dict(epochs=3, batch_size=32, seed=2, progress=False, schedule="cosine", lr=0.1, momentum=0.9)
 
     def fresh():
         m = LeNet5(seed=2)
         return m, SGD(m.params(), m.grads(), lr=0.1, momentum=0.9)
 
     ref, ref_opt = fresh()
-    ref_hist = fit(ref, ref_opt, data, **kw)
+    ref_hist = fit(ref, data, optimizer=ref_opt, **kw)
 
     model, opt = fresh()
     steps = {"n": 0}
@@ -45,8 +45,8 @@ def test_interrupted_and_resumed_fit_equals_uninterrupted(mini_dir, stop_after):
 
     saved = {}
     try:
-        fit(model, opt, data, **kw, should_stop=should_stop,
-            on_epoch=lambda rec, st: saved.update(state=st))
+        fit(model, data, optimizer=opt, **kw,
+            hooks=Hooks(should_stop=should_stop, on_epoch=lambda rec, st: saved.update(state=st)))
         state = None
     except Interrupted as e:
         state = e.state
@@ -55,7 +55,7 @@ def test_interrupted_and_resumed_fit_equals_uninterrupted(mini_dir, stop_after):
     model2, opt2 = fresh()
     model2.load_state_dict(model.state_dict())
     opt2.load_state_dict(opt.state_dict())
-    hist = fit(model2, opt2, data, **kw, state=state)
+    hist = fit(model2, data, optimizer=opt2, **kw, state=state)
     for k, v in ref.params().items():
         np.testing.assert_array_equal(model2.params()[k], v, err_msg=k)
     assert [h["test_acc"] for h in hist] == [h["test_acc"] for h in ref_hist]
@@ -152,26 +152,27 @@ def test_val_split_keeps_the_best_validation_epoch(tmp_path, mini_dir):
 
 
 def test_modern_recipe_resumes_exactly_with_dropout_augmentation_and_adamw(mini_dir):
-    from lenet5.augment import AUGMENTS
     from lenet5.optim import AdamW
 
     data = load_dir(mini_dir)
-    kw = dict(epochs=2, batch_size=32, seed=5, progress=False, schedule="onecycle", augment=AUGMENTS["elastic"])
+    kw = dict(epochs=2, batch_size=32, seed=5, progress=False, schedule="onecycle", augment="elastic", lr=0.003,
+              weight_decay=0.05)
 
     def fresh():
         m = LeNet5("modern", seed=5)
         return m, AdamW(m.params(), m.grads(), lr=0.003, weight_decay=0.05)
 
     ref, ref_opt = fresh()
-    fit(ref, ref_opt, data, **kw)
+    fit(ref, data, optimizer=ref_opt, **kw)
     model, opt = fresh()
     calls = {"n": 0}
     with pytest.raises(Interrupted) as e:
-        fit(model, opt, data, **kw, should_stop=lambda: calls.update(n=calls["n"] + 1) or calls["n"] == 13)
+        fit(model, data, optimizer=opt, **kw,
+            hooks=Hooks(should_stop=lambda: calls.update(n=calls["n"] + 1) or calls["n"] == 13))
     model2, opt2 = fresh()
     model2.load_state_dict(model.state_dict())
     opt2.load_state_dict(opt.state_dict())
-    fit(model2, opt2, data, **kw, state=e.value.state)
+    fit(model2, data, optimizer=opt2, **kw, state=e.value.state)
     for k, v in ref.state_dict().items():  # batch-norm running statistics included
         np.testing.assert_array_equal(model2.state_dict()[k], v, err_msg=k)
 

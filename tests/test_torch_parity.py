@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import lenet5.torch as lt  # noqa: E402
+import lenet5  # noqa: E402
+import lenet5.torch_replica as lt  # noqa: E402
 from lenet5 import SGD, LeNet5, PRESETS, load_dir  # noqa: E402
 
 PRESET_NAMES = sorted(PRESETS)
@@ -97,14 +98,15 @@ def test_weights_move_both_ways(tmp_path):
 def test_both_engines_through_the_same_training_loop(mini_dir):
     """fit() with the NumPy model and with the torch adapter: same float64 loss curve and weights."""
     from lenet5 import fit
-    from lenet5.torch import TorchModel, TorchOptimizer
+    from lenet5.torch_replica import TorchModel, TorchOptimizer
 
     data = load_dir(mini_dir)
     np_model = LeNet5("seed-tanh", seed=4, dtype=np.float64)
     t_model = TorchModel("seed-tanh", seed=4, dtype=np.float64)
-    kw = dict(epochs=2, batch_size=32, seed=4, progress=False, schedule="cosine")
-    h_np = fit(np_model, SGD(np_model.params(), np_model.grads(), lr=0.1, momentum=0.5), data, **kw)
-    h_t = fit(t_model, TorchOptimizer(t_model, "sgd", lr=0.1, momentum=0.5), data, **kw)
+    kw = dict(epochs=2, batch_size=32, seed=4, progress=False, schedule="cosine", lr=0.1, momentum=0.5)
+    h_np = fit(np_model, data, **kw)  # each engine builds the optimizer the config names
+    h_t = fit(t_model, data, **kw)
+    assert isinstance(t_model.make_optimizer(lenet5.resolve("seed-tanh")), TorchOptimizer)
     for a, b in zip(h_np, h_t):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
@@ -121,6 +123,7 @@ def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_p
 
     from safetensors.numpy import load_file
 
+    from lenet5.data import batches
     from lenet5.train import subset
 
     out = tmp_path / "ddp"
@@ -132,15 +135,12 @@ def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_p
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "on 2 processes" in r.stderr
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["world_size"] == 2
+    assert json.loads((out / "config.json").read_text())["settings"]["world_size"] == 2
 
-    # the same run in one process: DistributedSampler's permutation, cut into global batches of 32
+    # the same run in one process: the loop's seeded permutation, cut into global batches of 32
     data = load_dir(mini_dir)
     train = subset(data.train, 128, np.random.default_rng(3))
-    g = torch.Generator()
-    g.manual_seed(3 + 1)  # DistributedSampler seeds with seed + epoch; epoch 1
-    order = torch.randperm(128, generator=g).numpy()
+    order = np.concatenate(list(batches(128, 32, np.random.default_rng(3))))
     net = lt.build("seed-tanh", seed=3, dtype=torch.float64)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
     model = LeNet5("seed-tanh", seed=None, dtype=np.float64)
@@ -166,7 +166,9 @@ def test_optimizers_match_torch_optim(name):
     grads = {k: np.zeros_like(v) for k, v in p0.items()}
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
     kind = name.split("-")[0]
-    opt = make_optimizer(kind, params, grads, lr=0.01, momentum=0.9, weight_decay=0.05, nesterov="nesterov" in name)
+    sgd_only = {"momentum": 0.9, "nesterov": True} if kind == "sgd" else {}
+    opt = make_optimizer(lenet5.resolve("seed-tanh", optimizer=kind, lr=0.01, weight_decay=0.05, **sgd_only),
+                         params, grads)
     topt = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=0.05, nesterov=True),
             "adam": lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.05),
             "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.05)}[kind](list(tparams.values()))
@@ -196,7 +198,7 @@ def test_onecycle_schedule_matches_torch():
 
 def test_torch_engine_trains_lecun1998_with_its_own_criterion(mini_dir):
     """The adapter's loss is the preset's criterion (MAP for lecun1998), not cross-entropy."""
-    from lenet5.torch import TorchModel
+    from lenet5.torch_replica import TorchModel
 
     data = load_dir(mini_dir)
     np_model = LeNet5("lecun1998", seed=2, dtype=np.float64, map_j=0.5)

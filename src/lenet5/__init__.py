@@ -2,28 +2,32 @@
 
 Python API in a nutshell::
 
-    from lenet5 import LeNet5, SGD, load_dir, fit, evaluate
-    data = load_dir("data/mnist")
-    model = LeNet5("seed-tanh", seed=0)
-    opt = SGD(model.params(), model.grads(), lr=0.1, momentum=0.9)
-    fit(model, opt, data, epochs=3, batch_size=64)
-    print(evaluate(model, data.test)["accuracy"])
+    import lenet5
+    data = lenet5.load_dataset("mnist")           # cache, system copy, download, or bundled sample
+    model = lenet5.LeNet5("seed-tanh", seed=0)
+    history = lenet5.fit(model, data)             # the preset's recipe, as `lenet5 train` uses it
+    history = lenet5.fit(model, data, epochs=3)   # ... or with options changed
+    print(lenet5.evaluate(model, data.test)["accuracy"])
+    lenet5.save_checkpoint("model.safetensors", model)
 """
 
 from . import _cpu  # noqa: F401  (tunes malloc once; see _cpu.py)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset, Split, load_dir, read_idx
+from .datasets import load_dataset
 from .errors import CheckpointError, DataError, Lenet5Error
-from .layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, Sigmoid, Tanh, softmax_cross_entropy
-from .model import PRESETS, LeNet5, get_preset
-from .optim import SGD
-from .train import evaluate, fit, train_epoch
+from .layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, Sigmoid, Tanh
+from .losses import softmax_cross_entropy
+from .model import LeNet5
+from .optim import SGD, Adam, AdamW
+from .presets import PRESETS, TrainConfig, get_preset, resolve
+from .train import Hooks, evaluate, fit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "AvgPool2d", "CheckpointError", "Conv2d", "DataError", "Dataset", "Flatten", "Layer", "LeNet5",
-    "Lenet5Error", "Linear", "PRESETS", "SGD", "Sigmoid", "Split", "Tanh", "evaluate", "fit",
-    "get_preset", "load_checkpoint", "load_dir", "read_idx", "save_checkpoint", "softmax_cross_entropy",
-    "train_epoch",
+    "Adam", "AdamW", "AvgPool2d", "CheckpointError", "Conv2d", "DataError", "Dataset", "Flatten", "Hooks",
+    "Layer", "LeNet5", "Lenet5Error", "Linear", "PRESETS", "SGD", "Sigmoid", "Split", "Tanh", "TrainConfig",
+    "evaluate", "fit", "get_preset", "load_checkpoint", "load_dataset", "load_dir", "read_idx", "resolve",
+    "save_checkpoint", "softmax_cross_entropy",
 ]

@@ -21,6 +21,8 @@ import numpy as np
 
 from .model import LeNet5
 from .optim import SGD
+from .presets import get_preset
+from .train import train_step
 
 
 def _cpu_model() -> str:
@@ -43,44 +45,40 @@ def _torch():
 
 
 def numpy_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray):
-    """(train_step(i), infer(x_uint8)) closures for the NumPy engine."""
+    """(train_step(i), infer(x_uint8), model) for the NumPy engine: the training loop's own step."""
     model = LeNet5(preset, seed=0)
     opt = SGD(model.params(), model.grads(), lr=0.01, momentum=0.9)
 
-    def train_step(i: int) -> None:
+    def step(i: int) -> None:
         sl = slice(i * batch % (len(images) - batch + 1), None)
-        x, y = images[sl][:batch], labels[sl][:batch]
-        _, d = model.loss(model.forward(model.prepare(x)), y)
-        model.backward(d)
-        opt.step()
+        train_step(model, opt, model.prepare(images[sl][:batch]), labels[sl][:batch])
 
-    def infer(x: np.ndarray) -> None:
-        model.infer(x)
-
-    return train_step, infer, model
+    return step, model.infer, model
 
 
 def torch_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray):
+    """The same for eager PyTorch: the replica, its criterion, torch.optim.SGD."""
     import torch
 
-    from .torch import build
+    from .torch_replica import build, criterion
 
     net = build(preset, seed=0)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    timg, tlab = torch.from_numpy(images), torch.from_numpy(labels)
+    prepare = get_preset(preset).prepare  # the preset's input coding (28x28 -> 32x32 for lecun1998)
+    tlab = torch.from_numpy(labels)
 
-    def train_step(i: int) -> None:
+    def step(i: int) -> None:
         start = i * batch % (len(images) - batch + 1)
-        x = timg[start:start + batch].unsqueeze(1).float().div_(255)
+        x = torch.from_numpy(prepare(images[start:start + batch], np.float32))
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x), tlab[start:start + batch]).backward()
+        criterion(preset, net(x), tlab[start:start + batch]).backward()
         opt.step()
 
     def infer(x: np.ndarray) -> None:
         with torch.inference_mode():
-            net(torch.from_numpy(x).unsqueeze(1).float().div_(255))
+            net(torch.from_numpy(prepare(x, np.float32)))
 
-    return train_step, infer, net
+    return step, infer, net
 
 
 def _time(fn: Callable[[], None]) -> float:
@@ -128,38 +126,38 @@ def measure(preset: str, batch: int, steps: int, repeats: int, infer_images: int
 
 
 def profile(preset: str, batch: int, steps: int) -> list[dict]:
-    """Seconds per training step spent in each layer's forward and backward (NumPy engine)."""
-    model = LeNet5(preset, seed=0)
+    """Seconds per training step spent in each layer's forward and backward, in the criterion and
+    in the optimizer (NumPy engine, one thread): the training loop's own ``train_step``, with a
+    stopwatch around each layer's methods."""
+    model = LeNet5(preset, seed=0, threads=1)
     rng = np.random.default_rng(0)
     x = model.prepare(rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8))
     y = rng.integers(0, 10, batch)
-    fwd = {name: 0.0 for name, _ in model.layers}
-    bwd = dict(fwd)
-    other = {"loss": 0.0, "optimizer": 0.0}
     opt = SGD(model.params(), model.grads(), lr=0.01)
-    for i in range(steps + 2):
-        warm = i < 2
-        h = x.transpose(1, 2, 3, 0)
-        for name, layer in model.layers:
-            t = time.perf_counter()
-            h = layer.forward(h)
-            fwd[name] += 0 if warm else time.perf_counter() - t
-        t = time.perf_counter()
-        _, d = model.loss(np.ascontiguousarray(h.T), y)
-        d = d.T
-        other["loss"] += 0 if warm else time.perf_counter() - t
-        for name, layer in reversed(model.layers):
-            t = time.perf_counter()
-            d = layer.backward(d)
-            bwd[name] += 0 if warm else time.perf_counter() - t
-            if d is None:
-                break
-        t = time.perf_counter()
-        opt.step()
-        other["optimizer"] += 0 if warm else time.perf_counter() - t
-    rows = [{"layer": name, "kind": repr(layer), "forward_ms": 1e3 * fwd[name] / steps,
-             "backward_ms": 1e3 * bwd[name] / steps} for name, layer in model.layers]
-    rows += [{"layer": k, "kind": "", "forward_ms": 1e3 * v / steps, "backward_ms": 0.0} for k, v in other.items()]
+    spent: dict[tuple[str, str], float] = {}
+
+    def timed(key: tuple[str, str], fn: Callable) -> Callable:
+        def run(*args):
+            start = time.perf_counter()
+            out = fn(*args)
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+            return out
+        return run
+
+    for name, layer in model.layers:  # instance attributes shadow the methods
+        layer.forward = timed((name, "forward"), layer.forward)
+        layer.backward = timed((name, "backward"), layer.backward)
+    model.loss = timed(("loss", "forward"), model.loss)
+    opt.step = timed(("optimizer", "forward"), opt.step)
+    for _ in range(2):  # warm-up: allocator, BLAS threads
+        train_step(model, opt, x, y)
+    spent.clear()
+    for _ in range(steps):
+        train_step(model, opt, x, y)
+    rows = [{"layer": name, "kind": repr(layer), "forward_ms": 1e3 * spent.get((name, "forward"), 0) / steps,
+             "backward_ms": 1e3 * spent.get((name, "backward"), 0) / steps} for name, layer in model.layers]
+    rows += [{"layer": k, "kind": "", "forward_ms": 1e3 * spent[(k, "forward")] / steps, "backward_ms": 0.0}
+             for k in ("loss", "optimizer")]
     return rows
 
 

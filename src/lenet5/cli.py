@@ -1,7 +1,9 @@
-"""The ``lenet5`` command line: train, evaluate, summary, bench.
+"""The ``lenet5`` command line: train, evaluate, predict, plot, compare, summary, data, bench.
 
-Every user error (bad argument, bad file) ends in one line on stderr and exit status 2;
-never a traceback.
+Each command parses its arguments and delegates to the module that does the work
+(``session`` for train, ``checkpoint``, ``predict``, ``plots``, ``runs``, ``datasets``, ``bench``).
+Every user error (bad argument, bad file) ends in one line on stderr and exit status 2, never
+a traceback; an unexpected failure also ends in one line (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def _number(cast, ok, requirement: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, ">= 1")
+non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 non_negative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
@@ -48,211 +50,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- commands
-TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "momentum": 0.0,
-                  "schedule": "cosine", "warmup_epochs": 0.0, "weight_decay": 0.0, "augment": "none"}
-
-
-def _fill_recipe(args: argparse.Namespace) -> None:
-    """Unset training options take the preset's recipe, then the global defaults."""
-    from .model import get_preset
-
-    recipe = {**TRAIN_DEFAULTS, **get_preset(args.preset).defaults}
-    for key, value in recipe.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if args.optimizer != "sgd" and (args.momentum or args.nesterov):
-        raise Lenet5Error(f"--momentum/--nesterov apply to --optimizer sgd, not {args.optimizer}")
-    if args.nesterov and not args.momentum:
-        raise Lenet5Error("--nesterov needs --momentum > 0")
-    if args.dropout is not None and args.preset != "modern":
-        raise Lenet5Error(f"--dropout applies to --preset modern, not {args.preset}")
-    if args.criterion and args.preset != "lecun1998":
-        raise Lenet5Error(f"--criterion applies to --preset lecun1998, not {args.preset}")
-    if args.optimizer == "sdlm" and args.preset != "lecun1998":
-        raise Lenet5Error("--optimizer sdlm needs the second-order pass of --preset lecun1998")
-
-
-def _settings_from(args: argparse.Namespace, world: int) -> dict:
-    keys = ["preset", "dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-            "schedule", "warmup_epochs", "weight_decay", "augment", "dropout", "criterion", "map_j", "seed", "train_limit",
-            "val_split", "dtype", "engine", "device"]
-    return {**{k: getattr(args, k) for k in keys}, "world_size": world}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import runs
-    from .datasets import load_dataset
-    from .augment import AUGMENTS
-    from .model import LeNet5
-    from .optim import make_optimizer
-    from .train import DivergenceError, Interrupted, fit, split_validation, subset
+    """Parse and delegate: the options the user set become the run's TrainConfig overrides."""
+    from .presets import CONFIG_FIELDS
+    from .session import train
 
-    resume = None
-    if args.resume:
-        config, weights, optim_state, state = runs.load_for_resume(args.resume)
-        epochs = args.epochs
-        for key, value in config["settings"].items():  # the run's own settings win...
-            setattr(args, key, value)
-        args.epochs = epochs or config["settings"]["epochs"]  # ...except a longer --epochs
-        if state.epoch >= args.epochs and state.batch == 0:
-            raise Lenet5Error(f"--resume {args.resume}: the run already finished {state.epoch} epochs; "
-                              "pass --epochs N to train further")
-        resume = (weights, optim_state, state)
-    _fill_recipe(args)
-
-    rank, world = 0, 1
-    if args.engine == "torch":
-        from . import ddp  # raises a clear error without PyTorch
-
-        if ddp.under_torchrun():
-            if resume:
-                raise Lenet5Error("--resume is not supported under torchrun yet")
-            rank, world, device = ddp.setup(args.device)
-            args.device = str(device)
-    if rank > 0:  # rank 0 fetches the data first, so ranks never download into the cache at once
-        ddp.dist.barrier()
-    data = load_dataset(args.dataset, args.data_dir, progress=not args.quiet and rank == 0)
-    if world > 1 and rank == 0:
-        ddp.dist.barrier()
-    data.train = subset(data.train, args.train_limit, np.random.default_rng(args.seed))
-    if args.augment == "auto":  # mirror images are still clothes, but not still digits
-        args.augment = "flip" if data.name.startswith("fashion") else "affine"
-    val = None
-    if args.val_split:
-        data.train, val = split_validation(data.train, args.val_split, np.random.default_rng(args.seed))
-    if args.engine == "torch":
-        from .torch import TorchModel, TorchOptimizer
-
-        model = TorchModel(args.preset, seed=args.seed, dtype=args.dtype, device=args.device,
-                           criterion=args.criterion, map_j=args.map_j)
-        if args.dropout is not None:
-            model.net.p_drop = args.dropout
-        optimizer = TorchOptimizer(model, args.optimizer, lr=args.lr, momentum=args.momentum,
-                                   weight_decay=args.weight_decay, nesterov=args.nesterov)
-    else:
-        model = LeNet5(args.preset, seed=args.seed, dtype=args.dtype, criterion=args.criterion, map_j=args.map_j,
-                       dropout=args.dropout)
-        optimizer = make_optimizer(args.optimizer, model.params(), model.grads(), lr=args.lr,
-                                   momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov)
-    steps_per_epoch = -(-len(data.train) // args.batch_size)
-    settings = _settings_from(args, world)
-    meta = {"settings": settings, "data": {**data.describe(), "val_size": len(val) if val else 0}}
-    if rank > 0:
-        ddp.fit_ddp(model, optimizer, data, args.epochs, args.batch_size, args.schedule, args.seed, False, None,
-                    rank, world, AUGMENTS[args.augment], round(args.warmup_epochs * steps_per_epoch))
-        ddp.teardown()
-        return 0
-
-    if resume:
-        run_dir = Path(args.resume)
-        model.load_state_dict(resume[0])
-        optimizer.load_state_dict(resume[1])
-        state = resume[2]
-        runs.write_metrics(run_dir, state.history)
-        where = f"epoch {state.epoch + 1}" + (f", batch {state.batch + 1}" if state.batch else "")
-        print(f"lenet5: resuming {run_dir} at {where}", file=sys.stderr)
-    else:
-        run_dir = runs.create(args.out, args.preset, args.force)
-        runs.write_config(run_dir, {**meta, "command": sys.argv, "started": datetime.now().isoformat(timespec="seconds")})
-        runs.write_metrics(run_dir, [])
-        state = None
-    print(f"lenet5: training {model!r}{f' on {world} processes' if world > 1 else ''} on {data.name} "
-          f"({len(data.train)} train{f' / {len(val)} validation' if val else ''} / {len(data.test)} test "
-          f"images from {data.source}) -> {run_dir}", file=sys.stderr)
-
-    batch_losses: list[float] = []
-
-    def on_batch(epoch: int, batch: int, loss: float) -> None:
-        batch_losses.append(loss)
-
-    def on_epoch(rec: dict, st=None) -> None:
-        with (run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if batch_losses:
-            with (run_dir / "batch_metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"epoch": rec["epoch"], "loss": batch_losses}) + "\n")
-            batch_losses.clear()
-        if st is not None:
-            runs.save(run_dir, model, optimizer, st, meta)
-        else:  # DDP: weights only
-            from .checkpoint import save_checkpoint
-
-            save_checkpoint(run_dir / runs.MODEL, model, {**meta, "epoch": rec["epoch"], "test_acc": rec["test_acc"]})
-        if rec.get("best"):
-            runs.save_best(run_dir, model, meta, rec)
-        val_text = f"  val acc {100 * rec['val_acc']:6.2f}%" if "val_acc" in rec else ""
-        print(f"epoch {rec['epoch']:>3}/{args.epochs}  train loss {rec['train_loss']:.4f} acc "
-              f"{100 * rec['train_acc']:6.2f}%{val_text}  test loss {rec['test_loss']:.4f} acc "
-              f"{100 * rec['test_acc']:6.2f}%  {rec['seconds']:.1f}s", flush=True)
-
-    if world > 1:
-        try:
-            ddp.fit_ddp(model, optimizer, data, args.epochs, args.batch_size, args.schedule, args.seed,
-                        not args.quiet, on_epoch, rank, world, AUGMENTS[args.augment],
-                        round(args.warmup_epochs * steps_per_epoch))
-        finally:
-            ddp.teardown()
-        print(f"lenet5: saved {run_dir / runs.MODEL}", file=sys.stderr)
-        return 0
-
-    stop = _StopOnCtrlC()
-    try:
-        with stop:
-            fit(model, optimizer, data, args.epochs, args.batch_size, seed=args.seed, progress=not args.quiet,
-                on_epoch=on_epoch, schedule=args.schedule, val=val, state=state, should_stop=stop,
-                on_batch=on_batch, augment=AUGMENTS[args.augment],
-                warmup_steps=round(args.warmup_epochs * steps_per_epoch))
-    except Interrupted as e:
-        path = runs.save(run_dir, model, optimizer, e.state, meta)
-        print(f"lenet5: {e}; saved {path}. Resume with: lenet5 train --resume {run_dir}", file=sys.stderr)
-        return 130
-    except DivergenceError as e:
-        kept = f"; the last good checkpoint is {run_dir / runs.MODEL}" if (run_dir / runs.MODEL).exists() else ""
-        raise Lenet5Error(f"{e}{kept}") from None
-    print(f"lenet5: saved {run_dir / runs.MODEL}" + (f" (best validation epoch: {run_dir / runs.BEST})"
-                                                    if val else ""), file=sys.stderr)
-    if not args.no_plots:
-        _plot_after_training(run_dir)
-    return 0
-
-
-def _plot_after_training(run_dir: Path) -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("lenet5: install matplotlib (pip install 'lenet5[plots]') for plots of this run", file=sys.stderr)
-        return
-    from .plots import plot_run
-
-    paths = plot_run(run_dir)
-    print(f"lenet5: plots in {run_dir}: {', '.join(p.name for p in paths)}", file=sys.stderr)
-
-
-class _StopOnCtrlC:
-    """While active, the first Ctrl-C asks training to stop after the current step; a second aborts."""
-
-    requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nlenet5: stopping after this step and saving (Ctrl-C again to abort at once)",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        import signal
-
-        self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        signal.signal(signal.SIGINT, self._old)
+    options = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
+    if args.nesterov is False:
+        options.pop("nesterov", None)
+    return train(options, resume=args.resume, out=args.out, force=args.force, force_data=args.force_data,
+                 progress=not args.quiet, plots=not args.no_plots, command=sys.argv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -262,10 +69,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, meta = load_checkpoint(args.checkpoint, preset=args.preset)
     if args.engine == "torch":
-        from .torch import TorchModel
+        from .torch_replica import TorchModel
 
         weights = model.state_dict()
-        model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion_name,
+        model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion.name,
                            map_j=model.map_j)
         model.load_state_dict(weights)
     trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
@@ -295,8 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     images = prepare_files(args.images)
     logits = model.infer(images)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = model.criterion.probabilities(logits)
     rbf = model.preset.name == "lecun1998"  # outputs are minus the RBF distances
     if args.show_input:
         out = Path(args.show_input)
@@ -331,9 +137,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .runs import summarize
+    from .runs import RunDir
 
-    rows = [summarize(d) for d in args.run_dirs]
+    rows = [RunDir.open(d).summary() for d in args.run_dirs]
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -409,14 +215,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=["numpy", "torch"], default="numpy",
+def _engine_args(p: argparse.ArgumentParser, default: str | None = "numpy") -> None:
+    p.add_argument("--engine", choices=["numpy", "torch"], default=default,
                    help="numpy (default) or the PyTorch replica (needs torch installed)")
-    p.add_argument("--device", default="cpu", help="torch engine only: cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--device", default=None if default is None else "cpu",
+                   help="torch engine only: cpu, cuda, cuda:N or auto (default cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model import DEFAULT_PRESET, PRESETS
+    from .presets import DEFAULT_PRESET, PRESETS
     from .augment import AUGMENTS
     from .datasets import DATASETS
     from .optim import OPTIMIZERS
@@ -426,17 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and save it in a run directory")
-    t.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    t.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+    # every training option defaults to None = unset: the preset's recipe fills it
+    # (lenet5.presets.resolve), and a resumed run can tell what the user really asked for
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None, help=f"network (default {DEFAULT_PRESET})")
+    t.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="found in the cache or a system location, else downloaded (default mnist)")
     t.add_argument("--data-dir", help="use the four MNIST-format IDX files in this directory instead")
-    # None = the preset's recipe (lenet5.model.Preset.defaults), else TRAIN_DEFAULTS
-    t.add_argument("--epochs", type=positive_int, default=None, help="default 10 (modern: 30)")
-    t.add_argument("--batch-size", type=positive_int, default=None, help="default 64")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None, help="default sgd (modern: adamw)")
+    t.add_argument("--epochs", type=positive_int, default=None, help="default 10 (modern: 30, lecun1998: 20)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="default 64 (lecun1998: 1)")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help="default sgd (seed-sigmoid: adam, modern: adamw, lecun1998: sdlm)")
     t.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate, default 0.1 (modern: 0.003)")
     t.add_argument("--momentum", type=fraction, default=None, help="SGD momentum in [0, 1) (default 0)")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    t.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="learning-rate schedule over the whole run (default cosine decay to 0; modern: onecycle)")
     t.add_argument("--warmup-epochs", type=non_negative_float, default=None,
@@ -450,21 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
     t.add_argument("--criterion", choices=["map", "mse"], default=None,
                    help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
-    t.add_argument("--map-j", type=non_negative_float, default=0.1,
+    t.add_argument("--map-j", type=non_negative_float, default=None,
                    help="lecun1998 only: the MAP criterion's constant j (default 0.1)")
-    t.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and --train-limit")
+    t.add_argument("--seed", type=non_negative_int, default=None, help="seed for init, shuffling and --train-limit "
+                                                                       "(default 0)")
     t.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on N images drawn at random (seeded) from the training set")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--val-split", type=fraction, default=0.0,
+    t.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
+    t.add_argument("--val-split", type=fraction, default=None,
                    help="hold out this fraction of the training set for validation; the best "
                         "validation epoch is kept as best.safetensors")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
+    t.add_argument("--force-data", action="store_true",
+                   help="with --resume: continue even though the data files changed")
     t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
-    t.add_argument("--force", action="store_true", help="allow --out to be a non-empty directory")
+    t.add_argument("--force", action="store_true", help="reuse a non-empty --out (its earlier run files are removed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     t.add_argument("--no-plots", action="store_true", help="do not draw the run's figures at the end")
-    _engine_args(t)
+    _engine_args(t, default=None)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
@@ -527,9 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # anywhere on the line: show the traceback of an unexpected failure
+    argv = [a for a in argv if a != "--debug"]
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except Lenet5Error as e:
         print(f"lenet5: error: {e}", file=sys.stderr)
@@ -537,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lenet5: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lenet5 ... | head`
+        return 0
+    except Exception as e:  # a bug or an unforeseen input: still one line, unless --debug
+        if debug:
+            raise
+        print(f"lenet5: error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

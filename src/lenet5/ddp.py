@@ -1,38 +1,33 @@
-"""Multi-process training of the PyTorch replica with DistributedDataParallel.
+"""Multi-process training of the PyTorch replica with DistributedDataParallel, as an engine.
 
 Launch with torchrun; ``lenet5 train --engine torch`` notices it runs under torchrun::
 
     torchrun --nproc_per_node 2 -m lenet5.cli train --engine torch            # CPU: gloo
     torchrun --nproc_per_node 4 -m lenet5.cli train --engine torch --device cuda   # GPUs: NCCL
 
-``--batch-size`` stays the *global* batch: each of the W processes takes batch/W images of it.
-A DistributedSampler (reshuffled each epoch with ``set_epoch``) gives rank r the positions
-r, r+W, r+2W, ... of one seeded permutation, so at every step the W local batches together are
-one contiguous block of that permutation; DDP averages the W gradients, which equals the
-gradient of the mean loss over that global batch. Training is therefore the same as one
-process stepping through the same permutation with the global batch size. Only rank 0 prints,
-evaluates and saves.
+``DDPModel`` is a ``TorchModel`` whose forward runs through DistributedDataParallel, so the one
+training loop (``lenet5.train.fit``) drives it with all its features: resume, validation
+split, divergence guard, Ctrl-C. Every process walks the same seeded permutation of the
+training set; ``--batch-size`` stays the *global* batch and process r computes its share
+``shard(batch) = batch[r::W]``. ``train_step`` rescales each share's gradient by
+W·n_r/n, and DDP averages the W gradients, so the update is the gradient of the mean loss over
+the whole global batch: the same training as one process with that batch. Only rank 0 prints
+and writes the run directory; every rank evaluates (the weights are identical).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
-from typing import Callable
 
 import numpy as np
 
-from .torch import TorchModel, criterion  # first: a clear error when PyTorch is not installed
+from .torch_replica import TorchModel  # first: a clear error when PyTorch is not installed
 import torch  # noqa: E402
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from .data import Dataset
-from .errors import Lenet5Error
-from .schedules import make_schedule
-from .train import Progress, evaluate
+from .errors import Lenet5Error  # noqa: E402
+from .presets import TrainConfig  # noqa: E402
 
 
 def under_torchrun() -> bool:
@@ -56,66 +51,36 @@ def setup(device: str) -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def fit_ddp(model: TorchModel, optimizer, data: Dataset, epochs: int, batch_size: int, schedule: str, seed: int,
-            progress: bool, on_epoch: Callable[[dict], None] | None, rank: int, world: int,
-            augment: Callable | None = None, warmup_steps: int = 0) -> list[dict]:
-    """The DDP training loop; returns the per-epoch records (on every rank; rank 0 evaluates).
-
-    ``optimizer`` is a ``lenet5.torch.TorchOptimizer`` over ``model.net``'s parameters (DDP
-    wraps the same parameter tensors). Augmentation draws from (seed, epoch, step, rank).
-    """
-    if batch_size % world:
-        raise Lenet5Error(f"--batch-size {batch_size}: must be a multiple of the number of processes ({world})")
-    local = batch_size // world
-    dev = model.device
-    net = DistributedDataParallel(model.net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = optimizer.opt
-    n = len(data.train)
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
-    steps = math.ceil(len(sampler) / local)
-    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps, warmup_steps)
-    labels_all = torch.from_numpy(data.train.labels)
-    history = []
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        sampler.set_epoch(epoch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-        bar = Progress(steps, f"epoch {epoch}/{epochs}", enabled=progress and rank == 0)
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
-        net.train()
-        for step in range(steps):
-            idx = order[step * local:(step + 1) * local]
-            for group in opt.param_groups:
-                group["lr"] = lr_at((epoch - 1) * steps + step)
-            images = data.train.images[idx]
-            if augment is not None:
-                images = augment(images, np.random.default_rng([seed, epoch, step, rank]))
-            x = torch.from_numpy(model.prepare(images)).to(dev)
-            y = labels_all[idx].to(dev)
-            logits = net(x)
-            loss = criterion(model.preset.name, logits, y, model.criterion_name, model.map_j)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            totals += torch.tensor([loss.item() * len(idx), (logits.argmax(1) == y).sum().item(), len(idx)],
-                                   dtype=torch.float64)
-            bar.update()
-        bar.close()
-        dist.all_reduce(totals)  # gloo and NCCL both reduce float64 CPU/GPU tensors
-        record = {"epoch": epoch, "train_loss": totals[0].item() / totals[2].item(),
-                  "train_acc": totals[1].item() / totals[2].item(), "world_size": world,
-                  "train_seconds": time.perf_counter() - start}
-        if rank == 0:
-            test = evaluate(model, data.test)
-            record.update(test_loss=test["loss"], test_acc=test["accuracy"], seconds=time.perf_counter() - start)
-            if on_epoch is not None:
-                on_epoch(record)
-        history.append(record)
+def barrier() -> None:
+    if dist.is_initialized():
         dist.barrier()
-    return history
 
 
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
+
+class DDPModel(TorchModel):
+    """The replica trained by W processes at once (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, rank: int, world: int) -> None:
+        super().__init__(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
+                         criterion=config.criterion, map_j=config.map_j)
+        if config.dropout is not None:
+            self.net.p_drop = config.dropout
+        self.rank, self.world = rank, world
+        self.ddp = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                           else None)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._logits = self.ddp(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        return self._logits.detach().cpu().numpy()
+
+    def shard(self, batch: np.ndarray) -> np.ndarray:
+        return batch[self.rank::self.world]
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)  # gloo and NCCL both reduce float64 tensors
+        return t.tolist()

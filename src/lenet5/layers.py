@@ -40,11 +40,24 @@ class Layer:
         """Shape of the output for an input of ``input_shape`` (batch axis included)."""
         return input_shape
 
+    # -- optional abilities, with the defaults that fit most layers -------------------------
+    def backward_diag(self, d2y: np.ndarray) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Second-order backward (Gauss-Newton diagonal, the 1998 paper's Appendix C):
+        ∂²E/∂y² (like y) -> (∂²E/∂x², {param: ∂²E/∂θ²}). Only the 1998 network's layers have it."""
+        raise NotImplementedError(f"{self!r} has no second-order backward")
+
+    def num_trainable(self) -> int:
+        """Values an optimizer trains (a connection mask can fix some at zero)."""
+        return sum(p.size for p in self.params.values())
+
+    def reset_buffers(self) -> None:
+        """Put saved, untrained state (batch-norm statistics) back to its initial values."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def _check_input(layer: Layer, x: np.ndarray, ndim: int, channels: int | None) -> None:
+def check_input(layer: Layer, x: np.ndarray, ndim: int, channels: int | None) -> None:
     if x.ndim != ndim:
         layout = "(C, H, W, N)" if ndim == 4 else "(F, N)"
         raise ValueError(f"{layer!r}: expected a {ndim}-D batch-last array {layout}, got shape {x.shape}")
@@ -78,7 +91,7 @@ class Conv2d(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self.params["weight"]
-        _check_input(self, x, 4, w.shape[1])
+        check_input(self, x, 4, w.shape[1])
         if self.mask is not None:
             w = w * self.mask
         y, self._cache = ops.conv2d_forward(x.astype(w.dtype, copy=False), w, self.params["bias"], self.pad)
@@ -121,7 +134,7 @@ class AvgPool2d(Layer):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_input(self, x, 4, None)
+        check_input(self, x, 4, None)
         if x.shape[1] % 2 or x.shape[2] % 2:
             raise ValueError(f"{self!r}: height and width must be even, got {x.shape[1]}x{x.shape[2]}")
         return ops.avg_pool_forward(x)
@@ -203,7 +216,7 @@ class Linear(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self.params["weight"]
-        _check_input(self, x, 2, w.shape[1])
+        check_input(self, x, 2, w.shape[1])
         self._x = x.astype(w.dtype, copy=False)
         y = w @ self._x
         y += self.params["bias"][:, None]
@@ -247,7 +260,7 @@ class MaxPool2d(Layer):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_input(self, x, 4, None)
+        check_input(self, x, 4, None)
         if x.shape[1] % 2 or x.shape[2] % 2:
             raise ValueError(f"{self!r}: height and width must be even, got {x.shape[1]}x{x.shape[2]}")
         y, self._argmax = ops.max_pool_forward(x)
@@ -313,7 +326,7 @@ class BatchNorm2d(Layer):
                         "num_batches_tracked": np.zeros((), np.int64)}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_input(self, x, 4, self.params["weight"].shape[0])
+        check_input(self, x, 4, self.params["weight"].shape[0])
         gamma, beta = self.params["weight"], self.params["bias"]
         if not self.training:
             scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
@@ -353,160 +366,10 @@ class BatchNorm2d(Layer):
         dx *= scale
         return dx
 
+    def reset_buffers(self) -> None:
+        self.buffers["running_mean"][...] = 0
+        self.buffers["running_var"][...] = 1
+        self.buffers["num_batches_tracked"][...] = 0
+
     def __repr__(self) -> str:
         return f"BatchNorm2d({self.params['weight'].shape[0]})"
-
-
-class Squash(Layer):
-    """LeNet-5's squashing function y = A·tanh(S·x), A = 1.7159, S = 2/3 (so f(±1) = ±1).
-
-    backward: dx = dy·f'(x) with f'(x) = A·S·(1 − (y/A)²).
-    """
-
-    A, S = 1.7159, 2 / 3
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._t = np.tanh(self.S * x)
-        return self.A * self._t
-
-    def _slope(self) -> np.ndarray:
-        t = self._t
-        return self.A * self.S * (1 - t * t)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * self._slope()
-
-    def backward_diag(self, d2y: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Gauss-Newton: ∂²E/∂x² ≈ f'(x)²·∂²E/∂y² (the f'' term is dropped, as in the paper)."""
-        slope = self._slope()
-        return d2y * slope * slope, {}
-
-
-class Subsample2d(Layer):
-    """LeNet-5's trainable subsampling (S2, S4): per map, the sum of each 2×2 block times a
-    trainable coefficient, plus a trainable bias (the squashing is a separate layer).
-
-    forward:  x (C, H, W, N) -> a (C, H/2, W/2, N), a = coef_c·Σ_block x + bias_c
-    backward: every input of a block gets coef_c·da; dcoef = Σ da·(block sums), dbias = Σ da
-    params:   weight (C,) [the coefficients], bias (C,)
-    """
-
-    def __init__(self, channels: int, dtype: np.dtype | type = np.float32) -> None:
-        super().__init__()
-        self.params = {"weight": np.zeros(channels, dtype), "bias": np.zeros(channels, dtype)}
-        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_input(self, x, 4, self.params["weight"].shape[0])
-        self._sums = 4 * ops.avg_pool_forward(x)  # Σ of each 2×2 block
-        a = self._sums * self.params["weight"][:, None, None, None]
-        a += self.params["bias"][:, None, None, None]
-        return a
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        self.grads["weight"][...] = np.einsum("chwn,chwn->c", dy, self._sums)
-        self.grads["bias"][...] = dy.sum(axis=(1, 2, 3))
-        return 4 * ops.avg_pool_backward(dy * self.params["weight"][:, None, None, None])
-
-    def backward_diag(self, d2y: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        coef = self.params["weight"][:, None, None, None]
-        d2x = 4 * ops.avg_pool_backward(d2y * coef * coef)
-        return d2x, {"weight": np.einsum("chwn,chwn->c", d2y, self._sums * self._sums),
-                     "bias": d2y.sum(axis=(1, 2, 3))}
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        c, h, w, n = input_shape
-        return (c, h // 2, w // 2, n)
-
-    def __repr__(self) -> str:
-        return f"Subsample2d({self.params['weight'].shape[0]})"
-
-
-class RBF(Layer):
-    """Euclidean radial basis units with fixed centres (LeNet-5's OUTPUT).
-
-    forward:  x (F, N) -> distances y (K, N), y_k = Σ_j (x_j − c_kj)². The layer returns
-              −y, so that, like logits, the largest output is the predicted class.
-    backward: d(−y_k)/dx_j = −2(x_j − c_kj).
-    buffers:  centres (K, F), fixed (not trained).
-    """
-
-    def __init__(self, centres: np.ndarray) -> None:
-        super().__init__()
-        self.buffers = {"centres": np.array(centres)}
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        c = self.buffers["centres"]
-        _check_input(self, x, 2, c.shape[1])
-        self._x = x
-        # Σ_j (x_j − c_kj)² = |x|² − 2 c·x + |c|², all K units at once
-        y = (x * x).sum(axis=0)[None, :] - 2 * (c @ x) + (c * c).sum(axis=1)[:, None]
-        return -y
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        c = self.buffers["centres"]
-        # d(−y_k)/dx = −2(x − c_k): Σ_k dy_k·(−2)(x − c_k)
-        return -2 * (self._x * dy.sum(axis=0)[None, :] - c.T @ dy)
-
-    def backward_diag(self, dy: np.ndarray) -> tuple[np.ndarray, dict]:
-        """∂²E/∂x_j² from the gradient dy = ∂E/∂(−y): each distance is a quadratic in x with
-        ∂²y_k/∂x_j² = 2, so Σ_k ∂E/∂y_k·2 = −2·Σ_k dy_k is its exact contribution. The
-        curvature of the criterion itself (∂²E/∂y², zero for MSE) is left out, as in the paper.
-        For both criteria −Σ_k dy_k ≥ 0, so the estimate stays positive."""
-        return np.broadcast_to(-2 * dy.sum(axis=0), self._x.shape).copy(), {}
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (self.buffers["centres"].shape[0], input_shape[-1])
-
-    def __repr__(self) -> str:
-        k, f = self.buffers["centres"].shape
-        return f"RBF({f}->{k}, fixed centres)"
-
-
-def map_criterion(neg_dist: np.ndarray, labels: np.ndarray, j: float = 0.1) -> tuple[float, np.ndarray]:
-    """LeNet-5's MAP criterion, from the RBF outputs z = −y (N, K):
-
-        E = mean_p [ y_D + log(e^{−j} + Σ_i e^{−y_i}) ]
-
-    The second term pushes wrong classes' distances up; e^{−j} is a "rubbish class" that
-    keeps E from rewarding ever-larger distances. With z = −y this is a softmax
-    cross-entropy over K + 1 entries, the extra one fixed at −j: computed with the max
-    subtracted, so no exp overflows. dE/dz_i = p_i − [i = D], p_i = e^{z_i}/(e^{−j} + Σ e^{z}).
-    """
-    n = len(labels)
-    top = np.maximum(neg_dist.max(axis=1, keepdims=True), -j)
-    exp = np.exp(neg_dist - top)
-    total = exp.sum(axis=1, keepdims=True) + np.exp(-j - top)
-    rows = np.arange(n)
-    loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - neg_dist[rows, labels]))
-    grad = exp / total
-    grad[rows, labels] -= 1
-    return loss, grad / n
-
-
-def mse_criterion(neg_dist: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """The ML/MSE criterion: E = mean_p y_D (the distance to the correct centre)."""
-    n = len(labels)
-    rows = np.arange(n)
-    grad = np.zeros_like(neg_dist)
-    grad[rows, labels] = -1 / n
-    return float(-neg_dist[rows, labels].mean()), grad
-
-
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) and its gradient.
-
-    logits (N, K), labels (N,) ints in [0, K) -> (loss, dlogits (N, K)).
-    log softmax is computed with the log-sum-exp trick (subtract the row max first), so no
-    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − onehot)/N.
-    """
-    n = logits.shape[0]
-    z = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(z)
-    sumexp = exp.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = float(np.mean(np.log(sumexp[:, 0]) - z[rows, labels]))
-    dlogits = exp / sumexp
-    dlogits[rows, labels] -= 1
-    dlogits /= n
-    return loss, dlogits

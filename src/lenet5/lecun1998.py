@@ -9,13 +9,20 @@ initialisation) and Appendix C (stochastic diagonal Levenberg-Marquardt).
 - the OUTPUT layer's fixed RBF centres: stylised 7×12 bitmaps of the digits, +1 ink, −1 paper.
   The paper shows them in Fig. 3 but never lists them; these are our own drawings in that
   style (see ``GLYPHS``), so they are a documented choice, not a transcription;
-- the input coding: background −0.1, ink 1.175, 28×28 digits padded to 32×32.
+- the input coding: background −0.1, ink 1.175, 28×28 digits padded to 32×32;
+- its layers: ``Squash``, ``Subsample2d`` (trainable subsampling), ``RBF`` (the OUTPUT units),
+  each with the second-order backward SDLM needs, and the ±2.4/F initialisation (``init``).
+The criteria (MAP, MSE) are in ``lenet5.losses``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import ops
+from .layers import Conv2d, Layer, check_input
+
+#: the squashing function's amplitude and slope: f(a) = A·tanh(S·a), so f(±1) = ±1
 A, S = 1.7159, 2 / 3
 
 # C3_TABLE[s2_map][c3_map] = 1 where S2 map feeds C3 map (paper, Table I).
@@ -66,6 +73,121 @@ def prepare_input(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np
     return x
 
 
-def init_2_4(rng: np.random.Generator, name: str, w: np.ndarray, fan_in: int) -> np.ndarray:
-    """Uniform in ±2.4/F, F the fan-in of the unit (Appendix A)."""
-    return rng.uniform(-2.4 / fan_in, 2.4 / fan_in, size=w.shape)
+def init(rng: np.random.Generator, name: str, p: np.ndarray, layer: Layer) -> np.ndarray:
+    """Every trainable value (weights, biases, subsampling coefficients) uniform in ±2.4/F,
+    F the fan-in of its unit: 25·(connected input maps) for a convolution, 4 for a
+    subsampling unit, the input size for F6 (Appendix A)."""
+    if isinstance(layer, Conv2d):
+        w = layer.params["weight"]
+        connected = (np.full(w.shape[:2], True) if layer.mask is None else layer.mask[:, :, 0, 0] > 0).sum(axis=1)
+        bound = 2.4 / (connected * w.shape[2] * w.shape[3]).astype(float)  # per output map
+        if p.ndim == 4:
+            out = rng.uniform(-1, 1, size=p.shape) * bound[:, None, None, None]
+            return out if layer.mask is None else out * layer.mask
+        return rng.uniform(-1, 1, size=p.shape) * bound
+    fan_in = 4 if isinstance(layer, Subsample2d) else layer.params["weight"].shape[1]
+    return rng.uniform(-2.4 / fan_in, 2.4 / fan_in, size=p.shape)
+
+
+class Squash(Layer):
+    """LeNet-5's squashing function y = A·tanh(S·x), A = 1.7159, S = 2/3 (so f(±1) = ±1).
+
+    backward: dx = dy·f'(x) with f'(x) = A·S·(1 − (y/A)²).
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._t = np.tanh(S * x)
+        return A * self._t
+
+    def _slope(self) -> np.ndarray:
+        t = self._t
+        return A * S * (1 - t * t)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * self._slope()
+
+    def backward_diag(self, d2y: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Gauss-Newton: ∂²E/∂x² ≈ f'(x)²·∂²E/∂y² (the f'' term is dropped, as in the paper)."""
+        slope = self._slope()
+        return d2y * slope * slope, {}
+
+
+class Subsample2d(Layer):
+    """LeNet-5's trainable subsampling (S2, S4): per map, the sum of each 2×2 block times a
+    trainable coefficient, plus a trainable bias (the squashing is a separate layer).
+
+    forward:  x (C, H, W, N) -> a (C, H/2, W/2, N), a = coef_c·Σ_block x + bias_c
+    backward: every input of a block gets coef_c·da; dcoef = Σ da·(block sums), dbias = Σ da
+    params:   weight (C,) [the coefficients], bias (C,)
+    """
+
+    def __init__(self, channels: int, dtype: np.dtype | type = np.float32) -> None:
+        super().__init__()
+        self.params = {"weight": np.zeros(channels, dtype), "bias": np.zeros(channels, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_input(self, x, 4, self.params["weight"].shape[0])
+        self._sums = 4 * ops.avg_pool_forward(x)  # Σ of each 2×2 block
+        a = self._sums * self.params["weight"][:, None, None, None]
+        a += self.params["bias"][:, None, None, None]
+        return a
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.grads["weight"][...] = np.einsum("chwn,chwn->c", dy, self._sums)
+        self.grads["bias"][...] = dy.sum(axis=(1, 2, 3))
+        return 4 * ops.avg_pool_backward(dy * self.params["weight"][:, None, None, None])
+
+    def backward_diag(self, d2y: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        coef = self.params["weight"][:, None, None, None]
+        d2x = 4 * ops.avg_pool_backward(d2y * coef * coef)
+        return d2x, {"weight": np.einsum("chwn,chwn->c", d2y, self._sums * self._sums),
+                     "bias": d2y.sum(axis=(1, 2, 3))}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w, n = input_shape
+        return (c, h // 2, w // 2, n)
+
+    def __repr__(self) -> str:
+        return f"Subsample2d({self.params['weight'].shape[0]})"
+
+
+class RBF(Layer):
+    """Euclidean radial basis units with fixed centres (LeNet-5's OUTPUT).
+
+    forward:  x (F, N) -> distances y (K, N), y_k = Σ_j (x_j − c_kj)². The layer returns
+              −y, so that, like logits, the largest output is the predicted class.
+    backward: d(−y_k)/dx_j = −2(x_j − c_kj).
+    buffers:  centres (K, F), fixed (not trained).
+    """
+
+    def __init__(self, centres: np.ndarray) -> None:
+        super().__init__()
+        self.buffers = {"centres": np.array(centres)}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        c = self.buffers["centres"]
+        check_input(self, x, 2, c.shape[1])
+        self._x = x
+        # Σ_j (x_j − c_kj)² = |x|² − 2 c·x + |c|², all K units at once
+        y = (x * x).sum(axis=0)[None, :] - 2 * (c @ x) + (c * c).sum(axis=1)[:, None]
+        return -y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        c = self.buffers["centres"]
+        # d(−y_k)/dx = −2(x − c_k): Σ_k dy_k·(−2)(x − c_k)
+        return -2 * (self._x * dy.sum(axis=0)[None, :] - c.T @ dy)
+
+    def backward_diag(self, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+        """∂²E/∂x_j² from the gradient dy = ∂E/∂(−y): each distance is a quadratic in x with
+        ∂²y_k/∂x_j² = 2, so Σ_k ∂E/∂y_k·2 = −2·Σ_k dy_k is its exact contribution. The
+        curvature of the criterion itself (∂²E/∂y², zero for MSE) is left out, as in the paper.
+        For both criteria −Σ_k dy_k ≥ 0, so the estimate stays positive."""
+        return np.broadcast_to(-2 * dy.sum(axis=0), self._x.shape).copy(), {}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.buffers["centres"].shape[0], input_shape[-1])
+
+    def __repr__(self) -> str:
+        k, f = self.buffers["centres"].shape
+        return f"RBF({f}->{k}, fixed centres)"

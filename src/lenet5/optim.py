@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .presets import TrainConfig
+
 
 class Optimizer:
     """Common checks and state handling. ``lr`` may be changed between steps (schedules)."""
@@ -38,6 +40,10 @@ class Optimizer:
 
     def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
+
+    def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
+        """Called by the training loop before each pass (not on a mid-pass resume). Nothing
+        to do for first-order methods; SDLM estimates its curvature here."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {f"{slot}.{name}": v.copy() for slot, arrays in self.state.items() for name, v in arrays.items()}
@@ -152,6 +158,7 @@ class SDLM(Optimizer):
         self.mu, self.samples = mu, samples
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
+        """h_kk for this pass, from ``samples`` training images drawn with ``rng``."""
         idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
         self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
 
@@ -165,14 +172,14 @@ class SDLM(Optimizer):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "sdlm": SDLM}
 
 
-def make_optimizer(name: str, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
-                   momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> Optimizer:
+def make_optimizer(config: TrainConfig, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> Optimizer:
+    """The optimizer a (resolved, checked) TrainConfig names, over live params and grads."""
+    name, lr = config.optimizer, config.lr
     if name == "sgd":
-        return SGD(params, grads, lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        return SGD(params, grads, lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                   nesterov=config.nesterov)
     if name in ("adam", "adamw"):
-        return OPTIMIZERS[name](params, grads, lr, weight_decay=weight_decay)
+        return OPTIMIZERS[name](params, grads, lr, weight_decay=config.weight_decay)
     if name == "sdlm":
-        if momentum or weight_decay:
-            raise ValueError("sdlm takes no momentum or weight decay")
         return SDLM(params, grads, lr)
     raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")

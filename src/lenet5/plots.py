@@ -7,7 +7,6 @@ it works on machines without a display.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +31,13 @@ def _caption(fig, text: str) -> None:
     fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=8, color="0.35")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+#: how each criterion is labelled on a loss axis
+LOSS_LABELS = {"cross-entropy": "cross-entropy", "map": "MAP criterion", "mse": "MSE (distance to the right centre)"}
 
 
-def plot_curves(run_dir: Path, caption: str):
+def plot_curves(history: list[dict], batches: list[dict], caption: str, loss_name: str = "cross-entropy"):
+    """Loss and accuracy per epoch (train, validation, test), and the smoothed loss of every step."""
     plt = _plt()
-    history = _read_jsonl(run_dir / "metrics.jsonl")
-    if not history:
-        raise Lenet5Error(f"{run_dir}: metrics.jsonl has no finished epoch to plot")
-    batches = _read_jsonl(run_dir / "batch_metrics.jsonl")
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     if batches:
@@ -66,7 +60,7 @@ def plot_curves(run_dir: Path, caption: str):
         ax_loss.plot(epochs, [h["val_loss"] for h in history], "^-", color="tab:green", label="validation")
         ax_acc.plot(epochs, [100 * h["val_acc"] for h in history], "^-", color="tab:green", label="validation")
     ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", color="tab:red", label="test")
-    ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel=LOSS_LABELS.get(loss_name, loss_name))
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -179,29 +173,29 @@ CLASS_NAMES = {"fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coa
 
 def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
     """Write every figure of a run into its directory; returns the paths."""
-    from .checkpoint import load_checkpoint
     from .datasets import load_dataset
+    from .runs import RunDir
     from .train import evaluate
 
-    run_dir = Path(run_dir)
+    run = RunDir.open(run_dir)
     plt = _plt()
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        settings, described = config["settings"], config["data"]
-    except (OSError, ValueError, KeyError) as e:
-        raise Lenet5Error(f"{run_dir}: not a run directory (config.json: {e})") from None
-    model, _ = load_checkpoint(run_dir / "model.safetensors")
+    config = run.read_config()
+    settings, described = config["settings"], config["data"]
+    history = run.history()
+    if not history:
+        raise Lenet5Error(f"{run.path}: metrics.jsonl has no finished epoch to plot")
+    model, _ = run.load_model()
     dataset = settings.get("dataset") or "mnist"
     data = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None)
     if not 0 <= sample < len(data.test):
         raise Lenet5Error(f"--sample {sample}: the test set has {len(data.test)} images (0-{len(data.test) - 1})")
     names = CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
-    caption = (f"{run_dir.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
+    caption = (f"{run.path.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
                f"{described.get('train_size', '?')} training images | {settings.get('engine', 'numpy')} engine")
     probs = model.predict(data.test.images)
     confusion = np.array(evaluate(model, data.test)["confusion"])
     figures = {
-        "curves.png": plot_curves(run_dir, caption),
+        "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
         "confusion.png": plot_confusion(confusion, caption, names),
         "kernels.png": plot_kernels(model.params(), caption),
         "feature_maps.png": plot_feature_maps(model, data.test.images[sample], int(data.test.labels[sample]),
@@ -210,7 +204,7 @@ def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
     }
     paths = []
     for name, fig in figures.items():
-        fig.savefig(run_dir / name, dpi=110)
+        fig.savefig(run / name, dpi=110)
         plt.close(fig)
-        paths.append(run_dir / name)
+        paths.append(run / name)
     return paths

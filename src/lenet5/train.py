@@ -1,8 +1,12 @@
-"""The training loop and evaluation, independent of the CLI.
+"""The training loop and evaluation: one loop for every engine, independent of the CLI.
 
 >>> model = LeNet5("seed-tanh", seed=0)
->>> opt = SGD(model.params(), model.grads(), lr=0.1, momentum=0.9)
->>> history = fit(model, opt, data, epochs=2, batch_size=64, seed=0)
+>>> history = fit(model, data)                        # the preset's whole recipe, as `lenet5 train`
+>>> history = fit(model, data, epochs=3, lr=0.05)     # ... with some options changed
+
+One training step, whatever the engine (``lenet5.engine.Engine``):
+prepare (and augment) the batch -> forward -> criterion -> backward -> optimizer step, with the
+learning rate set from the schedule before the step.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 import numpy as np
 
 from ._cpu import blas_single_thread
+from .augment import AUGMENTS, Augment
 from .data import Dataset, Split, batches
+from .engine import Engine, Optimizer
 from .errors import Lenet5Error
-from .model import LeNet5
+from .presets import TrainConfig, resolve
 from .schedules import Schedule, make_schedule
 
 
@@ -31,15 +37,17 @@ class DivergenceError(Lenet5Error):
 class Progress:
     """A tqdm bar on a terminal; on a pipe or file, a plain line every 25% instead."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool = True, stream=None, done: int = 0) -> None:
         self.stream = stream or sys.stderr
-        self.total, self.desc, self.done, self.enabled = total, desc, 0, enabled
+        self.total, self.desc, self.done, self.enabled = total, desc, done, enabled
         self.bar = None
         self._next_mark = 0.25
+        while self._next_mark * total <= done and self._next_mark < 1:
+            self._next_mark += 0.25
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, file=self.stream)
+            self.bar = tqdm(total=total, initial=done, desc=desc, unit="batch", leave=False, file=self.stream)
 
     def update(self, n: int = 1, **postfix: float) -> None:
         self.done += n
@@ -58,20 +66,34 @@ class Progress:
             self.bar.close()
 
 
-def evaluate(model: LeNet5, split: Split, batch_size: int = 500) -> dict:
+def evaluate(model: Engine, split: Split, batch_size: int = 500) -> dict:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
     n = len(split)
     confusion = np.zeros((10, 10), dtype=np.int64)
     total_loss = 0.0
     for idx in batches(n, batch_size):
         labels = split.labels[idx]
-        logits = model.infer(split.images[idx])
-        loss, _ = model.loss(logits, labels)
+        outputs = model.infer(split.images[idx])
+        loss, _ = model.loss(outputs, labels)
         total_loss += loss * len(idx)
-        np.add.at(confusion, (labels, logits.argmax(axis=1)), 1)
+        np.add.at(confusion, (labels, outputs.argmax(axis=1)), 1)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-    return {"n": n, "loss": total_loss / n, "accuracy": float(np.trace(confusion) / n),
+    return {"n": n, "loss": total_loss / max(n, 1), "accuracy": float(np.trace(confusion) / max(n, 1)),
             "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist()}
+
+
+@dataclass
+class Totals:
+    """Running sums of a pass: loss × images, correct answers, images seen."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+    def add(self, loss: float, correct: int, seen: int) -> None:
+        self.loss += loss * seen
+        self.correct += correct
+        self.seen += seen
 
 
 @dataclass
@@ -80,13 +102,13 @@ class TrainState:
 
     ``epoch`` epochs are complete and ``batch`` batches of the next one are done; ``rng_state``
     is the shuffling generator's state at the start of that next epoch (so its permutation can
-    be drawn again), ``partial`` the running (loss sum, correct, seen) of that epoch.
+    be drawn again), ``partial`` the running totals of that epoch.
     """
 
     epoch: int = 0
     batch: int = 0
     rng_state: dict | None = None
-    partial: list[float] = field(default_factory=lambda: [0.0, 0, 0])
+    partial: Totals = field(default_factory=Totals)
     history: list[dict] = field(default_factory=list)
     best_val_acc: float | None = None
 
@@ -94,48 +116,82 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "TrainState":
-        return cls(**d)
+    def from_json(cls, d: Any) -> "TrainState":
+        """Checked: a state of the wrong shape is a Lenet5Error, never a crash later."""
+        try:
+            if not isinstance(d, dict) or set(d) - {f.name for f in fields(cls)}:
+                raise TypeError("not an object with the expected keys")
+            state = cls(**{**d, "partial": Totals(**d.get("partial", {}))})
+            ints = (state.epoch, state.batch, state.partial.correct, state.partial.seen)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+                raise TypeError("counters must be integers >= 0")
+            if not isinstance(state.history, list) or not all(isinstance(r, dict) for r in state.history):
+                raise TypeError("history must be a list of objects")
+            if len(state.history) != state.epoch:
+                raise ValueError(f"history has {len(state.history)} epochs, state says {state.epoch}")
+            if state.rng_state is not None:
+                np.random.default_rng().bit_generator.state = state.rng_state  # validates it
+            return state
+        except (TypeError, ValueError, KeyError) as e:
+            raise Lenet5Error(f"training state is damaged ({e})") from None
 
 
 class Interrupted(Lenet5Error):
-    """Training stopped on request (Ctrl-C) after a complete step; ``state`` resumes it."""
+    """Training stopped on request (Ctrl-C, SIGTERM) after a complete step; ``state`` resumes it."""
 
     def __init__(self, state: TrainState) -> None:
         super().__init__(f"interrupted at epoch {state.epoch + 1}, batch {state.batch}")
         self.state = state
 
 
-def train_epoch(model: LeNet5, optimizer, split: Split, batch_size: int, rng: np.random.Generator,
-                progress: Progress | None = None, epoch: int = 1, schedule: Schedule | None = None,
-                first_step: int = 0) -> tuple[float, float]:
-    """One pass over the shuffled training split. Returns (mean loss, accuracy).
+@dataclass
+class Hooks:
+    """What a caller hears from ``fit``: every step, every epoch, and a way to stop it."""
 
-    ``schedule(t)`` sets the optimizer's learning rate before global step t (counted from
-    ``first_step``).
+    on_batch: Callable[[int, int, float], None] | None = None  # (epoch, batch, loss)
+    on_epoch: Callable[[dict, TrainState], None] | None = None  # (record, state to resume from)
+    should_stop: Callable[[], bool] | None = None  # polled after every complete step
+
+
+def train_step(model: Engine, optimizer: Optimizer, x: np.ndarray, labels: np.ndarray,
+               global_size: int | None = None) -> tuple[float, np.ndarray]:
+    """One step on a prepared batch: forward, criterion, backward, update. Returns (loss, outputs).
+
+    In data-parallel training a process holds only its shard of a global batch of
+    ``global_size`` images; its gradient is rescaled so that averaging over the processes
+    gives the gradient of the mean loss over the whole global batch.
     """
-    totals = _run_batches(model, optimizer, split, list(batches(len(split), batch_size, rng)), 0, epoch,
-                          schedule, first_step, progress, [0.0, 0, 0], None)
-    return totals[0] / totals[2], totals[1] / totals[2]
+    outputs = model.forward(x)
+    loss, doutputs = model.loss(outputs, labels)
+    if math.isfinite(loss):
+        if global_size is not None and model.world > 1:
+            doutputs *= len(labels) * model.world / global_size
+        model.backward(doutputs)
+        optimizer.step()
+    return loss, outputs
 
 
-def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
-                 schedule: Schedule | None, first_step: int, progress: Progress | None, totals: list,
-                 should_stop: Callable[[], bool] | None, on_batch: Callable[[int, int, float], None] | None = None,
-                 augment: Callable | None = None, seed: int = 0) -> list:
-    """Steps over order[start:]; returns [loss sum, correct, seen, batches done, stopped].
+@dataclass
+class PassResult:
+    totals: Totals
+    done: int  # batches of the epoch done
+    stopped: bool  # asked to stop
 
-    Each step's randomness (augmentation, dropout) comes from a generator seeded with
-    (seed, epoch, batch), so any step can be replayed on its own. With augmentation, the next
-    batch is prepared on a helper thread while the current one trains.
-    Stops early when ``should_stop()`` turns true after a complete step, so the weights are
-    never left half-updated.
-    """
-    def inputs(b: int) -> np.ndarray:
-        images = split.images[order[b]]
+
+def _run_pass(model: Engine, optimizer: Optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
+              lr_at: Schedule, first_step: int, totals: Totals, seed: int, augment: Augment | None,
+              bar: Progress, hooks: Hooks) -> PassResult:
+    """Steps over order[start:]. Each step's randomness (augmentation, dropout) comes from a
+    generator seeded with (seed, epoch, batch), so any step can be replayed on its own. With
+    augmentation, the next batch is prepared on a helper thread while the current one trains.
+    Stops only after a complete step, so the weights are never left half-updated."""
+
+    def inputs(b: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = model.shard(order[b])
+        images = split.images[idx]
         if augment is not None:
-            images = augment(images, np.random.default_rng([seed, epoch, b, 0]))
-        return model.prepare(images)
+            images = augment(images, np.random.default_rng([seed, epoch, b, 0, model.rank]))
+        return model.prepare(images), split.labels[idx]
 
     with contextlib.ExitStack() as stack:
         pool = pending = None
@@ -144,101 +200,102 @@ def _run_batches(model, optimizer, split: Split, order: list[np.ndarray], start:
             stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
             pending = pool.submit(inputs, start) if start < len(order) else None
         for b in range(start, len(order)):
-            idx = order[b]
             if pending is not None:
-                x = pending.result()
+                x, labels = pending.result()
                 pending = pool.submit(inputs, b + 1) if b + 1 < len(order) else None
             else:
-                x = inputs(b)
-            if schedule is not None:
-                optimizer.lr = schedule(first_step + b)
-            if getattr(model, "stochastic", False):
+                x, labels = inputs(b)
+            optimizer.lr = lr_at(first_step + b)
+            if model.stochastic:
                 model.seed_step([seed, epoch, b, 1])
-            labels = split.labels[idx]
-            logits = model.forward(x)
-            loss, dlogits = model.loss(logits, labels)
+            loss, outputs = train_step(model, optimizer, x, labels, len(order[b]))
             if not math.isfinite(loss):
                 raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
                                       "try a smaller learning rate (--lr)")
-            model.backward(dlogits)
-            optimizer.step()
-            totals[0] += loss * len(idx)
-            totals[1] += int((logits.argmax(axis=1) == labels).sum())
-            totals[2] += len(idx)
-            if on_batch is not None:
-                on_batch(epoch, b + 1, loss)
-            if progress is not None:
-                progress.update(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
-            if should_stop is not None and should_stop():
-                return [*totals[:3], b + 1, True]
-    return [*totals[:3], len(order), False]
+            totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
+            if hooks.on_batch is not None:
+                hooks.on_batch(epoch, b + 1, loss)
+            bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
+            if hooks.should_stop is not None and hooks.should_stop():
+                return PassResult(totals, b + 1, True)
+    return PassResult(totals, len(order), False)
 
 
-def fit(model: LeNet5, optimizer, data: Dataset, epochs: int, batch_size: int, seed: int | None = 0,
-        progress: bool = True, on_epoch: Callable[[dict, TrainState], None] | None = None,
-        eval_batch_size: int = 500, schedule: str = "constant", val: Split | None = None,
-        state: TrainState | None = None, should_stop: Callable[[], bool] | None = None,
-        on_batch: Callable[[int, int, float], None] | None = None, augment: Callable | None = None,
-        warmup_steps: int = 0) -> list[dict]:
-    """Train for ``epochs`` passes, evaluating on the test split after each one.
+def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, optimizer: Optimizer | str | None = None,
+        val: Split | None = None, state: TrainState | None = None, hooks: Hooks | None = None,
+        progress: bool = True, eval_batch_size: int = 500, **overrides: Any) -> list[dict]:
+    """Train ``model`` on ``data.train`` with ``config``'s recipe, evaluating after every epoch.
 
-    ``schedule``: 'constant' keeps the optimizer's learning rate; 'cosine' decays it from
-    there to 0 over the whole run (see ``lenet5.schedules``). ``val``: a held-out split,
-    evaluated each epoch (``val_loss``, ``val_acc``). ``state``: continue a run exactly where
-    it stopped. ``should_stop``: polled after every step; when true, raises ``Interrupted``
-    carrying the state to resume from. ``on_batch(epoch, batch, loss)`` follows every step.
-    ``augment(images, rng)``: a random transform of each training batch (``lenet5.augment``).
+    ``config``: a ``TrainConfig`` (default: the preset's own recipe, as ``lenet5 train`` uses
+    it); keyword ``overrides`` change single options (``epochs=3, lr=0.05``). The loop reads
+    epochs, batch size, learning rate and schedule, warm-up, augmentation and seed from it,
+    and builds the optimizer it names, unless ``optimizer`` is an optimizer object (a string
+    names one: ``optimizer="adam"``, like the other overrides). The learning rate of
+    every step comes from the schedule with ``config.lr`` as its base.
+    ``val``: a held-out split evaluated each epoch (``val_loss``, ``val_acc``; the best epoch's
+    record gets ``best: True``). ``state``: continue a run exactly where it stopped.
+    ``hooks``: per-step and per-epoch callbacks and a stop request; a stop raises
+    ``Interrupted`` carrying the state to resume from.
 
-    Returns one dict per epoch (epoch, train_loss, train_acc, test_loss, test_acc, seconds)
-    and calls ``on_epoch(record, state)`` as soon as each epoch is done.
+    Returns one record per epoch (epoch, train_loss, train_acc, [val_loss, val_acc,] test_loss,
+    test_acc, seconds, train_seconds).
     """
+    if isinstance(optimizer, str):
+        overrides["optimizer"], optimizer = optimizer, None
+    if config is None:
+        config = resolve(model.preset.name, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    optimizer = optimizer if optimizer is not None else model.make_optimizer(config)
+    hooks = hooks or Hooks()
     state = state or TrainState()
-    rng = np.random.default_rng(seed)
-    step_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    augment = AUGMENTS[config.augment]
+    rng = np.random.default_rng(config.seed)
     if state.rng_state is not None:
         rng.bit_generator.state = state.rng_state
-    steps_per_epoch = math.ceil(len(data.train) / batch_size)
-    lr_at = make_schedule(schedule, optimizer.lr, epochs * steps_per_epoch, warmup_steps,  # optimizer.lr: base
-                          steps_per_epoch)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    if model.world > 1 and (len(data.train) % config.batch_size or config.batch_size) < model.world:
+        raise Lenet5Error(f"--batch-size {config.batch_size}: every batch needs at least one image for each of "
+                          f"the {model.world} processes")
+    lr_at = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
+                          round(config.warmup_epochs * steps_per_epoch), steps_per_epoch)
     history = list(state.history)
-    for epoch in range(state.epoch + 1, epochs + 1):
+    best = state.best_val_acc
+    for epoch in range(state.epoch + 1, config.epochs + 1):
         start = time.perf_counter()
         epoch_rng = rng.bit_generator.state
-        order = list(batches(len(data.train), batch_size, rng))
+        order = list(batches(len(data.train), config.batch_size, rng))
         resume_at = state.batch if epoch == state.epoch + 1 else 0
-        totals = list(state.partial) if resume_at else [0.0, 0, 0]
-        bar = Progress(steps_per_epoch, f"epoch {epoch}/{epochs}", enabled=progress)
-        if hasattr(model, "train"):
-            model.train()
-        if hasattr(optimizer, "prepare_epoch") and not resume_at:  # SDLM: curvature for this pass
-            optimizer.prepare_epoch(model, data.train, np.random.default_rng([step_seed, epoch, 2]))
-        if resume_at:
-            bar.done = resume_at
+        totals = Totals(**asdict(state.partial)) if resume_at else Totals()
+        model.train()
+        if not resume_at:
+            optimizer.prepare_epoch(model, data.train, np.random.default_rng([config.seed, epoch, 2]))
+        bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=progress and model.rank == 0,
+                       done=resume_at)
         try:
-            totals = _run_batches(model, optimizer, data.train, order, resume_at, epoch, lr_at,
-                                  (epoch - 1) * steps_per_epoch, bar, totals, should_stop, on_batch, augment,
-                                  step_seed)
+            result = _run_pass(model, optimizer, data.train, order, resume_at, epoch, lr_at,
+                               (epoch - 1) * steps_per_epoch, totals, config.seed, augment, bar, hooks)
         finally:
             bar.close()
-        if totals[3] < len(order):
-            raise Interrupted(TrainState(epoch - 1, totals[3], epoch_rng, totals[:3], history, state.best_val_acc))
+        if result.done < len(order):
+            raise Interrupted(TrainState(epoch - 1, result.done, epoch_rng, result.totals, history, best))
         train_seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "train_loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2]}
+        loss_sum, correct, seen = model.all_sum([totals.loss, totals.correct, totals.seen])
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
         if val is not None:
             v = evaluate(model, val, eval_batch_size)
             record.update(val_loss=v["loss"], val_acc=v["accuracy"])
         test = evaluate(model, data.test, eval_batch_size)
         record.update(test_loss=test["loss"], test_acc=test["accuracy"], seconds=time.perf_counter() - start,
                       train_seconds=train_seconds)
-        history.append(record)
-        best = state.best_val_acc
         if val is not None and (best is None or record["val_acc"] > best):
             record["best"] = True
             best = record["val_acc"]
-        state = TrainState(epoch, 0, rng.bit_generator.state, [0.0, 0, 0], history, best)
-        if on_epoch is not None:
-            on_epoch(record, state)
-        if totals[4] and epoch < epochs:  # asked to stop on the epoch's last step
+        history.append(record)
+        state = TrainState(epoch, 0, rng.bit_generator.state, Totals(), history, best)
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(record, state)
+        if result.stopped and epoch < config.epochs:  # asked to stop on the epoch's last step
             raise Interrupted(state)
     return history
 
@@ -261,3 +318,12 @@ def subset(split: Split, limit: int | None, rng: np.random.Generator) -> Split:
     idx = np.sort(rng.choice(len(split), size=limit, replace=False))
     return Split(split.images[idx], split.labels[idx], split.files)
 
+
+def prepare_data(data: Dataset, config: TrainConfig) -> tuple[Dataset, Split | None]:
+    """The run's training data as ``config`` asks: a seeded ``train_limit`` subset, then a
+    seeded validation split of ``val_split``. Returns (dataset, validation split or None)."""
+    train = subset(data.train, config.train_limit, np.random.default_rng(config.seed))
+    val = None
+    if config.val_split:
+        train, val = split_validation(train, config.val_split, np.random.default_rng(config.seed))
+    return Dataset(train, data.test, data.name, data.source), val

@@ -4,7 +4,7 @@ Attribute names (c1, c3, c5, f6, output) make ``state_dict()`` keys identical to
 engine's parameter names, so weights move both ways::
 
     from safetensors.torch import load_file
-    net = lenet5.torch.build("seed-tanh")
+    net = lenet5.torch_replica.build("seed-tanh")
     net.load_state_dict(load_file("runs/.../model.safetensors"))
 
 PyTorch is optional: importing this module without it raises a clear error.
@@ -24,7 +24,10 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise Lenet5Error("PyTorch is not installed; install it with: pip install 'lenet5[torch]' "
                       "(CPU-only: pip install torch==2.13.0)") from e
 
-from .model import LeNet5, get_preset, make_criterion
+from .engine import SingleProcess
+from .lecun1998 import A, S, C3_TABLE, rbf_centres
+from .model import LeNet5
+from .presets import TrainConfig, criterion_for, get_preset
 
 
 class SeedLeNet5(nn.Module):
@@ -70,8 +73,8 @@ class ModernLeNet5(nn.Module):
 
 
 def squash(x: torch.Tensor) -> torch.Tensor:
-    """LeNet-5's f(a) = 1.7159·tanh(2a/3)."""
-    return 1.7159 * torch.tanh(x * (2 / 3))
+    """LeNet-5's f(a) = A·tanh(S·a), A = 1.7159, S = 2/3."""
+    return A * torch.tanh(x * S)
 
 
 class Subsample(nn.Module):
@@ -102,8 +105,6 @@ class LeCun1998(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from .lecun1998 import C3_TABLE, rbf_centres
-
         self.c1 = nn.Conv2d(1, 6, 5)
         self.s2 = Subsample(6)
         self.c3 = nn.Conv2d(6, 16, 5)
@@ -122,18 +123,16 @@ class LeCun1998(nn.Module):
         return self.output(squash(self.f6(x)))
 
 
-_ARCH = {"seed-tanh": lambda: SeedLeNet5("tanh"), "seed-sigmoid": lambda: SeedLeNet5("sigmoid"),
-         "modern": ModernLeNet5, "lecun1998": LeCun1998}
-
-
 def criterion(preset: str, logits: torch.Tensor, labels: torch.Tensor, name: str | None = None,
               map_j: float = 0.1) -> torch.Tensor:
-    """The preset's training criterion in torch: cross-entropy, or for lecun1998 the MAP
-    criterion (a cross-entropy over the K outputs plus a constant −j entry) or MSE."""
-    if preset != "lecun1998":
-        return F.cross_entropy(logits, labels)
+    """The preset's training criterion in torch (for autograd parity checks): cross-entropy,
+    or for lecun1998 the MAP criterion (a cross-entropy over the K outputs plus a constant
+    −j entry) or MSE."""
+    name = name or get_preset(preset).criteria[0]
     rows = torch.arange(len(labels))
-    if (name or "map") == "mse":
+    if name == "cross-entropy":
+        return F.cross_entropy(logits, labels)
+    if name == "mse":
         return -logits[rows, labels].mean()
     extra = torch.full((len(labels), 1), -map_j, dtype=logits.dtype, device=logits.device)
     return (torch.logsumexp(torch.cat([logits, extra], 1), 1) - logits[rows, labels]).mean()
@@ -145,10 +144,8 @@ def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32)
     Initialisation reuses the NumPy engine's initialiser (same RNG stream), so both engines
     start from identical weights for the same seed.
     """
-    get_preset(preset)
-    if preset not in _ARCH:
-        raise Lenet5Error(f"preset {preset!r} has no PyTorch replica yet")
-    net = _ARCH[preset]().to(dtype)
+    cls_name, kwargs = get_preset(preset).replica
+    net = globals()[cls_name](**kwargs).to(dtype)
     reference = LeNet5(preset, seed=seed, dtype=np.float64)
     net.load_state_dict(to_torch_state(reference.state_dict(), dtype))
     return net
@@ -158,10 +155,6 @@ def to_torch_state(state: dict[str, np.ndarray], dtype: torch.dtype = torch.floa
     """NumPy arrays -> tensors; floating ones in ``dtype``, integer ones (batch counters) as they are."""
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(dtype if np.asarray(v).dtype.kind == "f" else None)
             for k, v in state.items()}
-
-
-def to_numpy_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -176,8 +169,8 @@ def resolve_device(device: str) -> torch.device:
         raise Lenet5Error(f"--device {device}: {e}") from None
 
 
-class TorchModel:
-    """The replica behind the NumPy model's interface, so ``lenet5.train`` drives both.
+class TorchModel(SingleProcess):
+    """The replica as an ``lenet5.engine.Engine``, so ``lenet5.train.fit`` drives it like LeNet5.
 
     prepare / forward / loss / backward / infer / params / state_dict behave like
     ``LeNet5``'s: inputs are prepared by the same preset code, the loss and its gradient are
@@ -188,7 +181,7 @@ class TorchModel:
                  device: str = "cpu", net: nn.Module | None = None, criterion: str | None = None,
                  map_j: float = 0.1) -> None:
         self.preset = get_preset(preset)
-        self.criterion_name, self.criterion = make_criterion(self.preset, criterion, map_j)
+        self.criterion = criterion_for(self.preset, criterion, map_j)
         self.map_j = map_j
         self.dtype = np.dtype(dtype)
         self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
@@ -196,12 +189,24 @@ class TorchModel:
         self.net = (net if net is not None else build(preset, seed, self.torch_dtype)).to(self.device)
         self._logits: torch.Tensor | None = None
 
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "TorchModel":
+        model = cls(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
+                    criterion=config.criterion, map_j=config.map_j)
+        if config.dropout is not None:
+            model.net.p_drop = config.dropout
+        return model
+
+    def make_optimizer(self, config: TrainConfig) -> "TorchOptimizer":
+        return TorchOptimizer(self, config.optimizer, lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay, nesterov=config.nesterov)
+
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return self.preset.prepare(images, self.dtype)
 
     @property
     def stochastic(self) -> bool:
-        return any(isinstance(m, (nn.Dropout, nn.BatchNorm2d)) for m in self.net.modules()) or hasattr(self.net, "p_drop")
+        return any(isinstance(m, nn.BatchNorm2d) for m in self.net.modules()) or getattr(self.net, "p_drop", 0) > 0
 
     def seed_step(self, seed: list[int]) -> None:
         """torch's dropout draws from the global generator: seed it for this step."""
@@ -220,7 +225,7 @@ class TorchModel:
 
     def loss(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
         """The preset's criterion, the same NumPy function the NumPy engine uses."""
-        return self.criterion(logits, labels)
+        return self.criterion.loss(logits, labels)
 
     def backward(self, dlogits: np.ndarray) -> None:
         for p in self.net.parameters():
@@ -240,9 +245,13 @@ class TorchModel:
         return np.concatenate(out) if out else np.zeros((0, 10), self.dtype)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        """Trainable parameters by name, as LeNet5.params(): on the CPU the arrays share the
+        tensors' memory (live); on a GPU they are copies."""
+        return {k: v.detach().cpu().numpy() for k, v in self.net.named_parameters()}
 
-    state_dict = params
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter and buffer, keyed like LeNet5.state_dict()."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.net.load_state_dict(to_torch_state(state, self.torch_dtype))
@@ -253,9 +262,9 @@ class TorchModel:
 
 
 class TorchOptimizer:
-    """torch.optim.SGD / Adam / AdamW with the interface of ``lenet5.optim``: an ``lr``
-    attribute the schedule sets, and state dicts of NumPy arrays with the same names
-    ('velocity.<param>', 'm.<param>', 'v.<param>', 'steps')."""
+    """torch.optim.SGD / Adam / AdamW as an ``lenet5.engine.Optimizer``: an ``lr`` attribute
+    the schedule sets, and state dicts of NumPy arrays with the same names as
+    ``lenet5.optim``'s ('velocity.<param>', 'm.<param>', 'v.<param>', 'steps')."""
 
     _SLOTS = {"momentum_buffer": "velocity", "exp_avg": "m", "exp_avg_sq": "v"}
 
@@ -285,6 +294,9 @@ class TorchOptimizer:
     def step(self) -> None:
         self.steps += 1
         self.opt.step()
+
+    def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
+        """First-order methods need nothing before a pass."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {"steps": np.array(self.steps, dtype=np.int64)}
