@@ -8,59 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lenet5 import gradcheck
+from lenet5.gradcheck import numerical_grad, rel_error  # noqa: F401  (used by the test modules)
+
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI = FIXTURES / "mnist-mini"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, entries=None) -> np.ndarray:
-    """Central differences of the scalar f() with respect to x (perturbed in place).
-
-    With ``entries`` (flat indices), only those entries, as a 1-D array.
-    """
-    flat = x.reshape(-1)  # a view: x must be contiguous
-    assert np.shares_memory(flat, x)
-    idx = range(flat.size) if entries is None else entries
-    grad = np.zeros(len(idx))
-    for out, i in enumerate(idx):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = f()
-        flat[i] = old - eps
-        minus = f()
-        flat[i] = old
-        grad[out] = (plus - minus) / (2 * eps)
-    return grad.reshape(x.shape) if entries is None else grad
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a-b| / max(|a|, |b|): one number for a whole gradient, robust to tiny entries.
-
-    A gradient that is zero in exact arithmetic (a conv bias right before batch norm) is
-    round-off on both sides: when both are below 1e-8 everywhere they agree.
-    """
-    scale = max(np.abs(a).max(), np.abs(b).max())
-    if scale < 1e-8:
-        return 0.0
-    return float(np.abs(a - b).max() / scale)
 
 
 RNG = np.random.default_rng(0)  # the random probes of check_layer
 
 
 def check_layer(layer, x: np.ndarray, tol: float = 1e-6) -> None:
-    """Gradient check of L = Σ y·r for a fixed random r: dL/dx and dL/dparam vs finite differences."""
-    y = layer.forward(x)
-    r = RNG.standard_normal(y.shape)
-    dx = layer.backward(r.copy())
-    loss = lambda: float(np.sum(layer.forward(x) * r))  # noqa: E731
-    if dx is not None:
-        assert dx.shape == x.shape
-        assert rel_error(dx, numerical_grad(loss, x)) < tol
-    for name, p in layer.params.items():
-        analytic = layer.grads[name].copy()
-        assert rel_error(analytic, numerical_grad(loss, p)) < tol, name
-
+    """Every gradient of a layer (input and parameters) against finite differences."""
+    errors = gradcheck.check_layer(layer, x, RNG)
+    assert all(e < tol for e in errors.values()), errors
 
 
 @pytest.fixture(autouse=True)

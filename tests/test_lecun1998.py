@@ -189,9 +189,34 @@ def test_sdlm_training_learns(mini_dir):
 
     data = load_dir(mini_dir)
     model = LeNet5("lecun1998", seed=0)
-    opt = SDLM(model.params(), model.grads(), lr=5e-5)
-    history = fit(model, data, optimizer=opt, epochs=2, batch_size=1, lr=5e-5, progress=False)
-    assert history[-1]["train_loss"] < history[0]["train_loss"] < 84
+    opt = SDLM(model.params(), model.grads())
+    history = fit(model, data, optimizer=opt, epochs=2, progress=False)  # the paper's η, per pattern
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_acc"] > 0.6
     assert set(opt.state["hessian"]) == set(model.params())
     assert all(np.all(h >= 0) for h in opt.state["hessian"].values())
+
+
+@pytest.mark.parametrize("criterion", ["map", "mse"])
+def test_curvature_scale_by_hand(criterion):
+    """The scale of h_kk, written out for the top of the network (Appendix C, Gauss-Newton):
+    per pattern ∂²y_D/∂x_j² = 2 at the RBF input, ∂²E/∂a² = f'(a)²·∂²E/∂x², ∂²E/∂w_kj² =
+    ∂²E/∂a_k²·x_j², ∂²E/∂x_j² = Σ_k w_kj²·∂²E/∂a_k², averaged over the patterns — the same for
+    both criteria."""
+    model = LeNet5("lecun1998", seed=4, dtype=np.float64, criterion=criterion)
+    x = model.prepare(RNG.integers(0, 256, (3, 28, 28)).astype(np.uint8))
+    hess = model.diag_hessian(x, np.array([1, 7, 3]))
+    model.eval()
+    model.forward(x, keep=["c5", "c5_act", "f6"])
+    a5, y5, a6 = (model.activations[k] for k in ("c5", "c5_act", "f6"))  # (3, 120, 1, 1), (3, 120, 1, 1), (3, 84)
+    a5, y5 = a5.reshape(3, 120), y5.reshape(3, 120)
+
+    def slope(a):  # f'(a) for f(a) = 1.7159·tanh(2a/3)
+        return 1.7159 * (2 / 3) / np.cosh(2 / 3 * a) ** 2
+
+    d2a6 = slope(a6) ** 2 * 2  # (3, 84)
+    np.testing.assert_allclose(hess["f6.bias"], d2a6.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(hess["f6.weight"], np.einsum("pk,pj->kj", d2a6, y5 ** 2) / 3, rtol=1e-10)
+    w6 = model.params()["f6.weight"]
+    d2a5 = slope(a5) ** 2 * (d2a6 @ w6 ** 2)  # (3, 120)
+    np.testing.assert_allclose(hess["c5.bias"], d2a5.mean(0), rtol=1e-10)

@@ -52,6 +52,8 @@ class LeNet5(SingleProcess):
         self.activations: dict[str, np.ndarray] = {}
         self.training = True
         self._cpu = MicroBatches(self, default_threads() if threads is None else max(1, int(threads)))
+        self._one = self.preset.one_image(self) if self.preset.one_image else None
+        self._one_pass = False  # whether the last forward went through the single-image path
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "LeNet5":
@@ -166,6 +168,9 @@ class LeNet5(SingleProcess):
         if x.ndim != 4 or x.shape[1:] != (1, size, size):
             raise ValueError(f"preset {self.preset.name} takes inputs (N, 1, {size}, {size}) "
                              f"(see model.prepare), got shape {x.shape}")
+        self._one_pass = self._one is not None and len(x) == 1 and self.training and not keep
+        if self._one_pass:  # per-pattern training: the lean path, same math (lenet5.persample)
+            return self._one.forward(x.astype(self.dtype, copy=False))
         if keep:
             return self.forward_pass(x, keep)
         return self._cpu.forward(x, whole=self.training and self.stochastic)  # batch norm: whole batch
@@ -182,6 +187,8 @@ class LeNet5(SingleProcess):
 
     def backward(self, dlogits: np.ndarray) -> None:
         """dlogits (N, 10) -> fills grads() for every parameter (after a forward of N images)."""
+        if self._one_pass:
+            return self._one.backward(dlogits)
         self._cpu.backward(dlogits)
 
     def backward_pass(self, dlogits: np.ndarray) -> None:

@@ -156,17 +156,29 @@ class SDLM(Optimizer):
         if not mu > 0:
             raise ValueError(f"mu must be > 0, got {mu}")
         self.mu, self.samples = mu, samples
+        self._scale: dict[str, np.ndarray] = {}  # 1/(μ + h_kk), derived from the state
+        self._buf = {name: np.empty_like(p) for name, p in params.items()}
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """h_kk for this pass, from ``samples`` training images drawn with ``rng``."""
         idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
         self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
+        self._scale = {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(state)
+        self._scale = {}
 
     def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        h = self.state["hessian"].get(name)
-        if h is None:
-            raise RuntimeError("SDLM needs a curvature estimate first: call prepare_epoch(model, split, rng)")
-        p -= (self.lr / (self.mu + h)) * g
+        scale = self._scale.get(name)
+        if scale is None:
+            h = self.state["hessian"].get(name)
+            if h is None:
+                raise RuntimeError("SDLM needs a curvature estimate first: call prepare_epoch(model, split, rng)")
+            scale = self._scale[name] = (1 / (self.mu + h)).astype(p.dtype)
+        step = np.multiply(g, scale, out=self._buf[name])  # per-pattern updates: no temporaries
+        step *= self.lr
+        p -= step
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "sdlm": SDLM}

@@ -21,6 +21,7 @@ from .augment import AUGMENTS
 from .errors import Lenet5Error
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .losses import CRITERIA
+from .persample import OneImage
 from .schedules import SCHEDULES
 
 Init = Callable[..., np.ndarray]  # (rng, name, array[, layer]) -> initial values
@@ -192,6 +193,9 @@ class Preset:
     #: whether ``init`` draws every parameter itself (biases included) from (rng, name, p, layer)
     init_all: bool = False
     input_size: int = 28
+    #: a lean single-image training pass (forward, backward) over a model's live parameters and
+    #: gradients, for per-pattern training (``lenet5.persample``); None: the layers do it
+    one_image: Callable[[Any], Any] | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -225,13 +229,15 @@ PRESETS: dict[str, Preset] = {
             "scaled tanh, RBF output with the MAP criterion, SDLM per-sample training",
             _lecun1998_layers, lecun1998.init, ("LeCun1998", {}),
             prepare=lecun1998.prepare_input,
-            # lr 5e-5 is the paper's η schedule ×0.1: as printed (5e-4 first) it diverged with our
-            # curvature estimate (loss 84 -> 210 within one pass); a tenth trains stably.
-            recipe={"optimizer": "sdlm", "lr": 0.00005, "schedule": "lecun1998", "epochs": 20, "batch_size": 1},
+            # the paper's η schedule as printed (5e-4 for the first two passes, then down to 1e-5),
+            # with its init read as ±2.4/√F (see lecun1998.init)
+            recipe={"optimizer": "sdlm", "lr": 0.0005, "schedule": "lecun1998", "epochs": 20, "batch_size": 1},
             criteria=("map", "mse"),
             options=frozenset({"criterion", "sdlm"}),
             init_all=True,
             input_size=32,
+            one_image=lambda model: OneImage(model.params(), model.grads(), lecun1998.C3_TABLE.T,
+                                             model.buffers()["output.centres"]),
         ),
     ]
 }

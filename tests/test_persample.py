@@ -1,0 +1,70 @@
+"""The lean single-image path of lecun1998 against the general layers: same outputs, same
+gradients (float64, to round-off), and the same training when it drives SDLM."""
+
+import numpy as np
+import pytest
+
+from lenet5 import LeNet5
+
+RNG = np.random.default_rng(5)
+
+
+def _pair(criterion="map"):
+    lean = LeNet5("lecun1998", seed=3, dtype=np.float64, criterion=criterion)
+    layers = LeNet5("lecun1998", seed=3, dtype=np.float64, criterion=criterion)
+    for p in lean.params().values():  # move off the init, so every factor matters
+        p += 0.05 * RNG.standard_normal(p.shape) * (p != 0)
+    layers.load_state_dict(lean.state_dict())
+    return lean, layers
+
+
+@pytest.mark.parametrize("criterion", ["map", "mse"])
+def test_one_image_pass_equals_the_layers(criterion):
+    lean, layers = _pair(criterion)
+    x = lean.prepare(RNG.integers(0, 256, (1, 28, 28), dtype=np.uint8))
+    label = np.array([RNG.integers(10)])
+    out = lean.forward(x)
+    assert lean._one_pass
+    loss, d = lean.loss(out, label)
+    lean.backward(d)
+    ref = layers.forward_pass(x)
+    ref_loss, ref_d = layers.loss(ref, label)
+    layers.backward_pass(ref_d)
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for name, g in layers.grads().items():
+        np.testing.assert_allclose(lean.grads()[name], g, rtol=1e-9, atol=1e-14, err_msg=name)
+
+
+def test_one_image_pass_is_used_only_for_training_single_images():
+    model = LeNet5("lecun1998", seed=0)
+    images = RNG.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    model.forward(model.prepare(images))
+    assert not model._one_pass
+    model.eval()
+    model.forward(model.prepare(images[:1]))
+    assert not model._one_pass
+    assert LeNet5("seed-tanh")._one is None
+
+
+def test_sdlm_steps_through_both_paths_agree(mini_dir):
+    """Five SDLM steps, per pattern: the lean path and the layers end on the same weights."""
+    from lenet5 import load_dir, resolve
+
+    data = load_dir(mini_dir)
+    lean, layers = _pair()
+    config = resolve("lecun1998")
+    opts = [m.make_optimizer(config) for m in (lean, layers)]
+    for model, opt in zip((lean, layers), opts):
+        opt.prepare_epoch(model, data.train, np.random.default_rng(0))
+        for i in range(5):
+            x, y = model.prepare(data.train.images[i:i + 1]), data.train.labels[i:i + 1]
+            if model is layers:
+                _, d = model.loss(model.forward_pass(x), y)
+                model.backward_pass(d)
+            else:
+                _, d = model.loss(model.forward(x), y)
+                model.backward(d)
+            opt.step()
+    for name, p in layers.params().items():
+        np.testing.assert_allclose(lean.params()[name], p, rtol=1e-9, atol=1e-12, err_msg=name)
