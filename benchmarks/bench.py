@@ -10,8 +10,10 @@ spreads and the NumPy/PyTorch time ratio. See src/lenet5/bench.py.
 """
 
 import sys
+from pathlib import Path
 
-from lenet5.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a checkout, installed or not
+from lenet5.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

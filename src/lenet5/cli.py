@@ -62,12 +62,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                  progress=not args.quiet, plots=not args.no_plots, command=sys.argv)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _load_model(checkpoint: Path | None, model_name: str | None, preset: str | None = None):
+    """(model, metadata, label) from a checkpoint file or, with --model, the pretrained weights."""
+    if (checkpoint is None) == (model_name is None):
+        raise Lenet5Error("give a checkpoint file or --model NAME (pretrained), not both" if checkpoint
+                          else "give a checkpoint file, or --model NAME for pretrained weights")
+    if model_name is not None:
+        from . import pretrained
+
+        model, meta = pretrained.load(model_name)
+        return model, meta, f"pretrained {model_name}"
     from .checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint, preset=preset)
+    return model, meta, str(checkpoint)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .train import evaluate
 
-    model, meta = load_checkpoint(args.checkpoint, preset=args.preset)
+    model, meta, label = _load_model(args.checkpoint, args.model, args.preset)
     if args.engine == "torch":
         from .torch_replica import TorchModel
 
@@ -80,12 +95,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_dataset(dataset, args.data_dir, progress=not args.json)
     start = time.perf_counter()
     result = evaluate(model, data.test, args.batch_size)
-    result.update(checkpoint=str(args.checkpoint), preset=model.preset.name, engine=args.engine, data=data.describe(),
+    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, data=data.describe(),
                   seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.checkpoint} ({model.preset.name}) on {data.name} test set, {result['n']} images")
+    print(f"{label} ({model.preset.name}) on {data.name} test set, {result['n']} images")
     print(f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}")
     print("per-class accuracy: " + "  ".join(f"{d}:{100 * a:.1f}%" for d, a in enumerate(result["per_class_accuracy"])))
     print("confusion matrix (rows: true label, columns: predicted):")
@@ -96,10 +111,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
     from .predict import prepare_files, save_input
 
-    model, _ = load_checkpoint(args.checkpoint)
+    inputs = list(args.inputs)
+    checkpoint = None if args.model else Path(inputs.pop(0))
+    if not inputs:
+        raise Lenet5Error("no picture given: lenet5 predict CKPT IMAGE... (or --model NAME IMAGE...)")
+    model, _, _ = _load_model(checkpoint, args.model)
+    args.images = inputs
     images = prepare_files(args.images)
     logits = model.infer(images)
     probs = model.criterion.probabilities(logits)
@@ -126,6 +145,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          for t in r["top"])
         print(f"{r['image']}: {r['prediction']}    top: {tops}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    model, _, label = _load_model(args.checkpoint, args.model)
+    path = export_onnx(model, args.output, opset=args.opset, test_data_dir=args.test_data, n_test_sets=args.test_sets)
+    print(f"{path}: {model.preset.name} from {label}, ONNX opset {args.opset}, {path.stat().st_size:,} bytes"
+          + (f"; test data in {args.test_data}" if args.test_data else ""))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import pretrained
+
+    entries = pretrained.manifest()
+    if args.json:
+        print(json.dumps(entries))
+        return 0
+    if not entries:
+        print("no pretrained models in this install")
+    for name, e in sorted(entries.items()):
+        print(f"{name:<16} {e['preset']:<13} {e['dataset']:<14} test accuracy {100 * e['test_accuracy']:.2f}%")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import web
+
+    return web.run(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -280,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
-    e.add_argument("checkpoint", type=Path, help="model.safetensors (or a notebook-style .npz)")
+    e.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (or a notebook-style .npz)")
+    e.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     e.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="default: the dataset the checkpoint was trained on")
     e.add_argument("--data-dir", help="use the IDX files in this directory instead")
@@ -292,12 +342,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify your own pictures of digits (PNG, JPEG, BMP, ...)")
-    pr.add_argument("checkpoint", type=Path)
-    pr.add_argument("images", nargs="+", help="picture files")
+    pr.add_argument("inputs", nargs="+", metavar="[CKPT] IMAGE", help="a checkpoint (unless --model), then pictures")
+    pr.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     pr.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
     pr.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the network saw, per picture")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write a trained network in another format (ONNX)")
+    ex.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (unless --model)")
+    ex.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="the file to write, e.g. model.onnx")
+    ex.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
+    ex.add_argument("--test-data", type=Path, metavar="DIR",
+                    help="also write input/output tensor pairs (.pb) as the ONNX model zoo does")
+    ex.add_argument("--test-sets", type=positive_int, default=3, help="how many pairs (default 3)")
+    ex.set_defaults(func=cmd_export)
+
+    mo = sub.add_parser("models", help="the pretrained models shipped with lenet5")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_models)
 
     pl = sub.add_parser("plot", help="draw a run's figures (curves, confusion, kernels, feature maps, mistakes)")
     pl.add_argument("run_dir", type=Path)
