@@ -360,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--test-sets", type=positive_int, default=3, help="how many pairs (default 3)")
     ex.set_defaults(func=cmd_export)
 
+    sv = sub.add_parser("serve", help="draw a digit in the browser, watch the network think, and train")
+    from . import web  # light: the server's own imports wait until it runs
+
+    web.configure_parser(sv)
+    sv.set_defaults(func=cmd_serve)
+
     mo = sub.add_parser("models", help="the pretrained models shipped with lenet5")
     mo.add_argument("--json", action="store_true")
     mo.set_defaults(func=cmd_models)

@@ -1,0 +1,325 @@
+"""The web app: one page (static HTML, CSS, JavaScript) and a small JSON API.
+
+    GET  /                       the page
+    GET  /static/...             its assets (all shipped in the package: works offline)
+    GET  /api/models             the models, by opaque id
+    GET  /api/models/{id}        one model: stages, kernels, class names (and lecun1998's glyphs)
+    POST /api/predict?model=ID   body: a picture (PNG, JPEG, ...: any Content-Type) or, with &w=W&h=H,
+                                 the canvas as raw grey bytes (one per pixel) -> the preparation
+                                 steps, probabilities and every stage's feature maps
+    GET  /api/train              the training state and the runs of this server
+    POST /api/train/start        {"preset", "dataset", "epochs", "train_limit"?}
+    POST /api/train/stop         {}
+    POST /api/train/resume       {"run": RUN_ID, "epochs"?}
+    GET  /api/train/events       server-sent events of the current run (?once=1: what there is, then close)
+
+Every error is a JSON object {"error": "..."} with a 4xx status (5xx only for a bug, without
+details); the browser never names a file on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import Lenet5Error
+from ..predict import ImageError
+from . import prepare
+from .models import ModelEntry, ModelRegistry, UnknownModel, analyse, load_path, model_details
+from .training import DATASETS, MAX_EPOCHS, TrainingError, TrainingManager, has_checkpoint
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_JSON_BYTES = 16 * 1024
+LOG = logging.getLogger("lenet5.web")
+#: the page may load nothing from anywhere but this server
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+# --------------------------------------------------------------------------- helpers
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload too large ({int(declared):,} bytes; the limit is {limit:,})")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload too large (over {limit:,} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """A small JSON object body; POSTs that change state must say application/json (no cross-site forms)."""
+    if not request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        raise HTTPException(415, "send a JSON object with Content-Type: application/json")
+    body = await read_body(request, MAX_JSON_BYTES)
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return value
+
+
+def int_field(body: dict, key: str, required: bool = True, default: int | None = None) -> int | None:
+    value = body.get(key, default)
+    if value is None or value == "":
+        if required:
+            raise HTTPException(400, f"{key} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise HTTPException(400, f"{key} must be an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise HTTPException(400, f"{key} must be an integer, got {str(value)[:20]!r}") from None
+
+
+def query_int(request: Request, key: str) -> int | None:
+    text = request.query_params.get(key)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise HTTPException(400, f"{key} must be a non-negative integer")
+    return int(text)
+
+
+# --------------------------------------------------------------------------- the work of a prediction
+def predict_picture(entry: ModelEntry, body: bytes, width: int | None, height: int | None) -> dict:
+    """Decode, prepare, run the network (in a worker thread). Times in milliseconds."""
+    t0 = time.perf_counter()
+    shown: dict[str, np.ndarray] = {}
+    if width is not None or height is not None:
+        if width is None or height is None:
+            raise HTTPException(400, "raw grey pixels need both w and h query parameters")
+        pixels = prepare.raw_pixels(body, width, height)
+        grey, name = pixels / 255, "canvas"
+        shown["picture"] = pixels  # already uint8: no conversion back for display
+    else:
+        grey, name = prepare.grey_from_bytes(body, "upload"), "upload"
+    t1 = time.perf_counter()
+    steps = prepare.prepare_steps(grey, name)
+    image = np.asarray(steps["input"], dtype=np.uint8)
+    t2 = time.perf_counter()
+    with entry.borrow() as (model, version):
+        result = analyse(model, image)
+    t3 = time.perf_counter()
+    result.update(model=entry.id, version=version, steps=prepare.encode_steps({**steps, **shown}),
+                  timing={"decode_ms": round(1000 * (t1 - t0), 2), "prepare_ms": round(1000 * (t2 - t1), 2),
+                          "network_ms": round(1000 * (t3 - t2), 2)})
+    return result
+
+
+# --------------------------------------------------------------------------- the app
+def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] = (),
+               runs_dir: str | Path | None = None, allowed_hosts: Sequence[str] | None = None,
+               train_nice: int = 10, list_pretrained: bool = True) -> Starlette:
+    """The Starlette app serving ``models`` (checkpoint files or run directories) and ``pretrained`` names.
+
+    Raises ``Lenet5Error`` with one line for a model that cannot be loaded. ``runs_dir``: where
+    runs started from the page go (default: a new temporary directory); runs already there are
+    listed. ``allowed_hosts``: Host header values accepted (None: any; ``serve`` passes the
+    loopback names when bound to loopback, against DNS rebinding).
+    """
+    registry = ModelRegistry()
+    for path in models:
+        model, meta, name = load_path(path)
+        registry.add(name, model, meta)
+    add_pretrained(registry, pretrained, list_pretrained)
+    runs_path = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp(prefix="lenet5-serve-runs-"))
+    training = TrainingManager(runs_path, registry, nice=train_nice)
+    training.discover()
+    # predictions are CPU-bound: as many at once as there are cores (more only fight over the GIL)
+    predict_slots = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": CSP,
+                                                                "Cache-Control": "no-cache"})
+
+    async def list_models(request: Request) -> Response:
+        entries = registry.entries()
+        default = next((e.id for e in entries if e.model is not None), entries[0].id if entries else None)
+        return JSONResponse({"models": [e.summary() for e in entries], "default": default})
+
+    async def get_model(request: Request) -> Response:
+        entry = registry.get(request.path_params["model_id"])
+        return JSONResponse(await run_in_threadpool(model_details, entry))
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        model_id = request.query_params.get("model")
+        if model_id is None:
+            entries = registry.entries()
+            if not entries:
+                raise HTTPException(409, "no model loaded: train one first, or start the server with a checkpoint")
+            model_id = entries[0].id
+        entry = registry.get(model_id)
+        width, height = query_int(request, "w"), query_int(request, "h")
+        body = await read_body(request, prepare.MAX_UPLOAD_BYTES)
+        result = await anyio.to_thread.run_sync(predict_picture, entry, body, width, height, limiter=predict_slots)
+        result["timing"]["server_ms"] = round(1000 * (time.perf_counter() - started), 2)
+        return JSONResponse(result, headers={"Server-Timing": f"app;dur={result['timing']['server_ms']}"})
+
+    async def train_status(request: Request) -> Response:
+        from ..model import PRESETS
+
+        return JSONResponse({**training.status(), "presets": list(PRESETS), "datasets": list(DATASETS),
+                             "max_epochs": MAX_EPOCHS})
+
+    async def train_start(request: Request) -> Response:
+        body = await read_json(request)
+        preset, dataset = body.get("preset", "seed-tanh"), body.get("dataset", "mnist")
+        if not isinstance(preset, str) or not isinstance(dataset, str):
+            raise HTTPException(400, "preset and dataset must be strings")
+        epochs = int_field(body, "epochs", default=3)
+        limit = int_field(body, "train_limit", required=False)
+        return JSONResponse(await run_in_threadpool(training.start, preset, dataset, epochs, limit))
+
+    async def train_stop(request: Request) -> Response:
+        await read_json(request)
+        return JSONResponse(await run_in_threadpool(training.stop))
+
+    async def train_resume(request: Request) -> Response:
+        body = await read_json(request)
+        run_id = body.get("run")
+        if not isinstance(run_id, str):
+            raise HTTPException(400, "run (a run id from /api/train) is required")
+        epochs = int_field(body, "epochs", required=False)
+        return JSONResponse(await run_in_threadpool(training.resume, run_id, epochs))
+
+    async def train_events(request: Request) -> Response:
+        after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        last = int(after) if after.isdigit() and int(after) <= training.seq else 0
+        once = request.query_params.get("once") == "1"
+
+        async def stream() -> AsyncIterator[str]:
+            nonlocal last
+            yield "retry: 2000\n\n"
+            quiet = 0.0
+            while True:
+                for e in training.events_after(last):
+                    last = e["seq"]
+                    quiet = 0.0
+                    yield f"id: {e['seq']}\nevent: {e['event']}\ndata: {json.dumps(e['data'])}\n\n"
+                if once or app.state.closing or await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.15)
+                quiet += 0.15
+                if quiet > 15:  # a comment keeps proxies and the browser from timing out
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def lenet5_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, UnknownModel):
+            return error(str(exc), 404)
+        if isinstance(exc, TrainingError):
+            return error(str(exc), exc.status)
+        if isinstance(exc, ImageError):
+            return error(str(exc), 422)
+        return error(str(exc), 400)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        LOG.exception("error in %s %s", request.method, request.url.path, exc_info=exc)
+        return error("internal server error (see the server's log)", 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        stopped = await run_in_threadpool(training.shutdown)
+        if stopped is not None and has_checkpoint(stopped):
+            print(f"lenet5: stopped the training run {stopped}; resume it with: lenet5 train --resume {stopped}",
+                  file=sys.stderr)
+
+    routes = [
+        Route("/", index),
+        Route("/api/models", list_models),
+        Route("/api/models/{model_id}", get_model),
+        Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/train", train_status),
+        Route("/api/train/start", train_start, methods=["POST"]),
+        Route("/api/train/stop", train_stop, methods=["POST"]),
+        Route("/api/train/resume", train_resume, methods=["POST"]),
+        Route("/api/train/events", train_events),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Lenet5Error: lenet5_error,
+                                        Exception: server_error})
+    app.state.registry = registry
+    app.state.training = training
+    app.state.closing = False  # set when the server shuts down: event streams then end at once
+    return app
+
+
+def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool = True) -> None:
+    """Pretrained models from ``lenet5.pretrained`` when this version has it: ``names`` loaded now
+    (errors are one line), the other available ones listed and loaded when first used."""
+    try:
+        from .. import pretrained  # type: ignore[attr-defined]
+    except ImportError:
+        if names:
+            raise Lenet5Error("--model needs pretrained weights (lenet5.pretrained), which this version "
+                              "of lenet5 does not have; pass a checkpoint file or run directory instead") from None
+        return
+    for name in names:
+        try:
+            model, meta = pretrained.load(name)
+        except Lenet5Error:
+            raise
+        except Exception as e:  # KeyError, ValueError, OSError: say which name
+            raise Lenet5Error(f"--model {name}: {e}") from None
+        registry.add(name, model, meta, source="pretrained")
+    if not list_all:
+        return
+    try:
+        available = list(pretrained.available())
+    except Exception:
+        return
+    try:  # what the manifest says, so the list can show it before the model is loaded
+        described = pretrained.manifest() if hasattr(pretrained, "manifest") else {}
+    except Exception:
+        described = {}
+    for name in available:
+        if name not in names:
+            entry = described.get(name) if isinstance(described.get(name), dict) else {}
+            meta = {k: v for k, v in {"preset": entry.get("preset"), "test_acc": entry.get("test_accuracy")}.items()
+                    if v is not None}
+            if entry.get("dataset"):
+                meta["data"] = {"dataset": entry["dataset"]}
+            registry.add(name, None, meta, source="pretrained", loader=lambda n=name: pretrained.load(n))

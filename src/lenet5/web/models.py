@@ -1,0 +1,305 @@
+"""The models the page can use, each behind an opaque id, and what one forward pass shows.
+
+The browser only ever names a model by the id the server gave it (``m1``, ``run3``, ...): it
+cannot make the server open a file. A model comes from a checkpoint or run directory named on
+the command line, from ``lenet5.pretrained`` (loaded when first used), or from a training run
+started in the page (replaced after every epoch).
+
+A ``LeNet5`` keeps per-call caches (layer inputs, ``activations``), so concurrent requests
+must not share one: each entry hands out private copies of its model from a small pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import Lenet5Error
+from ..model import LeNet5
+
+#: the paper's stages, in order; each is shown as the output of its last layer (after the activation)
+STAGES = ["c1", "s2", "c3", "s4", "c5", "f6"]
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+}
+
+
+class UnknownModel(Lenet5Error):
+    """No model has this id."""
+
+
+def stage_layers(model: LeNet5) -> dict[str, str]:
+    """Stage -> the layer whose output shows it: c1 -> c1_act (modern: after batch norm and ReLU),
+    s2 -> s2 (lecun1998: s2_act), ...; dropout and flatten are skipped."""
+    names = [name for name, _ in model.layers]
+    out = {}
+    for stage in STAGES:
+        group = [n for n in names if (n == stage or n.startswith(stage + "_")) and not n.endswith("_drop")]
+        if group:
+            out[stage] = group[-1]
+    return out
+
+
+def dataset_of(meta: dict[str, Any]) -> str:
+    """The dataset a checkpoint was trained on, from its metadata (tolerant of missing keys)."""
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    name = data.get("dataset") or settings.get("dataset") or meta.get("dataset") or "mnist"
+    return str(name)
+
+
+def class_names(dataset: str) -> list[str]:
+    for key, names in CLASS_NAMES.items():
+        if dataset.startswith(key):
+            return names
+    return [str(d) for d in range(10)]
+
+
+def private_copy(model: LeNet5) -> LeNet5:
+    """A single-threaded model for one request at a time, in inference mode: it shares the
+    weights (read only) but has its own layer caches and ``activations``."""
+    return model.replica().eval()
+
+
+def probabilities(model: LeNet5, outputs: np.ndarray) -> np.ndarray:
+    """Class probabilities as ``lenet5 predict`` reports them: the preset's criterion's (softmax
+    of the outputs; for lecun1998's MAP criterion the rubbish class keeps a share)."""
+    criterion = getattr(model, "criterion", None)
+    if criterion is not None and hasattr(criterion, "probabilities"):
+        return np.asarray(criterion.probabilities(outputs), dtype=np.float64)
+    z = outputs - outputs.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- encoding
+def quantize_maps(a: np.ndarray) -> dict:
+    """Feature maps (C, H, W) -> uint8, each map stretched over its own [min, max], base64."""
+    a = a.astype(np.float64)
+    lo = a.min(axis=(1, 2))
+    hi = a.max(axis=(1, 2))
+    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+    q = np.round((a - lo[:, None, None]) / span[:, None, None] * 255).astype(np.uint8)
+    return {"shape": list(a.shape), "data": base64.b64encode(q.tobytes()).decode(),
+            "min": [round(float(v), 5) for v in lo], "max": [round(float(v), 5) for v in hi]}
+
+
+def quantize_strip(v: np.ndarray) -> dict:
+    """A vector (F,) -> uint8 over its [min, max], base64."""
+    v = v.astype(np.float64).ravel()
+    lo, hi = float(v.min()), float(v.max())
+    q = np.round((v - lo) / (hi - lo if hi - lo > 1e-12 else 1.0) * 255).astype(np.uint8)
+    return {"shape": [int(v.size)], "data": base64.b64encode(q.tobytes()).decode(),
+            "min": round(lo, 5), "max": round(hi, 5)}
+
+
+def rounded(a: np.ndarray, digits: int = 4) -> list:
+    return np.round(a.astype(np.float64), digits).tolist()
+
+
+# --------------------------------------------------------------------------- entries
+@dataclass
+class ModelEntry:
+    """One model on the page's list. ``model`` is None until a lazy entry is first used."""
+
+    id: str
+    name: str
+    source: str  # "checkpoint", "pretrained", "training"
+    model: LeNet5 | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    loader: Callable[[], tuple[LeNet5, dict]] | None = None
+    version: int = 1
+    _pool: list[LeNet5] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def ensure_loaded(self) -> LeNet5:
+        with self._lock:
+            if self.model is None:
+                if self.loader is None:
+                    raise UnknownModel(f"model {self.id} has no weights")
+                try:
+                    model, meta = self.loader()
+                except Lenet5Error:
+                    raise
+                except Exception as e:  # a pretrained download that failed, ...: one line for the page
+                    raise Lenet5Error(f"{self.name}: cannot load the model ({type(e).__name__}: {e})") from None
+                self.model, self.meta = model.eval(), {**self.meta, **dict(meta or {})}
+            return self.model
+
+    def replace(self, model: LeNet5, meta: dict[str, Any], name: str | None = None) -> None:
+        """New weights (a training run finished another epoch)."""
+        with self._lock:
+            self.model, self.meta = model.eval(), dict(meta or {})
+            self.name = name or self.name
+            self.version += 1
+            self._pool.clear()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[tuple[LeNet5, int]]:
+        """A private copy of the model (and its version) for one request."""
+        base = self.ensure_loaded()
+        with self._lock:
+            version = self.version
+            model = self._pool.pop() if self._pool else None
+        if model is None:
+            model = private_copy(base)
+        try:
+            yield model, version
+        finally:
+            with self._lock:
+                if version == self.version and len(self._pool) < 8:
+                    self._pool.append(model)
+
+    def summary(self) -> dict:
+        """What the model list shows: never a server-side path."""
+        meta = self.meta
+        settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+        preset = self.model.preset.name if self.model is not None else (meta.get("preset") or settings.get("preset"))
+        epoch = meta.get("epoch")
+        test_acc = meta.get("test_acc")
+        return {"id": self.id, "name": self.name, "source": self.source, "preset": preset,
+                "dataset": dataset_of(meta) if meta else None, "loaded": self.model is not None,
+                "epoch": epoch if isinstance(epoch, int) else None,
+                "test_acc": float(test_acc) if isinstance(test_acc, (int, float)) else None,
+                "version": self.version}
+
+
+class ModelRegistry:
+    """The server's models by opaque id; thread-safe."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def _new_id(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}{self._counter}"
+
+    def add(self, name: str, model: LeNet5 | None, meta: dict | None = None, source: str = "checkpoint",
+            loader: Callable[[], tuple[LeNet5, dict]] | None = None, prefix: str = "m") -> ModelEntry:
+        with self._lock:
+            taken = {e.name for e in self._entries.values()}
+            unique, n = name, 1
+            while unique in taken:
+                n += 1
+                unique = f"{name} ({n})"
+            entry = ModelEntry(self._new_id(prefix), unique, source, model.eval() if model else None,
+                               dict(meta or {}), loader)
+            self._entries[entry.id] = entry
+            return entry
+
+    def get(self, model_id: str) -> ModelEntry:
+        with self._lock:
+            entry = self._entries.get(model_id)
+        if entry is None:
+            raise UnknownModel(f"unknown model id {model_id[:40]!r}")
+        return entry
+
+    def entries(self) -> list[ModelEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --------------------------------------------------------------------------- what the page shows
+def model_details(entry: ModelEntry) -> dict:
+    """Everything about a model that does not depend on the input: stages, kernels, glyphs."""
+    model = entry.ensure_loaded()
+    params = model.params()
+    stages = stage_layers(model)
+    summary = {row["name"]: row for row in model.summary()}
+    out: dict[str, Any] = {
+        **entry.summary(),
+        "description": model.preset.description,
+        "params": model.num_parameters(),
+        "input_size": model.preset.input_size,
+        "classes": class_names(dataset_of(entry.meta)),
+        "output": "rbf" if model.preset.name == "lecun1998" else "softmax",
+        "stages": [{"stage": s, "layer": layer, "shape": summary[layer]["output_shape"],
+                    "kind": layer_kind(model, layer)} for s, layer in stages.items()],
+        "layers": [name for name, _ in model.layers],
+        "kernels": {"c1": kernels_payload(params["c1.weight"]), "c3": kernels_payload(params["c3.weight"])},
+    }
+    conv3 = model.layer("c3")
+    if getattr(conv3, "mask", None) is not None:  # lecun1998's partial connection table: (16 C3 maps, 6 S2 maps)
+        out["c3_connections"] = (np.asarray(conv3.mask)[:, :, 0, 0] > 0).astype(int).tolist()
+    for s in ("s2", "s4"):
+        if f"{s}.weight" in params:  # lecun1998's trainable subsampling: coefficient and bias per map
+            out[f"{s}_coefficients"] = rounded(params[f"{s}.weight"].ravel())
+            out[f"{s}_biases"] = rounded(params[f"{s}.bias"].ravel())
+    if out["output"] == "rbf":
+        from .. import lecun1998
+
+        out["glyphs"] = [lecun1998.GLYPHS[d] for d in range(10)]
+    return out
+
+
+def layer_kind(model: LeNet5, layer: str) -> str:
+    """A few words on what a stage's shown layer is, e.g. 'Conv2d + Tanh'."""
+    names = [name for name, _ in model.layers]
+    stage = layer.split("_")[0]
+    parts = [type(lay).__name__ for name, lay in model.layers if name.split("_")[0] == stage
+             and not name.endswith("_drop") and names.index(name) <= names.index(layer)]
+    return " + ".join(parts)
+
+
+def kernels_payload(w: np.ndarray) -> dict:
+    """Convolution kernels (out, in, k, k) rounded, with the largest magnitude (for a shared colour scale)."""
+    return {"shape": list(w.shape), "values": rounded(w.ravel(), 4), "absmax": round(float(np.abs(w).max()), 5)}
+
+
+def analyse(model: LeNet5, image: np.ndarray) -> dict:
+    """One uint8 (28, 28) input through the network: probabilities, and every stage's output.
+
+    Probabilities are those of ``lenet5 predict`` (softmax of the outputs; for lecun1998 the
+    outputs are −RBF distances, so the nearest glyph wins, and the MAP criterion's rubbish class
+    keeps a share). ``model`` must be private to this call (see ``ModelEntry.borrow``).
+    """
+    stages = stage_layers(model)
+    keep = list(stages.values())
+    model.eval()
+    logits = model.forward(model.prepare(image[None]), keep=keep).astype(np.float64)
+    probs = probabilities(model, logits)[0]
+    logits = logits[0]
+    maps: dict[str, dict] = {}
+    for stage, layer in stages.items():
+        a = model.activations[layer][0]
+        if a.ndim == 3 and a.shape[1:] != (1, 1):
+            maps[stage] = {"layer": layer, **quantize_maps(a)}
+        else:
+            maps[stage] = {"layer": layer, **quantize_strip(a)}
+    out = {"probs": rounded(probs, 5), "outputs": rounded(logits, 4), "prediction": int(logits.argmax()),
+           "maps": maps}
+    if model.preset.name == "lecun1998":
+        out["rbf_distances"] = rounded(-logits, 3)
+        out["f6_values"] = rounded(model.activations[stages["f6"]][0].ravel(), 3)
+    return out
+
+
+def load_path(path: str | Path) -> tuple[LeNet5, dict, str]:
+    """A checkpoint file or run directory (its model.safetensors) -> (model, metadata, display name).
+
+    Raises ``Lenet5Error`` (``CheckpointError``) with one line naming the path.
+    """
+    from ..checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "model.safetensors"
+        if not candidate.is_file():
+            raise Lenet5Error(f"{path}: a directory without model.safetensors (not a run directory)")
+        name, path = path.name or str(path), candidate
+    else:
+        name = path.stem if path.stem != "model" else (path.parent.name or path.stem)
+    model, meta = load_checkpoint(path)
+    return model, meta, name

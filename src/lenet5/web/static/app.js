@@ -1,0 +1,800 @@
+// lenet5 serve: the page. Plain JavaScript, no framework, nothing loaded from elsewhere.
+//
+// Draw on #pad (pointer events: mouse, pen and touch) -> the canvas goes to /api/predict as raw
+// grey bytes -> the server prepares it like `lenet5 predict` and runs the network -> the page
+// draws the preparation steps, ten probability bars and every stage's feature maps.
+// The training panel starts/stops a `lenet5 train` worker on the server and follows it through
+// server-sent events (/api/train/events).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  models: [],          // summaries from /api/models
+  modelId: null,       // the selected model's id
+  details: null,       // /api/models/{id}: stages, kernels, classes, glyphs
+  input: null,         // null | {kind: "canvas"} | {kind: "file", blob}
+  generation: 0,       // bumped by Clear: answers about an earlier picture are dropped
+  lastResult: null,
+  inFlight: false,
+  again: false,
+  throttle: null,
+  roundTrips: [],      // the last round-trip times in ms
+  train: freshTrainView(),
+};
+
+// --------------------------------------------------------------------------- small helpers
+function decodeBytes(b64) {
+  const text = atob(b64);
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function fmt(value, digits = 3) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toFixed(digits).replace("-", "−");
+}
+
+function median(values) {
+  if (!values.length) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function postJSON(path, body) {
+  return api(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+}
+
+// --------------------------------------------------------------------------- colours
+function lerpStops(stops, n = 256) {
+  const lut = new Uint8ClampedArray(n * 3);
+  for (let i = 0; i < n; i++) {
+    const t = (i / (n - 1)) * (stops.length - 1);
+    const k = Math.min(Math.floor(t), stops.length - 2);
+    const f = t - k;
+    for (let c = 0; c < 3; c++) lut[3 * i + c] = stops[k][c] + f * (stops[k + 1][c] - stops[k][c]);
+  }
+  return lut;
+}
+
+// viridis-like for activations, blue-white-red for weights
+const MAP_LUT = lerpStops([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]);
+const DIVERGING_LUT = lerpStops([[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]]);
+
+// q: uint8 values (0..255) of one w×h picture, drawn through a colour table (or as grey)
+function paint(canvas, q, offset, w, h, lut = null) {
+  if (canvas.width !== w) canvas.width = w;
+  if (canvas.height !== h) canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  const px = image.data;
+  for (let i = 0; i < w * h; i++) {
+    const v = q[offset + i];
+    if (lut) {
+      px[4 * i] = lut[3 * v]; px[4 * i + 1] = lut[3 * v + 1]; px[4 * i + 2] = lut[3 * v + 2];
+    } else {
+      px[4 * i] = px[4 * i + 1] = px[4 * i + 2] = v;
+    }
+    px[4 * i + 3] = 255;
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+// weights (floats) -> diverging colours on a scale shared by all kernels drawn with it
+function paintWeights(canvas, values, offset, w, h, absmax) {
+  const q = new Uint8Array(w * h);
+  const scale = absmax > 0 ? absmax : 1;
+  for (let i = 0; i < w * h; i++) {
+    q[i] = Math.max(0, Math.min(255, Math.round((values[offset + i] / scale) * 127.5 + 127.5)));
+  }
+  paint(canvas, q, 0, w, h, DIVERGING_LUT);
+}
+
+function paintStep(canvas, step) {
+  if (!step) { clearCanvas(canvas); return; }
+  paint(canvas, decodeBytes(step.data), 0, step.w, step.h);
+}
+
+function clearCanvas(canvas) {
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+}
+
+// --------------------------------------------------------------------------- the drawing pad
+const pad = $("pad");
+const padCtx = pad.getContext("2d", {willReadFrequently: true});
+let drawing = false;
+let lastPoint = null;
+
+function resetPad() {
+  padCtx.fillStyle = "#fff";
+  padCtx.fillRect(0, 0, pad.width, pad.height);
+}
+
+function padPoint(event) {
+  const rect = pad.getBoundingClientRect();
+  return [(event.clientX - rect.left) * (pad.width / rect.width), (event.clientY - rect.top) * (pad.height / rect.height)];
+}
+
+function strokeTo(point) {
+  padCtx.strokeStyle = "#111";
+  padCtx.fillStyle = "#111";
+  padCtx.lineWidth = 20;
+  padCtx.lineCap = "round";
+  padCtx.lineJoin = "round";
+  if (!lastPoint) {
+    padCtx.beginPath();
+    padCtx.arc(point[0], point[1], padCtx.lineWidth / 2, 0, 2 * Math.PI);
+    padCtx.fill();
+  } else {
+    padCtx.beginPath();
+    padCtx.moveTo(lastPoint[0], lastPoint[1]);
+    padCtx.lineTo(point[0], point[1]);
+    padCtx.stroke();
+  }
+  lastPoint = point;
+}
+
+function onPointerDown(event) {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  lastPoint = null;
+  state.input = {kind: "canvas"};
+  strokeTo(padPoint(event));
+  predictSoon();
+}
+
+function onPointerMove(event) {
+  if (!drawing) return;
+  event.preventDefault();
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of events.length ? events : [event]) strokeTo(padPoint(e));
+  predictSoon();
+}
+
+function onPointerUp(event) {
+  if (!drawing) return;
+  drawing = false;
+  lastPoint = null;
+  predictNow();
+}
+
+function clearAll() {
+  resetPad();
+  state.generation += 1;
+  state.input = null;
+  state.lastResult = null;
+  $("predict-error").textContent = "";
+  for (const id of ["step-picture", "step-ink", "step-box", "step-input"]) clearCanvas($(id));
+  renderBars(null);
+  renderMaps(null);
+}
+
+// an uploaded or dropped picture: shown on the pad, sent to the server as the file it is
+function usePicture(file) {
+  if (!file) return;
+  if (file.size > 10 * 1024 * 1024) {
+    $("predict-error").textContent = `${file.name}: larger than the 10 MB limit`;
+    return;
+  }
+  state.input = {kind: "file", blob: file};
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    resetPad();
+    const s = Math.min(pad.width / img.width, pad.height / img.height);
+    padCtx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => URL.revokeObjectURL(url);  // the server says what is wrong with it
+  img.src = url;
+  predictNow();
+}
+
+function setupPad() {
+  resetPad();
+  pad.addEventListener("pointerdown", onPointerDown);
+  pad.addEventListener("pointermove", onPointerMove);
+  pad.addEventListener("pointerup", onPointerUp);
+  pad.addEventListener("pointercancel", onPointerUp);
+  $("clear").addEventListener("click", clearAll);
+  $("file").addEventListener("change", (e) => { usePicture(e.target.files[0]); e.target.value = ""; });
+  const wrap = $("pad-wrap");
+  wrap.addEventListener("dragover", (e) => { e.preventDefault(); wrap.classList.add("dragging"); });
+  wrap.addEventListener("dragleave", () => wrap.classList.remove("dragging"));
+  wrap.addEventListener("drop", (e) => {
+    e.preventDefault();
+    wrap.classList.remove("dragging");
+    if (e.dataTransfer.files.length) usePicture(e.dataTransfer.files[0]);
+  });
+}
+
+// --------------------------------------------------------------------------- predictions
+// While drawing: at most one request in flight and one every 30 ms; the last stroke always counts.
+function predictSoon() {
+  if (state.throttle) return;
+  state.throttle = setTimeout(() => { state.throttle = null; predictNow(); }, 30);
+}
+
+function predictNow() {
+  if (!state.input || !state.modelId) return;
+  if (state.inFlight) { state.again = true; return; }
+  sendPrediction();
+}
+
+function requestBody() {
+  if (state.input.kind === "file") {
+    return {query: "", body: state.input.blob, type: state.input.blob.type || "application/x-picture"};
+  }
+  const rgba = padCtx.getImageData(0, 0, pad.width, pad.height).data;
+  const grey = new Uint8Array(pad.width * pad.height);
+  for (let i = 0; i < grey.length; i++) {  // luminance (a photo may be on the pad)
+    grey[i] = (299 * rgba[4 * i] + 587 * rgba[4 * i + 1] + 114 * rgba[4 * i + 2]) / 1000;
+  }
+  return {query: `&w=${pad.width}&h=${pad.height}`, body: grey, type: "application/octet-stream"};
+}
+
+async function sendPrediction() {
+  state.inFlight = true;
+  state.again = false;
+  const modelId = state.modelId;
+  const generation = state.generation;
+  const {query, body, type} = requestBody();
+  const started = performance.now();
+  try {
+    const result = await api(`/api/predict?model=${encodeURIComponent(modelId)}${query}`,
+      {method: "POST", headers: {"Content-Type": type}, body});
+    const roundTrip = performance.now() - started;
+    recordRoundTrip(roundTrip, result.timing);
+    if (modelId !== state.modelId || generation !== state.generation) return;  // out of date: dropped
+    if (state.details && result.version !== state.details.version) await loadDetails(modelId);
+    state.lastResult = result;
+    $("predict-error").textContent = "";
+    renderResult(result);
+  } catch (err) {
+    if (generation === state.generation) $("predict-error").textContent = err.message;
+  } finally {
+    state.inFlight = false;
+    if (state.again) predictNow();
+  }
+}
+
+function recordRoundTrip(ms, timing) {
+  state.roundTrips.push(ms);
+  if (state.roundTrips.length > 50) state.roundTrips.shift();
+  const med = median(state.roundTrips);
+  const t = $("timing");
+  t.dataset.last = ms.toFixed(1);
+  t.dataset.median = med.toFixed(1);
+  t.dataset.count = String((Number(t.dataset.count) || 0) + 1);
+  t.textContent = `round trip ${ms.toFixed(1)} ms (median ${med.toFixed(1)} ms of the last ${state.roundTrips.length}); ` +
+    `server ${timing.server_ms.toFixed(1)} ms, network ${timing.network_ms.toFixed(1)} ms`;
+}
+
+function renderResult(result) {
+  paintStep($("step-picture"), result.steps.picture);
+  paintStep($("step-ink"), result.steps.ink);
+  paintStep($("step-box"), result.steps.box);
+  paintStep($("step-input"), result.steps.input);
+  renderBars(result);
+  renderMaps(result);
+  renderRBF(result);
+}
+
+function renderBars(result) {
+  const bars = $("bars");
+  const classes = state.details ? state.details.classes : [...Array(10).keys()].map(String);
+  if (bars.children.length !== classes.length) {
+    bars.replaceChildren(...classes.map((name, k) => el("div", {class: "bar-row", "data-class": String(k)}, [
+      el("span", {class: "bar-label", text: name, title: name}),
+      el("div", {class: "bar-track"}, [el("div", {class: "bar-fill"})]),
+      el("span", {class: "bar-value", text: ""}),
+    ])));
+  }
+  [...bars.children].forEach((row, k) => {
+    row.querySelector(".bar-label").textContent = classes[k];
+    const p = result ? result.probs[k] : 0;
+    row.querySelector(".bar-fill").style.width = `${(100 * p).toFixed(1)}%`;
+    row.querySelector(".bar-value").textContent = result ? `${(100 * p).toFixed(1)}%` : "";
+    row.classList.toggle("top", !!result && k === result.prediction);
+  });
+  if (result && state.details && state.details.output === "rbf") {
+    const rest = 1 - result.probs.reduce((a, b) => a + b, 0);
+    $("output-note").textContent = `${RBF_NOTE} The MAP criterion's "rubbish class" takes the rest: ${(100 * rest).toFixed(1)}%.`;
+  }
+  const predicted = $("predicted");
+  predicted.textContent = result ? classes[result.prediction] : "";
+  predicted.dataset.prediction = result ? String(result.prediction) : "";
+}
+
+// --------------------------------------------------------------------------- the model
+async function loadModels(selectId = null) {
+  const data = await api("/api/models");
+  state.models = data.models;
+  const select = $("model-select");
+  const keep = selectId || state.modelId || data.default;
+  select.replaceChildren(...data.models.map((m) => el("option", {value: m.id, text: modelLabel(m)})));
+  select.disabled = !data.models.length;
+  $("no-model").hidden = data.models.length > 0;
+  const chosen = data.models.find((m) => m.id === keep) ? keep : data.default;
+  if (chosen) select.value = chosen;
+  if (chosen && chosen !== state.modelId) await selectModel(chosen);
+  else if (chosen) refreshModelInfo();
+}
+
+function modelLabel(m) {
+  const parts = [m.name];
+  if (m.preset && !m.name.includes(m.preset)) parts.push(m.preset);
+  if (m.test_acc !== null && m.test_acc !== undefined) parts.push(`${(100 * m.test_acc).toFixed(1)}%`);
+  return parts.join(" · ");
+}
+
+function refreshModelInfo() {
+  const d = state.details;
+  if (!d) { $("model-info").textContent = ""; return; }
+  const dataset = d.dataset ? ` · trained on ${d.dataset}` : "";
+  $("model-info").textContent = `${d.preset}, ${d.params.toLocaleString()} parameters${dataset}`;
+}
+
+async function selectModel(id) {
+  state.modelId = id;
+  $("model-select").value = id;
+  try {
+    await loadDetails(id);
+  } catch (err) {
+    $("predict-error").textContent = err.message;
+    return;
+  }
+  predictNow();  // the drawing stays: the new model looks at it
+}
+
+async function loadDetails(id) {
+  const details = await api(`/api/models/${encodeURIComponent(id)}`);
+  if (id !== state.modelId) return;
+  const structureChanged = !state.details || state.details.preset !== details.preset;
+  state.details = details;
+  refreshModelInfo();
+  if (structureChanged) buildStages(details);
+  renderC1Kernels(details);
+  $("rbf").hidden = details.output !== "rbf";
+  $("output-note").textContent = details.output === "rbf" ? RBF_NOTE : "Probabilities: softmax of the output layer.";
+  if (details.output === "rbf") buildGlyphs(details);
+  renderBars(state.lastResult);
+}
+
+const RBF_NOTE = "lecun1998: the outputs are −(RBF distance) from F6 to each digit's glyph (below); " +
+  "probabilities are their softmax, as lenet5 predict reports them.";
+
+// --------------------------------------------------------------------------- feature maps
+const STAGE_TITLES = {c1: "C1", s2: "S2", c3: "C3", s4: "S4", c5: "C5", f6: "F6"};
+const MAP_SCALE = {c1: 2, s2: 4, c3: 4, s4: 8};
+
+function buildStages(details) {
+  const rows = details.stages.map((stage) => {
+    const shape = stage.shape;  // [C, H, W] or [F]
+    const isMaps = shape.length === 3 && !(shape[1] === 1 && shape[2] === 1);
+    const maps = el("div", {class: "maps", id: `maps-${stage.stage}`});
+    if (isMaps) {
+      const scale = MAP_SCALE[stage.stage] || 4;
+      for (let i = 0; i < shape[0]; i++) {
+        const c = el("canvas", {width: shape[2], height: shape[1], "data-stage": stage.stage, "data-index": String(i),
+          class: "fmap"});
+        c.style.width = `${shape[2] * scale}px`;
+        c.style.height = `${shape[1] * scale}px`;
+        c.addEventListener("mouseenter", () => showMapInfo(stage.stage, i, c));
+        maps.append(c);
+      }
+    } else {
+      const units = shape[0] * (shape[1] || 1) * (shape[2] || 1);
+      const c = el("canvas", {width: units, height: 1, "data-stage": stage.stage, class: "fmap strip"});
+      c.style.width = `${Math.min(units * 5, 600)}px`;
+      c.addEventListener("mousemove", (e) => showUnitInfo(stage.stage, c, e));
+      maps.append(c);
+    }
+    const dims = shape.length === 3 && !(shape[1] === 1 && shape[2] === 1)
+      ? `${shape[0]}@${shape[1]}×${shape[2]}` : `${shape[0] * (shape[1] || 1) * (shape[2] || 1)} units`;
+    const name = el("div", {class: "stage-name"}, [STAGE_TITLES[stage.stage] || stage.stage,
+      el("span", {class: "small", text: `${stage.kind}`}), el("span", {class: "small", text: dims})]);
+    return el("div", {class: "stage"}, [name, maps]);
+  });
+  const kernels = el("div", {class: "kernel-row", id: "c1-kernels"});
+  rows.push(el("div", {class: "stage"}, [el("div", {class: "stage-name"}, ["C1 kernels",
+    el("span", {class: "small", text: "5×5 weights"})]), kernels]));
+  $("stages").replaceChildren(...rows);
+}
+
+function renderMaps(result) {
+  const decoded = {};  // each stage's bytes, decoded once
+  for (const canvas of document.querySelectorAll("#stages canvas.fmap")) {
+    const info = result && result.maps[canvas.dataset.stage];
+    if (!info) { clearCanvas(canvas); continue; }
+    const q = decoded[canvas.dataset.stage] ||= decodeBytes(info.data);
+    if (info.shape.length === 3) {
+      const [, h, w] = info.shape;
+      paint(canvas, q, Number(canvas.dataset.index) * h * w, w, h, MAP_LUT);
+    } else {
+      paint(canvas, q, 0, info.shape[0], 1, MAP_LUT);
+    }
+  }
+  const active = document.querySelector("#stages canvas.active");
+  if (active && active.dataset.index !== undefined) showMapInfo(active.dataset.stage, Number(active.dataset.index), active);
+}
+
+function renderC1Kernels(details) {
+  const row = $("c1-kernels");
+  if (row) drawKernels(row, details.kernels.c1, [...Array(details.kernels.c1.shape[0]).keys()].map((i) => [i, 0]), "map");
+}
+
+// kernels: {shape: [out, in, k, k], values, absmax}; which: [[out, in], ...]
+function drawKernels(container, kernels, which, labelKind) {
+  const [, nIn, kh, kw] = kernels.shape;
+  container.replaceChildren(...which.map(([o, i]) => {
+    const c = el("canvas", {width: kw, height: kh});
+    paintWeights(c, kernels.values, (o * nIn + i) * kh * kw, kw, kh, kernels.absmax);
+    const label = labelKind === "map" ? String(o) : `from ${i}`;
+    return el("figure", {}, [c, el("figcaption", {text: label})]);
+  }));
+}
+
+function mapRange(stage, index) {
+  const info = state.lastResult && state.lastResult.maps[stage];
+  if (!info) return "draw something to see its values";
+  const lo = Array.isArray(info.min) ? info.min[index] : info.min;
+  const hi = Array.isArray(info.max) ? info.max[index] : info.max;
+  return `values ${fmt(lo)} … ${fmt(hi)}`;
+}
+
+function showMapInfo(stage, index, canvas) {
+  const d = state.details;
+  if (!d) return;
+  for (const c of document.querySelectorAll("#stages canvas.active")) c.classList.remove("active");
+  canvas.classList.add("active");
+  const kind = (d.stages.find((s) => s.stage === stage) || {}).kind || "";
+  $("hover-title").textContent = `${STAGE_TITLES[stage]} map ${index} · ${kind}`;
+  const kernelsBox = $("hover-kernels");
+  let text = mapRange(stage, index);
+  if (stage === "c1") {
+    text += ". Its kernel, sliding over the 28×28 input:";
+    drawKernels(kernelsBox, d.kernels.c1, [[index, 0]], "map");
+  } else if (stage === "c3") {
+    const inputs = d.c3_connections ? d.c3_connections[index].map((on, i) => (on ? i : -1)).filter((i) => i >= 0)
+      : [...Array(d.kernels.c3.shape[1]).keys()];
+    text += `. Its ${inputs.length} kernels, one per S2 map it reads (${inputs.join(", ")}):`;
+    drawKernels(kernelsBox, d.kernels.c3, inputs.map((i) => [index, i]), "input");
+  } else {
+    const source = stage === "s2" ? "C1" : "C3";
+    const coef = d[`${stage}_coefficients`];
+    const how = coef
+      ? `trainable 2×2 subsampling of ${source} map ${index}: ${fmt(coef[index])} × sum + ${fmt(d[`${stage}_biases`][index])}, squashed`
+      : `${kind.includes("Max") ? "2×2 max" : "2×2 average"} pooling of ${source} map ${index}`;
+    text += `. ${how}.`;
+    kernelsBox.replaceChildren();
+  }
+  $("hover-text").textContent = text;
+}
+
+function showUnitInfo(stage, canvas, event) {
+  const info = state.lastResult && state.lastResult.maps[stage];
+  const rect = canvas.getBoundingClientRect();
+  const units = canvas.width;
+  const unit = Math.max(0, Math.min(units - 1, Math.floor(((event.clientX - rect.left) / rect.width) * units)));
+  $("hover-title").textContent = `${STAGE_TITLES[stage]} unit ${unit} of ${units}`;
+  let text = mapRange(stage, 0);
+  if (info) {
+    const q = decodeBytes(info.data)[unit];
+    const value = info.min + (q / 255) * (info.max - info.min);
+    text = `value ${fmt(value)} (this layer: ${fmt(info.min)} … ${fmt(info.max)})`;
+  }
+  $("hover-text").textContent = text + (stage === "c5"
+    ? ". C5: 120 units, each a 5×5 convolution over all 16 S4 maps." : ". F6: 84 units, fully connected to C5.");
+  $("hover-kernels").replaceChildren();
+}
+
+// --------------------------------------------------------------------------- lecun1998's RBF output
+function glyphBytes(rows, on = 255, off = 0) {
+  const q = new Uint8Array(84);
+  rows.forEach((row, y) => [...row].forEach((ch, x) => { q[y * 7 + x] = ch === "#" ? on : off; }));
+  return q;
+}
+
+function buildGlyphs(details) {
+  $("glyphs").replaceChildren(...details.glyphs.map((rows, d) => {
+    const c = el("canvas", {width: 7, height: 12, class: "pixelated glyph"});
+    paint(c, glyphBytes(rows, 20, 245), 0, 7, 12);
+    return el("figure", {"data-digit": String(d)}, [c, el("figcaption", {text: `${d}: –`})]);
+  }));
+}
+
+function renderRBF(result) {
+  if (!result.rbf_distances || !state.details || state.details.output !== "rbf") return;
+  // F6's values lie in about ±1.7 (the squashing function); as a 7×12 picture, ink dark like the glyphs
+  const q = new Uint8Array(84);
+  result.f6_values.forEach((v, i) => { q[i] = Math.max(0, Math.min(255, Math.round(127.5 - v * 75))); });
+  paint($("f6-glyph"), q, 0, 7, 12);
+  const nearest = result.rbf_distances.indexOf(Math.min(...result.rbf_distances));
+  for (const fig of $("glyphs").children) {
+    const d = Number(fig.dataset.digit);
+    fig.querySelector("figcaption").textContent = `${d}: ${fmt(result.rbf_distances[d], 1)}`;
+    fig.classList.toggle("nearest", d === nearest);
+  }
+}
+
+// --------------------------------------------------------------------------- training
+function freshTrainView() {
+  return {epochs: [], batches: {}, progress: {}, totalEpochs: null, run: null, modelId: null, state: "idle",
+    resumable: null};
+}
+
+async function setupTraining() {
+  const status = await api("/api/train");
+  $("train-preset").replaceChildren(...status.presets.map((p) => el("option", {value: p, text: p})));
+  $("train-dataset").replaceChildren(...status.datasets.map((d) => el("option", {value: d, text: d})));
+  $("train-form").addEventListener("submit", (e) => { e.preventDefault(); startTraining(); });
+  $("train-stop").addEventListener("click", () => trainCommand("/api/train/stop", {}));
+  $("train-resume").addEventListener("click", () => {
+    const epochs = Number($("train-epochs").value) || null;
+    trainCommand("/api/train/resume", {run: state.train.resumable, epochs});
+  });
+  $("train-use").addEventListener("click", () => { if (state.train.modelId) loadModels(state.train.modelId); });
+  const last = status.runs.filter((r) => r.resumable).pop();
+  if (last) state.train.resumable = last.id;
+  updateTrainButtons();
+  followTraining();
+}
+
+function startTraining() {
+  const limit = $("train-limit").value.trim();
+  trainCommand("/api/train/start", {
+    preset: $("train-preset").value,
+    dataset: $("train-dataset").value,
+    epochs: Number($("train-epochs").value) || 1,
+    train_limit: limit ? Number(limit) : null,
+  });
+}
+
+async function trainCommand(path, body) {
+  try {
+    $("train-log").textContent = "";
+    await postJSON(path, body);
+  } catch (err) {
+    $("train-log").textContent = err.message;
+  }
+}
+
+function followTraining() {
+  const source = new EventSource("/api/train/events");
+  source.addEventListener("start", (e) => {
+    const data = JSON.parse(e.data);
+    state.train = {...freshTrainView(), run: data.run, totalEpochs: data.epochs, resumable: state.train.resumable};
+    $("train-log").textContent = "";
+    renderTraining();
+  });
+  source.addEventListener("state", (e) => onTrainState(JSON.parse(e.data)));
+  source.addEventListener("progress", (e) => {
+    const p = JSON.parse(e.data);
+    if (p.loss === undefined) return;
+    (state.train.progress[p.epoch] ||= []).push([p.epoch - 1 + p.batch / p.batches, p.loss]);
+    renderTraining();
+  });
+  source.addEventListener("batches", (e) => {
+    const b = JSON.parse(e.data);
+    state.train.batches[b.epoch] = b.loss;
+    renderTraining();
+  });
+  source.addEventListener("epoch", (e) => onTrainEpoch(JSON.parse(e.data)));
+  source.addEventListener("log", (e) => { $("train-log").textContent = JSON.parse(e.data).text; });
+}
+
+function onTrainState(data) {
+  state.train.state = data.state;
+  if (data.run) state.train.run = data.run;
+  if (data.epochs) state.train.totalEpochs = data.epochs;
+  if (data.run && data.run.resumable) state.train.resumable = data.run.id;
+  const status = $("train-status");
+  status.className = `train-status ${data.state}`;
+  status.dataset.state = data.state;
+  renderTrainStatus(data.message);
+  updateTrainButtons();
+}
+
+async function onTrainEpoch(record) {
+  const t = state.train;
+  t.epochs = t.epochs.filter((r) => r.epoch !== record.epoch).concat([record]).sort((a, b) => a.epoch - b.epoch);
+  if (record.kernels) drawKernels($("train-kernels"), {...record.kernels, absmax: Math.max(...record.kernels.values.map(Math.abs))},
+    [...Array(record.kernels.shape[0]).keys()].map((i) => [i, 0]), "map");
+  if (record.confusion) drawConfusion($("confusion"), record.confusion);
+  renderTraining();
+  renderTrainStatus();
+  updateTrainButtons();
+  if (record.model_id) {
+    const first = !t.modelId;
+    t.modelId = record.model_id;
+    updateTrainButtons();
+    // a new model on the list; the first one is chosen when there was none
+    await loadModels(state.modelId ? null : record.model_id);
+    if (state.modelId === record.model_id && !first) {
+      await loadDetails(record.model_id);
+      predictNow();
+    }
+  }
+}
+
+function renderTrainStatus(message) {
+  const t = state.train;
+  const last = t.epochs[t.epochs.length - 1];
+  const parts = [t.state];
+  if (t.run) parts.push(`${t.run.settings.preset} on ${t.run.settings.dataset}`);
+  if (last) parts.push(`epoch ${last.epoch}/${t.totalEpochs || "?"}`);
+  if (last && last.test_acc !== undefined) parts.push(`test accuracy ${(100 * last.test_acc).toFixed(2)}%`);
+  if (message) parts.push(message);
+  $("train-status").textContent = parts.join(" · ");
+}
+
+function updateTrainButtons() {
+  const busy = ["starting", "running", "stopping"].includes(state.train.state);
+  $("train-start").disabled = busy;
+  $("train-stop").disabled = !["starting", "running"].includes(state.train.state);
+  $("train-resume").disabled = busy || !state.train.resumable;
+  $("train-use").disabled = !state.train.modelId;
+}
+
+function renderTraining() {
+  const t = state.train;
+  const batchPoints = [];
+  const progressPoints = [];
+  const epochKeys = new Set([...Object.keys(t.batches), ...Object.keys(t.progress)].map(Number));
+  for (const epoch of [...epochKeys].sort((a, b) => a - b)) {
+    const losses = t.batches[epoch];
+    if (losses) losses.forEach((v, i) => { if (v !== null) batchPoints.push([epoch - 1 + (i + 1) / losses.length, v]); });
+    else progressPoints.push(...t.progress[epoch]);
+  }
+  const trainLoss = t.epochs.filter((r) => r.train_loss !== undefined).map((r) => [r.epoch, r.train_loss]);
+  const testLoss = t.epochs.filter((r) => r.test_loss !== undefined).map((r) => [r.epoch, r.test_loss]);
+  const lossCanvas = $("chart-loss");
+  const points = batchPoints.length + progressPoints.length + trainLoss.length;
+  lossCanvas.dataset.points = String(points);
+  drawChart(lossCanvas, [
+    {name: "batch", points: batchPoints, color: "rgba(47,111,219,0.35)", width: 1},
+    {name: "running", points: progressPoints, color: "#2f6fdb", dots: true},
+    {name: "train", points: trainLoss, color: "#1d2330", width: 2, dots: true},
+    {name: "test", points: testLoss, color: "#d9822b", width: 2, dots: true},
+  ], {xMax: epochAxis(t), yMin: 0, xLabel: "epoch", yLabel: "loss"});
+  const trainAcc = t.epochs.filter((r) => r.train_acc !== undefined).map((r) => [r.epoch, 100 * r.train_acc]);
+  const testAcc = t.epochs.filter((r) => r.test_acc !== undefined).map((r) => [r.epoch, 100 * r.test_acc]);
+  const accCanvas = $("chart-acc");
+  accCanvas.dataset.points = String(trainAcc.length + testAcc.length);
+  drawChart(accCanvas, [
+    {name: "train", points: trainAcc, color: "#1d2330", width: 2, dots: true},
+    {name: "test", points: testAcc, color: "#d9822b", width: 2, dots: true},
+  ], {xMax: epochAxis(t), xMin: 0, yMax: 100, xLabel: "epoch", yLabel: "accuracy %"});
+}
+
+// the x axis grows with the run: a few epochs past the current one, never past the last
+function epochAxis(t) {
+  const current = Math.max(0, ...t.epochs.map((r) => r.epoch), ...Object.keys(t.progress).map(Number));
+  const total = t.totalEpochs || current + 1;
+  return Math.min(total, Math.max(current + 1, 5));
+}
+
+function niceStep(range, ticks) {
+  const raw = range / ticks;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
+}
+
+// series: [{name, points: [[x, y]], color, width?, dots?}]
+function drawChart(canvas, series, opts) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height;
+  const m = {left: 48, right: 12, top: 22, bottom: 32};
+  ctx.clearRect(0, 0, W, H);
+  const all = series.flatMap((s) => s.points);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const xMin = opts.xMin ?? 0, xMax = Math.max(opts.xMax || 1, ...xs, xMin + 1);
+  let yMin = opts.yMin ?? (ys.length ? Math.min(...ys) : 0), yMax = opts.yMax ?? (ys.length ? Math.max(...ys) : 1);
+  if (opts.yMax === undefined) yMax = yMax + 0.05 * (yMax - yMin || 1);
+  if (opts.yMin === undefined && opts.yMax !== undefined) yMin = Math.max(0, Math.floor((ys.length ? Math.min(...ys) : 0) / 10) * 10);
+  if (yMax <= yMin) yMax = yMin + 1;
+  const X = (x) => m.left + ((x - xMin) / (xMax - xMin)) * (W - m.left - m.right);
+  const Y = (y) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.strokeStyle = "#e3e6ea";
+  ctx.fillStyle = "#667085";
+  ctx.lineWidth = 1;
+  const yStep = niceStep(yMax - yMin, 5);
+  for (let y = Math.ceil(yMin / yStep) * yStep; y <= yMax + 1e-9; y += yStep) {
+    ctx.beginPath(); ctx.moveTo(m.left, Y(y)); ctx.lineTo(W - m.right, Y(y)); ctx.stroke();
+    ctx.textAlign = "right"; ctx.fillText(Number(y.toFixed(3)).toString(), m.left - 5, Y(y) + 4);
+  }
+  const xStep = Math.max(1, niceStep(xMax - xMin, 8));
+  for (let x = Math.ceil(xMin / xStep) * xStep; x <= xMax + 1e-9; x += xStep) {
+    ctx.textAlign = "center"; ctx.fillText(String(x), X(x), H - m.bottom + 14);
+  }
+  ctx.fillText(opts.xLabel, (m.left + W - m.right) / 2, H - 4);
+  ctx.save(); ctx.translate(11, (m.top + H - m.bottom) / 2); ctx.rotate(-Math.PI / 2);
+  ctx.textAlign = "center"; ctx.fillText(opts.yLabel, 0, 0); ctx.restore();
+  ctx.strokeStyle = "#98a2b3";
+  ctx.strokeRect(m.left, m.top, W - m.left - m.right, H - m.top - m.bottom);
+  let legendX = m.left;
+  for (const s of series) {
+    if (!s.points.length) continue;
+    ctx.strokeStyle = s.color; ctx.fillStyle = s.color; ctx.lineWidth = s.width || 1;
+    if (s.width) {
+      ctx.beginPath();
+      s.points.forEach(([x, y], i) => (i ? ctx.lineTo(X(x), Y(y)) : ctx.moveTo(X(x), Y(y))));
+      ctx.stroke();
+    }
+    if (s.dots) for (const [x, y] of s.points) { ctx.beginPath(); ctx.arc(X(x), Y(y), 2.5, 0, 2 * Math.PI); ctx.fill(); }
+    ctx.fillRect(legendX, 8, 10, 3);
+    ctx.fillStyle = "#344054"; ctx.textAlign = "left"; ctx.fillText(s.name, legendX + 13, 13);
+    legendX += 20 + ctx.measureText(s.name).width + 10;
+  }
+}
+
+function drawConfusion(canvas, matrix) {
+  const ctx = canvas.getContext("2d");
+  const n = matrix.length, pad = 26, cell = (canvas.width - pad - 4) / n;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.font = "10px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  matrix.forEach((row, i) => {
+    const total = row.reduce((a, b) => a + b, 0) || 1;
+    row.forEach((count, j) => {
+      const share = count / total;
+      const v = Math.round(255 * (1 - share));
+      ctx.fillStyle = i === j ? `rgb(${v},${Math.round(255 - share * 120)},${v})` : `rgb(255,${v},${v})`;
+      ctx.fillRect(pad + j * cell, pad + i * cell, cell - 1, cell - 1);
+      if (count) {
+        ctx.fillStyle = share > 0.55 ? "#fff" : "#344054";
+        ctx.fillText(String(count), pad + j * cell + cell / 2, pad + i * cell + cell / 2 + 3);
+      }
+    });
+    ctx.fillStyle = "#667085";
+    ctx.fillText(String(i), pad / 2, pad + i * cell + cell / 2 + 3);
+    ctx.fillText(String(i), pad + i * cell + cell / 2, pad / 2 + 3);
+  });
+}
+
+// --------------------------------------------------------------------------- start
+async function main() {
+  setupPad();
+  renderBars(null);
+  renderTraining();
+  $("model-select").addEventListener("change", (e) => selectModel(e.target.value));
+  try {
+    await loadModels();
+  } catch (err) {
+    $("predict-error").textContent = `cannot list models: ${err.message}`;
+  }
+  try {
+    await setupTraining();
+  } catch (err) {
+    $("train-log").textContent = `training is unavailable: ${err.message}`;
+  }
+  document.body.dataset.ready = "1";
+}
+
+main();

@@ -1,0 +1,483 @@
+"""Live training from the page: one ``lenet5 train`` subprocess at a time, watched through its files.
+
+The worker is the ordinary command line (``python -m lenet5.cli train ... --out RUN_DIR``),
+started with a lower CPU priority so that predictions stay quick while it trains. Stopping
+sends SIGINT: the CLI finishes its step, saves a resumable checkpoint and exits with 130;
+``lenet5 train --resume RUN_DIR`` continues it.
+
+What the page sees comes from the run directory, re-read a few times a second and parsed
+tolerantly (unknown keys are passed on, a half-written last line waits for the next read):
+
+- ``metrics.jsonl``: one record per finished epoch -> an ``epoch`` event, with the test-set
+  confusion matrix and C1's kernels of the weights just saved;
+- ``batch_metrics.jsonl``: every batch's loss, per epoch -> a ``batches`` event;
+- the worker's progress lines on stderr (``epoch 1/2: 4/8 batches loss 2.18 acc 0.28``),
+  a few running-loss points within an epoch -> ``progress`` events.
+
+Events carry increasing sequence numbers; a client that connects late gets the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Lenet5Error
+from .models import ModelEntry, ModelRegistry, dataset_of, rounded
+
+DATASETS = ("mnist", "fashion-mnist")
+MAX_EPOCHS = 200
+POLL_SECONDS = 0.2
+#: seconds after SIGINT before a second SIGINT, then SIGKILL
+STOP_GRACE = (15.0, 10.0)
+PROGRESS_LINE = re.compile(r"^epoch\s+(\d+)/(\d+):\s+(\d+)/(\d+)\s+batches(.*)$")
+
+
+class TrainingError(Lenet5Error):
+    """A training request that cannot be done (bad settings: 400, unknown run: 404, not now: 409)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Run:
+    """A run directory this server created (the browser names it by ``id`` only)."""
+
+    id: str
+    dir: Path
+    settings: dict[str, Any]
+    model_id: str | None = None
+    resumable: bool = False
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete JSON-object lines of a file; a partly written last line or a bad line is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    lines = text.split("\n")
+    for line in lines[:-1]:  # the text after the last newline may still be being written
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``lenet5 train --resume`` can continue the run (its resumable state is saved)."""
+    return (run_dir / "train_state.safetensors").is_file() or (run_dir / "model.safetensors").is_file()
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) \
+        else None
+
+
+def parse_progress(line: str) -> dict | None:
+    """A worker progress line -> {"epoch", "epochs", "batch", "batches", "loss", "acc"}, else None."""
+    m = PROGRESS_LINE.match(line.strip())
+    if not m:
+        return None
+    out: dict[str, Any] = {"epoch": int(m[1]), "epochs": int(m[2]), "batch": int(m[3]), "batches": int(m[4])}
+    words = m[5].split()
+    for key, value in zip(words[::2], words[1::2]):
+        try:
+            out[key] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+class TestSet:
+    """The test split a run evaluates on, loaded once per data source (test images only)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def for_run(self, run_dir: Path, dataset: str):
+        source = ""
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+            source = str((config.get("data") or {}).get("source") or "")
+            data_dir = (config.get("settings") or {}).get("data_dir")
+        except (OSError, ValueError, AttributeError):
+            data_dir = None
+        key = f"{dataset}|{source}|{data_dir}"
+        if key not in self._cache:
+            self._cache[key] = self._load(dataset, source, data_dir)
+        return self._cache[key]
+
+    @staticmethod
+    def _load(dataset: str, source: str, data_dir: str | None):
+        from ..data import load_split
+        from ..datasets import SAMPLE_DIR, candidates
+
+        if source == "bundled-sample":
+            directory = SAMPLE_DIR
+        elif ":" in source and Path(source.split(":", 1)[1]).is_dir():
+            directory = Path(source.split(":", 1)[1])
+        elif data_dir:
+            directory = Path(data_dir)
+        else:
+            found = [d for _, d in candidates(dataset) if d.is_dir()]
+            if not found:
+                return None
+            directory = found[0]
+        try:
+            return load_split(directory, "test")
+        except Lenet5Error:
+            return None
+
+
+def confusion_matrix(model, split, chunk: int = 500) -> list[list[int]]:
+    """Rows: true class, columns: predicted, on the whole test split (one thread, in chunks)."""
+    confusion = np.zeros((10, 10), dtype=np.int64)
+    for i in range(0, len(split), chunk):
+        predicted = model.infer(split.images[i:i + chunk]).argmax(axis=1)
+        np.add.at(confusion, (split.labels[i:i + chunk], predicted), 1)
+        time.sleep(0)  # let request threads have the interpreter between chunks
+    return confusion.tolist()
+
+
+@dataclass
+class Job:
+    """The worker process of one run, and what has been read from it so far."""
+
+    run: Run
+    process: subprocess.Popen
+    epochs: int
+    started: float = field(default_factory=time.monotonic)
+    seen_epochs: set[int] = field(default_factory=set)
+    seen_batch_epochs: set[int] = field(default_factory=set)
+    stderr_tail: list[str] = field(default_factory=list)
+    stop_requested: float | None = None
+    asked_twice: bool = False
+    lines: list[str] = field(default_factory=list)
+    lines_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TrainingManager:
+    """Starts, watches and stops one training worker at a time; collects its events."""
+
+    def __init__(self, runs_dir: Path, registry: ModelRegistry, nice: int = 10,
+                 python: str = sys.executable) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.registry = registry
+        self.nice = nice
+        self.python = python
+        self.runs: dict[str, Run] = {}
+        self.job: Job | None = None
+        self.state = "idle"  # idle, starting, running, stopping, finished, stopped, failed
+        self.message = ""
+        self.events: list[dict] = []
+        self.seq = 0
+        self._lock = threading.RLock()
+        self._tests = TestSet()
+        self._run_counter = 0
+        self._closed = False
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- events ------------------------------------------------------------------------------
+    def _emit(self, kind: str, data: dict) -> None:
+        with self._lock:
+            self.seq += 1
+            self.events.append({"seq": self.seq, "event": kind, "data": data})
+
+    def events_after(self, seq: int) -> list[dict]:
+        with self._lock:
+            if self.events and self.events[0]["seq"] > seq + 1:  # the client missed a reset: resend all
+                return list(self.events)
+            return [e for e in self.events if e["seq"] > seq]
+
+    def status(self) -> dict:
+        with self._lock:
+            job = self.job
+            return {"state": self.state, "message": self.message,
+                    "run": self._run_info(job.run) if job else None,
+                    "epochs": job.epochs if job else None,
+                    "runs": [self._run_info(r) for r in self.runs.values()],
+                    "seq": self.seq}
+
+    @staticmethod
+    def _run_info(run: Run) -> dict:
+        return {"id": run.id, "name": run.dir.name, "settings": run.settings, "model_id": run.model_id,
+                "resumable": run.resumable}
+
+    def _set_state(self, state: str, message: str = "") -> None:
+        with self._lock:
+            self.state, self.message = state, message
+            self._emit("state", {"state": state, "message": message,
+                                 "run": self._run_info(self.job.run) if self.job else None,
+                                 "epochs": self.job.epochs if self.job else None})
+
+    # -- commands ----------------------------------------------------------------------------
+    def start(self, preset: str, dataset: str, epochs: int, train_limit: int | None = None) -> dict:
+        from ..model import PRESETS
+
+        if preset not in PRESETS:
+            raise TrainingError(f"unknown preset {preset[:40]!r}; choose one of: {', '.join(PRESETS)}")
+        if dataset not in DATASETS:
+            raise TrainingError(f"unknown dataset {dataset[:40]!r}; choose one of: {', '.join(DATASETS)}")
+        if not 1 <= epochs <= MAX_EPOCHS:
+            raise TrainingError(f"epochs must be 1..{MAX_EPOCHS}, got {epochs}")
+        if train_limit is not None and not 1 <= train_limit <= 1_000_000:
+            raise TrainingError(f"train_limit must be a positive number of images, got {train_limit}")
+        with self._lock:
+            self._check_idle()
+            self._run_counter += 1
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = self.runs_dir / f"{stamp}-{preset}-{self._run_counter}"
+            n = 1
+            while run_dir.exists():
+                n += 1
+                run_dir = self.runs_dir / f"{stamp}-{preset}-{self._run_counter}-{n}"
+            settings = {"preset": preset, "dataset": dataset, "epochs": epochs, "train_limit": train_limit}
+            run = Run(f"run{self._run_counter}", run_dir, settings)
+            self.runs[run.id] = run
+            argv = ["train", "--preset", preset, "--dataset", dataset, "--epochs", str(epochs),
+                    "--out", str(run_dir), "--no-plots"]
+            if train_limit:
+                argv += ["--train-limit", str(train_limit)]
+            self._launch(run, argv, epochs)
+            return self.status()
+
+    def resume(self, run_id: str, epochs: int | None = None) -> dict:
+        with self._lock:
+            self._check_idle()
+            run = self.runs.get(run_id)
+            if run is None:
+                raise TrainingError(f"unknown run {run_id[:40]!r}", 404)
+            if not has_checkpoint(run.dir):
+                raise TrainingError(f"run {run_id} stopped before its first epoch ended: nothing to resume; start anew",
+                                    409)
+            total = epochs or int(run.settings.get("epochs") or 1)
+            if not 1 <= total <= MAX_EPOCHS:
+                raise TrainingError(f"epochs must be 1..{MAX_EPOCHS}, got {total}")
+            argv = ["train", "--resume", str(run.dir), "--no-plots"] + (["--epochs", str(epochs)] if epochs else [])
+            run.settings = {**run.settings, "epochs": total}
+            self._launch(run, argv, total)
+            return self.status()
+
+    def stop(self) -> dict:
+        with self._lock:
+            job = self.job
+            if job is None or self.state not in ("starting", "running"):
+                raise TrainingError("no training run is going", 409)
+            self._signal(job, signal.SIGINT)
+            job.stop_requested = time.monotonic()
+            self._set_state("stopping", "stopping after the current step")
+            return self.status()
+
+    def shutdown(self, timeout: float = 10.0) -> Path | None:
+        """Stop a running worker (it saves its checkpoint) and wait for it, killing it if it hangs.
+        Returns the directory of the run it stopped, if any."""
+        self._closed = True
+        job = self.job
+        if job is None or job.process.poll() is not None:
+            return None
+        self._signal(job, signal.SIGINT)
+        try:
+            job.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            job.process.kill()
+            job.process.wait()
+        return job.run.dir
+
+    def discover(self) -> None:
+        """Runs already in ``runs_dir`` (an earlier server's, same ``--runs-dir``): listed, resumable,
+        and their models on the page's list (loaded when first used)."""
+        from ..checkpoint import load_checkpoint
+
+        for run_dir in sorted(p for p in self.runs_dir.iterdir() if p.is_dir()):
+            try:
+                settings = json.loads((run_dir / "config.json").read_text()).get("settings") or {}
+            except (OSError, ValueError, AttributeError):
+                continue
+            self._run_counter += 1
+            run = Run(f"run{self._run_counter}", run_dir,
+                      {k: settings.get(k) for k in ("preset", "dataset", "epochs", "train_limit")})
+            run.resumable = has_checkpoint(run_dir)
+            if (run_dir / "model.safetensors").is_file():
+                entry = self.registry.add(run_dir.name, None, {"settings": settings}, source="training",
+                                          loader=lambda path=run_dir / "model.safetensors": load_checkpoint(path),
+                                          prefix="run")
+                run.model_id = entry.id
+            self.runs[run.id] = run
+
+    def _check_idle(self) -> None:
+        if self._closed:
+            raise TrainingError("the server is shutting down", 409)
+        if self.job is not None and self.job.process.poll() is None:
+            raise TrainingError("a training run is already going; stop it first", 409)
+
+    # -- the worker --------------------------------------------------------------------------
+    def _launch(self, run: Run, argv: list[str], epochs: int) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        nice = self.nice
+
+        def lower_priority() -> None:  # runs in the child before exec
+            if nice:
+                try:
+                    os.nice(nice)
+                except OSError:
+                    pass
+
+        try:
+            process = subprocess.Popen([self.python, "-m", "lenet5.cli", *argv], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                       start_new_session=True, text=True, errors="replace",
+                                       preexec_fn=lower_priority if os.name == "posix" else None)
+        except OSError as e:
+            raise TrainingError(f"cannot start the training worker: {e.strerror or e}") from None
+        run.resumable = False
+        job = Job(run, process, epochs)
+        # a resumed run already has epochs on disk: they are sent again, as part of this run
+        self.job = job
+        self.events = []
+        self._emit("start", {"run": self._run_info(run), "epochs": epochs})
+        self._set_state("starting", "loading data")
+        for stream in (process.stdout, process.stderr):
+            threading.Thread(target=self._read_lines, args=(job, stream), daemon=True).start()
+        threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"lenet5-watch-{run.id}").start()
+
+    @staticmethod
+    def _signal(job: Job, sig: int) -> None:
+        try:
+            job.process.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+    @staticmethod
+    def _read_lines(job: Job, stream) -> None:
+        for line in stream:
+            with job.lines_lock:
+                job.lines.append(line.rstrip("\n"))
+
+    def _watch(self, job: Job) -> None:
+        """Poll the run directory and the worker's output until the worker has exited."""
+        try:
+            while True:
+                exited = job.process.poll() is not None
+                self._read_output(job)
+                self._read_files(job)
+                if exited:
+                    break
+                self._escalate_stop(job)
+                time.sleep(POLL_SECONDS)
+            time.sleep(POLL_SECONDS)  # the reader threads hand over the last lines
+            self._read_output(job)
+            self._read_files(job)
+            self._finish(job)
+        except Exception as e:  # a watcher must never die silently
+            self._set_state("failed", f"watching the run failed: {type(e).__name__}: {e}")
+
+    def _escalate_stop(self, job: Job) -> None:
+        if job.stop_requested is None:
+            return
+        waited = time.monotonic() - job.stop_requested
+        if waited > sum(STOP_GRACE):
+            job.process.kill()
+        elif waited > STOP_GRACE[0] and not job.asked_twice:
+            self._signal(job, signal.SIGINT)  # a second Ctrl-C aborts at once
+            job.asked_twice = True
+
+    def _read_output(self, job: Job) -> None:
+        with job.lines_lock:
+            lines, job.lines = job.lines, []
+        for line in lines:
+            job.stderr_tail = (job.stderr_tail + [line])[-20:]
+            progress = parse_progress(line)
+            if progress is not None:
+                if self.state == "starting":
+                    self._set_state("running")
+                self._emit("progress", progress)
+            elif line.startswith("lenet5: training ") and self.state == "starting":
+                self._set_state("running", line.removeprefix("lenet5: ").split(" -> ")[0])
+            elif line.startswith("lenet5: warning:"):
+                self._emit("log", {"level": "warning", "text": line.removeprefix("lenet5: warning: ")})
+
+    def _read_files(self, job: Job) -> None:
+        run_dir = job.run.dir
+        for rec in read_jsonl(run_dir / "batch_metrics.jsonl"):
+            epoch, losses = rec.get("epoch"), rec.get("loss")
+            if isinstance(epoch, int) and isinstance(losses, list) and epoch not in job.seen_batch_epochs:
+                job.seen_batch_epochs.add(epoch)
+                self._emit("batches", {"epoch": epoch, "loss": [round(v, 5) if _number(v) is not None else None
+                                                                 for v in losses]})
+        fresh = [rec for rec in read_jsonl(run_dir / "metrics.jsonl")
+                 if isinstance(rec.get("epoch"), int) and rec["epoch"] not in job.seen_epochs]
+        for i, rec in enumerate(fresh):
+            job.seen_epochs.add(rec["epoch"])
+            if self.state == "starting":
+                self._set_state("running")
+            record = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()
+                      if isinstance(v, (int, float, str, bool)) or v is None}
+            if i == len(fresh) - 1:  # the checkpoint on disk is this epoch's (earlier ones: resumed history)
+                record.update(self._epoch_model(job, rec["epoch"]))
+            self._emit("epoch", record)
+
+    def _epoch_model(self, job: Job, epoch: int) -> dict:
+        """Load the checkpoint just saved: update the run's model entry; C1 kernels and confusion matrix."""
+        from ..checkpoint import load_checkpoint
+
+        path = job.run.dir / "model.safetensors"
+        try:
+            model, meta = load_checkpoint(path)
+        except Lenet5Error:
+            return {}
+        entry = self._model_entry(job.run, model, meta, epoch)
+        out: dict[str, Any] = {"model_id": entry.id, "kernels": {"shape": list(model.params()["c1.weight"].shape),
+                                                                 "values": rounded(model.params()["c1.weight"].ravel())}}
+        try:
+            split = self._tests.for_run(job.run.dir, dataset_of(meta))
+        except Exception:  # no test set, no matrix: the curves still come
+            split = None
+        if split is not None:
+            out["confusion"] = confusion_matrix(model.replica(), split)  # one thread: predictions keep the other
+        return out
+
+    def _model_entry(self, run: Run, model, meta: dict, epoch: int) -> ModelEntry:
+        name = f"{run.dir.name} (epoch {meta.get('epoch', epoch)})"
+        meta = {**meta, "epoch": meta.get("epoch", epoch)}
+        if run.model_id is not None:
+            entry = self.registry.get(run.model_id)
+            entry.replace(model, meta, name)
+        else:
+            entry = self.registry.add(name, model, meta, source="training", prefix="run")
+            run.model_id = entry.id
+        return entry
+
+    def _finish(self, job: Job) -> None:
+        code = job.process.returncode
+        job.run.resumable = has_checkpoint(job.run.dir)
+        errors = [line.removeprefix("lenet5: error: ") for line in job.stderr_tail if line.startswith("lenet5: error:")]
+        if code == 0:
+            self._set_state("finished", f"finished {len(job.seen_epochs)} epochs")
+        elif code == 130 or (job.stop_requested is not None and code in (-signal.SIGINT, -signal.SIGKILL)):
+            where = "resumable" if job.run.resumable else "nothing saved yet"
+            self._set_state("stopped", f"stopped ({where})")
+        else:
+            last = errors[-1] if errors else (job.stderr_tail[-1] if job.stderr_tail else f"exit status {code}")
+            self._set_state("failed", last[:500])
