@@ -237,13 +237,14 @@ class RunDir:
         weights = model.state_dict()
         tensors = {**{f"model.{k}": v for k, v in weights.items()},
                    **{f"optim.{k}": v for k, v in optimizer.state_dict().items()}}
+        target = self.path / STATE
         try:
-            _save_tensors(self.path / STATE, tensors, {"format": "lenet5-train-state",
-                                                       "train_state": json.dumps(state.to_json()),
-                                                       **{k: json.dumps(v) for k, v in info.items()}})
-            save_checkpoint(self.model_path, model, info)
+            _save_tensors(target, tensors, {"format": "lenet5-train-state", "train_state": json.dumps(state.to_json()),
+                                            **{k: json.dumps(v) for k, v in info.items()}})
+            target = self.model_path
+            save_checkpoint(target, model, info)
         except OSError as e:
-            raise _os_error(self.path, e) from None
+            raise _os_error(target, e) from None
         return self.model_path
 
     def save_best(self, model, meta: dict[str, Any], record: dict) -> None:
