@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from lenet5 import CheckpointError, LeNet5, load_checkpoint, save_checkpoint
+from lenet5.checkpoint import read_safetensors
 
 
 def test_roundtrip_keeps_weights_preset_and_metadata(tmp_path):
@@ -125,4 +126,110 @@ def test_lecun1998_criterion_settings_survive_a_checkpoint(tmp_path):
     model = LeNet5("lecun1998", seed=0, criterion="map", map_j=0.0)
     save_checkpoint(tmp_path / "m.safetensors", model, {"settings": {"criterion": "map", "map_j": 0.0}})
     loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
-    assert loaded.criterion_name == "map" and loaded.map_j == 0.0  # 0 is a valid j, not "unset"
+    assert loaded.criterion.name == "map" and loaded.map_j == 0.0  # 0 is a valid j, not "unset"
+
+
+# --------------------------------------------------------------------------- hostile checkpoints
+def save_with(path, preset: str = "seed-tanh", metadata: dict | None = None, mutate=None) -> None:
+    """A bare safetensors file with the preset's state dict and the given string metadata."""
+    state = LeNet5(preset, seed=0).state_dict()
+    if mutate is not None:
+        mutate(state)
+    save_file(state, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("preset,metadata,message", [
+    ("seed-tanh", {"preset": '["seed-tanh"]'}, "metadata 'preset' must be a string, got ['seed-tanh']"),
+    ("lecun1998", {"preset": "lecun1998", "settings": '{"criterion": "hinge"}'},
+     "settings do not fit preset 'lecun1998'"),
+    ("lecun1998", {"preset": "lecun1998", "settings": '{"criterion": ["map"]}'},
+     "settings 'criterion' must be a string, got ['map']"),
+    ("modern", {"preset": "modern", "settings": '{"dropout": 5}'},
+     "settings 'dropout' must be a probability in [0, 1), got 5"),
+    ("lecun1998", {"preset": "lecun1998", "settings": '{"map_j": "abc"}'},
+     "settings 'map_j' must be a finite number, got 'abc'"),
+    ("lecun1998", {"preset": "lecun1998", "settings": '{"map_j": true}'}, "settings 'map_j' must be a finite number"),
+    ("seed-tanh", {"settings": "[1, 2]"}, "metadata 'settings' must be a JSON object, got a list"),
+])
+def test_metadata_of_the_wrong_json_shape(tmp_path, preset, metadata, message):
+    save_with(tmp_path / "m.safetensors", preset, metadata)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "m.safetensors")
+    text = str(e.value)
+    assert message in text and "m.safetensors" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_, np.complex64])
+def test_weights_stored_as_integers_booleans_or_complex_are_refused(tmp_path, dtype):
+    def to_dtype(state):
+        state["c1.weight"] = np.ones(state["c1.weight"].shape, dtype=dtype)
+
+    save_with(tmp_path / "m.safetensors", mutate=to_dtype)
+    with pytest.raises(CheckpointError, match=f"c1.weight is stored as {np.dtype(dtype)}; expected floating-point"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_float16_weights_load(tmp_path):
+    save_with(tmp_path / "m.safetensors", mutate=lambda s: s.update({k: v.astype(np.float16) for k, v in s.items()}))
+    model, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert model.params()["c1.weight"].dtype == np.float32
+
+
+def test_old_optimizer_tensors_are_ignored_but_other_extra_tensors_are_named(tmp_path):
+    model = LeNet5(seed=2)
+    save_checkpoint(tmp_path / "run.safetensors", model, extra={"optim.step": np.array(3),
+                                                                "optim.momentum.c1.weight": np.ones((6, 1, 5, 5))})
+    loaded, _ = load_checkpoint(tmp_path / "run.safetensors")
+    np.testing.assert_array_equal(loaded.params()["c1.weight"], model.params()["c1.weight"])
+    save_checkpoint(tmp_path / "ema.safetensors", model, extra={"ema.c1.weight": np.ones((6, 1, 5, 5)),
+                                                                "optim.step": np.array(3)})
+    with pytest.raises(CheckpointError, match=r"unexpected \['ema.c1.weight'\]") as e:
+        load_checkpoint(tmp_path / "ema.safetensors")
+    assert "optim.step" not in str(e.value)
+
+
+def write_safetensors(path, header: dict, data: bytes = b"", raw_header: bytes | None = None) -> None:
+    """A safetensors file written by hand, to state what the library would refuse to write."""
+    text = raw_header if raw_header is not None else json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+@pytest.mark.parametrize("header,data,raw_header,message", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, None, "outside the 4-byte data"),
+    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, None, "needs 12 bytes"),
+    ({"a": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 8]}}, b"\0" * 8, None, "needs"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "overlaps"),
+    ({"a": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 2, None, "unsupported dtype"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}, b"", None, "is not a list of sizes"),
+    ({"__metadata__": {"preset": 3}}, b"", None, "__metadata__ is not an object of strings"),
+    ({}, b"", b"[" * 100_000, "nested too deeply"),
+    ({}, b"", b'{"a": 1, "a": 2}', "duplicate key 'a'"),
+    ({}, b"", b"\xff\xfe{}", "codec can't decode"),
+])
+def test_safetensors_headers_that_lie(tmp_path, header, data, raw_header, message):
+    write_safetensors(tmp_path / "x.safetensors", header, data, raw_header)
+    with pytest.raises(CheckpointError) as e:
+        read_safetensors(tmp_path / "x.safetensors")
+    assert message in str(e.value) and "not a readable safetensors checkpoint" in str(e.value)
+
+
+def test_header_length_beyond_the_file(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes((2**63).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="header length 9,223,372,036,854,775,808 exceeds the file"):
+        load_checkpoint(tmp_path / "x.safetensors")
+
+
+def test_checkpoints_written_by_pytorch_load_bfloat16_included(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as torch_save
+
+    model = LeNet5(seed=5)
+    state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+    torch_save(state, str(tmp_path / "t.safetensors"), metadata={"preset": "seed-tanh"})
+    loaded, _ = load_checkpoint(tmp_path / "t.safetensors")
+    np.testing.assert_array_equal(loaded.params()["f6.weight"], model.params()["f6.weight"])
+    torch_save({k: v.to(torch.bfloat16) for k, v in state.items()}, str(tmp_path / "bf16.safetensors"))
+    loaded, _ = load_checkpoint(tmp_path / "bf16.safetensors")
+    expected = state["f6.weight"].to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(loaded.params()["f6.weight"], expected)

@@ -1,5 +1,6 @@
 """The IDX reader on valid files and on every kind of broken one."""
 
+import builtins
 import gzip
 import os
 from pathlib import Path
@@ -94,15 +95,15 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_unreadable_directory_and_file(tmp_path, monkeypatch):
     d = make_dir(tmp_path)
-    real_read_bytes = Path.read_bytes
+    real_open = builtins.open
 
-    def deny(self):
-        if self.name.startswith("t10k-images"):
+    def deny(file, *args, **kwargs):  # tests run as root, where chmod 000 would not stop reading
+        if Path(str(file)).name.startswith("t10k-images"):
             raise PermissionError(13, "Permission denied")
-        return real_read_bytes(self)
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: cannot read .Permission denied"):
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: unreadable .Permission denied"):
         load_dir(d)
 
     def deny_listing(self):
@@ -116,3 +117,25 @@ def test_unreadable_directory_and_file(tmp_path, monkeypatch):
 def test_read_idx_returns_uint8_view(mini_dir):
     arr = read_idx(mini_dir / "t10k-labels-idx1-ubyte.gz", LABEL_MAGIC)
     assert arr.dtype == np.uint8 and arr.shape == (200,)
+
+
+def test_read_idx_records_the_sha256_of_the_stored_file(tmp_path):
+    import hashlib
+
+    d = make_dir(tmp_path, gz=True)
+    data = load_dir(d)
+    for path, sha in {**data.train.files, **data.test.files}.items():
+        assert sha == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_trailing_data_after_the_payload_is_refused(tmp_path, gz):
+    raw = b"".join(v.to_bytes(4, "big") for v in (LABEL_MAGIC, 3)) + bytes([1, 2, 3])
+    path = tmp_path / ("labels.gz" if gz else "labels")
+    path.write_bytes(gzip.compress(raw) + gzip.compress(b"more") if gz else raw + b"more")
+    with pytest.raises(DataError, match="payload is too long"):
+        read_idx(path, LABEL_MAGIC)
+    if gz:
+        path.write_bytes(gzip.compress(raw) + b"garbage after the gzip member")
+        with pytest.raises(DataError, match="corrupt or truncated gzip data"):
+            read_idx(path, LABEL_MAGIC)

@@ -1,5 +1,7 @@
 """Finding, downloading, verifying and caching datasets, against a local HTTP server only."""
 
+import errno
+import gzip
 import hashlib
 import http.server
 import json
@@ -27,11 +29,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     delay = 0.0
     requests: list[tuple[str, str | None]] = []
+    trickle = False  # one byte every 0.3 s
+    endless = False  # zeros without end (no Content-Length)
+    announce: int | None = None  # a Content-Length to claim instead of the real one
 
     def do_GET(self):  # noqa: N802
         name = self.path.rsplit("/", 1)[-1]
         rng = self.headers.get("Range")
         type(self).requests.append((name, rng))
+        if self.endless or self.trickle:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" if self.trickle else bytes(4096))
+                    self.wfile.flush()
+                    time.sleep(0.3 if self.trickle else 0)
+            except (BrokenPipeError, ConnectionResetError):
+                return
         body = self.files.get(name)
         if body is None:
             self.send_error(404)
@@ -41,7 +56,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(416)
             return
         self.send_response(206 if rng else 200)
-        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("Content-Length", str(self.announce or len(body) - start))
         self.end_headers()
         for i in range(start, len(body), 4096):
             try:
@@ -59,6 +74,8 @@ def server():
     Handler.files = {f: (MINI / f).read_bytes() for f in FILES}
     Handler.delay = 0.0
     Handler.requests = []
+    Handler.trickle = Handler.endless = False
+    Handler.announce = None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -68,6 +85,15 @@ def server():
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def fake_info(tmp_path: Path, **changes) -> DatasetInfo:
+    """'mnist' with the fixture's checksums (of the .gz files and of their content) and no system dir."""
+    real = datasets.DATASETS["mnist"]
+    fields = {"md5": {f: md5((MINI / f).read_bytes()) for f in FILES},
+              "raw_md5": {f[:-3]: md5(gzip.decompress((MINI / f).read_bytes())) for f in FILES}, **changes}
+    return DatasetInfo("mnist", real.title, real.mirrors, fields["md5"], (str(tmp_path / "no-system-dir"),),
+                       raw_md5=fields["raw_md5"], sizes=fields.get("sizes", {}))
 
 
 @pytest.fixture
@@ -85,7 +111,7 @@ def env(tmp_path, monkeypatch, server):
 def test_download_verifies_and_caches(env):
     data = datasets.load_dataset("mnist", progress=False)
     assert data.source.startswith("cache:") and len(data.train) == 300
-    assert sorted(p.name for p in env.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in env.iterdir()) == sorted(FILES + [f + ".sha256" for f in FILES])
     for f in FILES:
         assert (env / f).read_bytes() == (MINI / f).read_bytes()
     Handler.requests.clear()
@@ -235,3 +261,159 @@ def test_full_size_epoch_through_the_system_location(tmp_path, monkeypatch):
     assert config["data"]["train_size"] == 60000 and config["data"]["test_size"] == 10000
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["test_acc"] > 0.75  # one epoch of seed-tanh on Fashion-MNIST: ~82% measured
+
+
+# --------------------------------------------------------------------------- hostile mirrors and disks
+def test_trickling_mirror_fails_at_the_deadline(env, monkeypatch):
+    """One byte every 0.3 s never trips a per-read timeout; the overall deadline stops it."""
+    monkeypatch.setattr(datasets, "DOWNLOAD_DEADLINE", 2.0)
+    Handler.trickle = True
+    start = time.monotonic()
+    with pytest.raises(datasets.DataError) as e:
+        datasets.load_dataset("mnist", progress=False)
+    assert time.monotonic() - start < 20  # the documented deadline (2 s here), with a wide margin
+    msg = str(e.value)
+    assert "not finished within the 2 s deadline" in msg and "train-images-idx3-ubyte.gz" in msg and "\n" not in msg
+    assert not (env / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_endless_response_is_stopped_and_the_part_removed(env, tmp_path, monkeypatch):
+    monkeypatch.setitem(datasets.DATASETS, "mnist", fake_info(tmp_path, sizes={f: 1000 for f in FILES}))
+    Handler.endless = True
+    with pytest.raises(datasets.DataError) as e:
+        datasets.download("mnist", progress=False)
+    msg = str(e.value)
+    assert "more than the 66,586 bytes expected; stopped, the download was deleted" in msg
+    assert not list(env.glob("*.part")) and not list(env.glob("*.gz"))
+
+
+def test_announced_size_beyond_the_cap_is_refused_before_reading(env, tmp_path, monkeypatch):
+    monkeypatch.setitem(datasets.DATASETS, "mnist", fake_info(tmp_path, sizes={f: 1000 for f in FILES}))
+    Handler.announce = 10**12
+    with pytest.raises(datasets.DataError, match="announces 1,000,000,000,000 bytes"):
+        datasets.download("mnist", progress=False)
+    assert not list(env.glob("*.part"))
+
+
+def test_disk_full_is_its_own_error_and_never_falls_back_to_the_sample(env, monkeypatch):
+    real_open = Path.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+            self.closed = False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.closed = True
+            self.f.close()
+
+    def fake_open(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return Full(f) if self.name.endswith(".part") and "b" in mode and "r" not in mode else f
+
+    monkeypatch.setattr(Path, "open", fake_open)
+    warnings = []
+    with pytest.raises(datasets.CacheWriteError) as e:
+        datasets.load_dataset("mnist", progress=False, warn=warnings.append)
+    msg = str(e.value)
+    assert "no space left on device" in msg and "train-images-idx3-ubyte.gz.part" in msg and "\n" not in msg
+    assert not isinstance(e.value, datasets.Offline) and warnings == []  # no silent fall-back to the sample
+    assert not list(env.glob("*.part"))
+
+
+@pytest.mark.parametrize("value,message", [
+    ("foo", "'foo' is not an http://, https:// or file:// base URL"),
+    ("ftp://example.com/", "is not an http://"),
+    ("http://127.0.0.1:port/", "is not a valid URL"),
+    (",", "holds no URL"),
+])
+def test_mirrors_variable_that_is_not_a_url(env, monkeypatch, value, message):
+    monkeypatch.setenv("LENET5_MIRRORS", value)
+    with pytest.raises(datasets.DataError) as e:
+        datasets.load_dataset("mnist", progress=False)
+    assert message in str(e.value) and str(e.value).startswith("LENET5_MIRRORS: ") and "\n" not in str(e.value)
+
+
+def test_recompressed_and_plain_copies_verify_by_their_content(tmp_path):
+    info = fake_info(tmp_path)
+    recompressed, plain = tmp_path / "recompressed", tmp_path / "plain"
+    recompressed.mkdir()
+    plain.mkdir()
+    for f in FILES:
+        content = gzip.decompress((MINI / f).read_bytes())
+        (recompressed / f).write_bytes(gzip.compress(content, compresslevel=1, mtime=1))
+        (plain / f[:-3]).write_bytes(content)
+    assert (recompressed / FILES[0]).read_bytes() != (MINI / FILES[0]).read_bytes()
+    assert set(datasets.verify_dir(info, recompressed).values()) == {"ok"}
+    assert datasets.verify_dir(info, plain) == {f[:-3]: "ok" for f in FILES}
+    (plain / "t10k-labels-idx1-ubyte").write_bytes(content[:-1] + b"\x01")
+    assert datasets.verify_dir(info, plain)["t10k-labels-idx1-ubyte"] == "differs"
+
+
+def test_recompressed_download_verifies_by_its_content(env, tmp_path, monkeypatch):
+    """A mirror serving a recompressed copy (different .gz bytes, same content) is accepted."""
+    monkeypatch.setitem(datasets.DATASETS, "mnist", fake_info(tmp_path))
+    Handler.files = {f: gzip.compress(gzip.decompress((MINI / f).read_bytes()), compresslevel=1, mtime=7)
+                     for f in FILES}
+    assert Handler.files[FILES[0]] != (MINI / FILES[0]).read_bytes()
+    data = datasets.load_dataset("mnist", progress=False)
+    assert data.source.startswith("cache:") and len(data.train) == 300
+    Handler.files = {f: gzip.compress(gzip.decompress((MINI / f).read_bytes())[:-1] + b"\x09") for f in FILES}
+    for f in FILES:
+        (env / f).unlink()
+    with pytest.raises(datasets.DataError, match="checksum mismatch"):
+        datasets.download("mnist", progress=False)
+
+
+def test_published_checksums_match_real_copies():
+    """Debian's recompressed Fashion-MNIST and the project's MNIST copy verify against the
+    published MD5s of the uncompressed files (the .gz files themselves differ or match)."""
+    from conftest import shared_mnist
+
+    checked = 0
+    for name, directory in [("fashion-mnist", Path("/usr/share/datasets/fashion-mnist")), ("mnist", shared_mnist())]:
+        for f in FILES:
+            if directory is not None and (directory / f).is_file():
+                assert datasets.verify_file(datasets.DATASETS[name], directory / f) == "ok", directory / f
+                checked += 1
+    if not checked:
+        pytest.skip("no real copy of MNIST or Fashion-MNIST here")
+
+
+def test_corrupted_cache_file_is_reported_not_used(env, tmp_path):
+    datasets.load_dataset("mnist", progress=False)
+    name = "t10k-labels-idx1-ubyte.gz"
+    assert (env / (name + ".sha256")).is_file()
+    good = (env / name).read_bytes()
+    (env / name).write_bytes(good[:20] + bytes([good[20] ^ 0xFF]) + good[21:])  # same size, one byte flipped
+    with pytest.raises(datasets.DataError) as e:
+        datasets.load_dataset("mnist", progress=False)
+    assert name in str(e.value) and "lenet5 data download mnist" in str(e.value) and "\n" not in str(e.value)
+    (env / name).write_bytes(good + b"\0")  # a different size: caught before reading
+    with pytest.raises(datasets.DataError, match="cached file is corrupt .* bytes, .* when it was verified"):
+        datasets.load_dataset("mnist", progress=False)
+    datasets.download("mnist", progress=False)  # `lenet5 data download` repairs it
+    assert (env / name).read_bytes() == good
+    assert datasets.load_dataset("mnist", progress=False).source.startswith("cache:")
+
+
+def test_cache_without_sidecars_is_verified_once(env, monkeypatch):
+    env.mkdir(parents=True)
+    for f in FILES:
+        (env / f).write_bytes((MINI / f).read_bytes())
+    data = datasets.load_dataset("mnist", progress=False)
+    assert data.source.startswith("cache:") and all((env / (f + ".sha256")).is_file() for f in FILES)
+    monkeypatch.setattr(datasets, "verify_file", lambda *a: pytest.fail("verified again"))
+    datasets.load_dataset("mnist", progress=False)  # sidecars now: no full verification
+
+
+def test_cache_file_failing_its_checksum_is_reported(env):
+    env.mkdir(parents=True)
+    for f in FILES:
+        (env / f).write_bytes((MINI / f).read_bytes())
+    (env / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"other content"))
+    with pytest.raises(datasets.DataError, match="train-labels-idx1-ubyte.gz: cached file is corrupt"):
+        datasets.load_dataset("mnist", progress=False)

@@ -30,3 +30,53 @@ def test_plot_errors(tmp_path, mini_dir, capsys):
     assert not (out / "curves.png").exists()
     assert cli.main(["plot", str(out), "--sample", "999"]) == 2
     assert "--sample 999: the test set has 200 images" in capsys.readouterr().err
+
+
+def test_mosaic_places_every_tile_where_expected():
+    from lenet5.plots import _mosaic
+
+    rng = np.random.default_rng(0)
+    tiles = rng.random((7, 3, 4))
+    got = _mosaic(tiles, cols=3, pad=1)
+    # built independently: each tile padded with a NaN column on the right and a NaN row below,
+    # the empty cells NaN, the grid assembled with np.block, the last separators cropped
+    cells = [np.pad(t, ((0, 1), (0, 1)), constant_values=np.nan) for t in tiles]
+    cells += [np.full((4, 5), np.nan)] * 2
+    expected = np.block([cells[0:3], cells[3:6], cells[6:9]])[:-1, :-1]
+    assert got.shape == (3 * 3 + 2, 3 * 4 + 2) == expected.shape
+    np.testing.assert_array_equal(got, expected)  # NaNs compare equal here
+    assert got[4, 5] == tiles[4][0, 0] and got[8, 3] == tiles[6][0, 3]  # a few by hand
+
+    # RGB tiles, other gaps between rows and between columns, a colour for the separators
+    rgb = rng.random((5, 2, 2, 3))
+    got = _mosaic(rgb, cols=2, pad=(3, 1), fill=(1.0, 0.5, 0.0))
+    assert got.shape == (3 * 2 + 2 * 3, 2 * 2 + 1, 3)
+    for k, tile in enumerate(rgb):
+        r, c = divmod(k, 2)
+        np.testing.assert_array_equal(got[5 * r:5 * r + 2, 3 * c:3 * c + 2], tile)
+    np.testing.assert_array_equal(got[2:5, :], np.broadcast_to((1.0, 0.5, 0.0), (3, 5, 3)))  # row gap
+    np.testing.assert_array_equal(got[:, 2], np.broadcast_to((1.0, 0.5, 0.0), (12, 3)))  # column gap
+    np.testing.assert_array_equal(got[10:, 3:], np.broadcast_to((1.0, 0.5, 0.0), (2, 2, 3)))  # empty cell
+
+
+def test_kernel_figure_is_one_image_with_unconnected_kernels_grey():
+    import matplotlib.pyplot as plt
+
+    from lenet5.plots import GREY, plot_kernels
+
+    rng = np.random.default_rng(1)
+    params = {"c1.weight": rng.normal(size=(6, 1, 5, 5)), "c3.weight": rng.normal(size=(16, 6, 5, 5))}
+    params["c3.weight"][2, 4] = 0  # C3 map 2 does not read S2 map 4
+    fig = plot_kernels(params, "caption")
+    try:
+        assert len(fig.axes) == 3  # C1 row, C3 grid, colour bar: not one axes per kernel
+        c3 = next(ax for ax in fig.axes if ax.get_title().startswith("C3"))
+        assert "grey: 1 not connected" in c3.get_title()
+        img = np.asarray(c3.images[0].get_array())
+        size = (img.shape[0] + 1) // 16 - 1  # tiles and 1-pixel separators: 16 rows, 6 columns
+        assert (img.shape[1] + 1) == 6 * (size + 1)
+        np.testing.assert_allclose(img[2 * (size + 1):2 * (size + 1) + size, 4 * (size + 1):4 * (size + 1) + size],
+                                   np.broadcast_to(GREY, (size, size, 3)))
+        assert not np.allclose(img[2 * (size + 1), 3 * (size + 1)], GREY)
+    finally:
+        plt.close(fig)

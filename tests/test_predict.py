@@ -16,8 +16,8 @@ def trained(tmp_path_factory):
 
     data = load_dir(MINI)
     model = LeNet5(seed=0)
-    fit(model, SGD(model.params(), model.grads(), lr=0.1), data, epochs=6, batch_size=16, progress=False,
-        schedule="cosine")
+    fit(model, data, optimizer=SGD(model.params(), model.grads(), lr=0.1), lr=0.1, epochs=6, batch_size=16,
+        schedule="cosine", progress=False)
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     save_checkpoint(path, model)
     return model, path, data.test
@@ -95,3 +95,150 @@ def test_transparent_png_with_dark_ink(tmp_path):
     assert seen.max() == 255 and seen[:, :4].max() == 0  # bright ink, dark border, centred
     ys, xs = np.nonzero(seen)
     assert abs(xs.mean() - 14) < 1.5 and ys.max() - ys.min() == 19  # 20 px tall, as MNIST
+
+
+# --------------------------------------------------------------------------- what the picture shows
+def seven(size=(160, 200), ink=20, paper=240, mode="L") -> Image.Image:
+    """A dark '7' on light paper (asymmetric: a rotated or mirrored one looks different)."""
+    from PIL import ImageDraw
+
+    im = Image.new(mode, size, paper)
+    w, h = size
+    ImageDraw.Draw(im).line([(w * 0.25, h * 0.2), (w * 0.75, h * 0.2), (w * 0.4, h * 0.85)], fill=ink,
+                            width=max(3, w // 12))
+    return im
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_is_followed(tmp_path, fmt):
+    upright = seven()
+    upright.save(tmp_path / "upright.png")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a phone held sideways stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    stored.save(tmp_path / f"photo.{fmt.lower()}", fmt, exif=exif.tobytes())
+    want = P.to_mnist(P.load_grey(tmp_path / "upright.png"))
+    got = P.to_mnist(P.load_grey(tmp_path / f"photo.{fmt.lower()}"))
+    assert corr(got, want) > 0.95
+    unrotated = P.to_mnist(np.asarray(stored, dtype=float) / 255)
+    assert corr(unrotated, want) < 0.6  # the test would notice if orientation were ignored
+
+
+@pytest.mark.parametrize("dtype,mode,paper,ink,fmt", [
+    (np.uint16, "I;16", 4000, 300, "PNG"),  # 12-bit data in a 16-bit PNG: clipping to 8 bits erases it
+    (np.uint16, "I;16", 65535, 60000, "PNG"),
+    (np.int32, "I", 1_000_000, -2_000_000, "TIFF"),
+    (np.float32, "F", 0.9, -3.5, "TIFF"),
+])
+def test_high_bit_depth_pictures_are_scaled_by_their_range(tmp_path, dtype, mode, paper, ink, fmt):
+    mask = np.asarray(seven(paper=0, ink=255)) > 127
+    values = np.where(mask, ink, paper).astype(dtype)
+    Image.fromarray(values, mode=None).save(tmp_path / f"deep.{fmt.lower()}", fmt)
+    grey = P.load_grey(tmp_path / f"deep.{fmt.lower()}")
+    assert grey.min() == 0 and grey.max() == 1
+    want = P.to_mnist(np.where(mask, 0.0, 1.0))
+    assert corr(P.to_mnist(grey), want) > 0.98
+
+
+def test_float_picture_with_nan_is_refused(tmp_path):
+    values = np.full((50, 50), 0.5, np.float32)
+    values[10, 10] = np.nan
+    Image.fromarray(values).save(tmp_path / "nan.tiff")
+    with pytest.raises(P.ImageError, match="nan.tiff: the picture holds NaN"):
+        P.load_grey(tmp_path / "nan.tiff")
+
+
+def picture(shape, ink_at=None) -> np.ndarray:
+    grey = np.ones(shape)
+    if ink_at is not None:
+        grey[ink_at] = 0
+    return grey
+
+
+@pytest.mark.parametrize("grey,message", [
+    (picture((1, 2)), "no digit found (the picture is only 2x1 pixels)"),
+    (picture((1, 4000), (0, slice(100, 900))), "no digit found (the picture is only 4000x1 pixels)"),
+    (picture((3, 4000), (1, slice(100, 900))), "no digit found (the picture is only 4000x3 pixels)"),
+    (picture((100, 100), (slice(10, 90), 50)), "no digit found (the ink is a single line, 1x80 pixels)"),
+    (picture((100, 100), (50, slice(10, 90))), "no digit found (the ink is a single line, 80x1 pixels)"),
+    (picture((100, 100), (slice(40, 43), slice(40, 43))), "no digit found (the ink is a speck, 3x3 pixels)"),
+])
+def test_degenerate_pictures_find_no_digit(grey, message):
+    with pytest.raises(P.ImageError) as e:
+        P.to_mnist(grey, "pic.png")
+    assert str(e.value) == f"pic.png: {message}"
+
+
+def test_two_pixel_wide_stroke_is_still_a_one():
+    grey = picture((100, 100), (slice(10, 90), slice(50, 52)))
+    steps = P.prepare_steps(grey)
+    assert steps["ink"].shape == (80, 2) and steps["input"].max() == 255
+
+
+def test_bytes_and_file_objects_are_read_like_files(tmp_path):
+    import io
+
+    seven().save(tmp_path / "seven.png")
+    data = (tmp_path / "seven.png").read_bytes()
+    want = P.load_grey(tmp_path / "seven.png")
+
+    class Upload(io.RawIOBase):  # a stream that cannot seek, like a socket
+        def __init__(self, data):
+            self.data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return self.data.readinto(b)
+
+    for source in (data, bytearray(data), io.BytesIO(data), Upload(data), (tmp_path / "seven.png").open("rb")):
+        np.testing.assert_array_equal(P.load_grey(source, name="upload.png"), want)
+    with pytest.raises(P.ImageError, match="^upload.png: not a readable image"):
+        P.load_grey(b"GIF89a but not really", name="upload.png")
+    with pytest.raises(P.ImageError, match="^image: not a readable image"):
+        P.load_grey(io.BytesIO(b""))
+    assert P.prepare_files([data, str(tmp_path / "seven.png")]).shape == (2, 28, 28)
+
+
+def test_prepare_steps_shows_the_same_preparation_as_to_mnist(tmp_path):
+    seven().save(tmp_path / "seven.png")
+    grey = P.load_grey(tmp_path / "seven.png")
+    steps = P.prepare_steps(grey, "seven.png")
+    assert list(steps) == ["picture", "ink", "box", "input"]
+    assert steps["picture"].shape == grey.shape
+    assert 0 <= steps["ink"].min() and steps["ink"].max() == 1 and steps["ink"].shape[0] < grey.shape[0]
+    assert max(steps["box"].shape) == 20 and steps["box"].max() == 1
+    assert steps["input"].dtype == np.uint8 and steps["input"].shape == (28, 28)
+    np.testing.assert_array_equal(steps["input"], P.to_mnist(grey))
+
+
+def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_result(tmp_path):
+    big = seven(size=(3000, 3600))
+    big.save(tmp_path / "big.jpg", quality=90)
+    big.resize((300, 360), Image.LANCZOS).save(tmp_path / "small.png")
+    grey = P.load_grey(tmp_path / "big.jpg")
+    assert max(grey.shape) <= P.WORK_SIDE
+    assert corr(P.to_mnist(grey), P.to_mnist(P.load_grey(tmp_path / "small.png"))) > 0.95
+
+
+def test_save_inputs_keeps_inputs_with_the_same_file_name(tmp_path):
+    images = [np.full((28, 28), v, np.uint8) for v in (10, 20, 30)]
+    paths = P.save_inputs(images, ["a/7.png", "b/7.png", "c/8.jpg"], tmp_path / "seen")
+    assert [p.name for p in paths] == ["7-input.png", "7-input-2.png", "8-input.png"]
+    assert [int(np.asarray(Image.open(p)).max()) for p in paths] == [10, 20, 30]
+
+
+def test_save_inputs_directory_errors(tmp_path):
+    image = [np.zeros((28, 28), np.uint8)]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(P.ImageError, match="file: not a directory"):
+        P.save_inputs(image, ["7.png"], tmp_path / "file")
+    with pytest.raises(P.ImageError, match="missing: output directory does not exist"):
+        P.save_inputs(image, ["7.png"], tmp_path / "missing", create=False)
+    with pytest.raises(P.ImageError, match="cannot create the output directory"):
+        P.save_inputs(image, ["7.png"], tmp_path / "file" / "sub")

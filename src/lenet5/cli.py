@@ -111,7 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import prepare_files, save_input
+    from .predict import prepare_files, save_inputs
 
     inputs = list(args.inputs)
     checkpoint = None if args.model else Path(inputs.pop(0))
@@ -124,10 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     probs = model.criterion.probabilities(logits)
     rbf = model.preset.name == "lecun1998"  # outputs are minus the RBF distances
     if args.show_input:
-        out = Path(args.show_input)
-        out.mkdir(parents=True, exist_ok=True)
-        for path, image in zip(args.images, images):
-            save_input(image, out / f"{Path(path).stem}-input.png")
+        save_inputs(images, args.images, args.show_input)
     results = []
     for path, p in zip(args.images, probs):
         order = np.argsort(-p)[: args.top]
@@ -238,8 +235,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"cache: {datasets.cache_root()}")
         for r in rows:
             where = f"{r['found']}: {r['path']}" if r["found"] else "not found (downloads on first use)"
-            check = "" if not r["found"] else ("  checksums ok" if r["verified"] else "  checksums differ from "
-                                               "the published .gz files (recompressed or plain copy?)")
+            check = "" if not r["found"] else ("  checksums ok" if r["verified"] else
+                                               "  checksums do NOT match the published ones (lenet5 data verify)")
             print(f"{r['name']:<14} {where}{check}")
         return 0
     if args.data_command == "download":

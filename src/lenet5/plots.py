@@ -67,102 +67,197 @@ def plot_curves(history: list[dict], batches: list[dict], caption: str, loss_nam
         ax.legend(fontsize=8)
     fig.suptitle("Training curves")
     _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.175, top=0.86, wspace=0.2)  # tight_layout costs a draw
     return fig
 
 
 def plot_confusion(confusion: np.ndarray, caption: str, class_names: list[str]):
+    """Counts of (true, predicted) test images; the empty cells are left blank."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 6.2))
+    fig = plt.figure(figsize=(7, 6.2))
+    ax = fig.add_axes((0.13, 0.12, 0.68, 0.77))
+    cax = fig.add_axes((0.83, 0.12, 0.03, 0.77))
     im = ax.imshow(confusion, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="images")
+    fig.colorbar(im, cax=cax, label="images")
     top = confusion.max()
-    for i in range(confusion.shape[0]):
-        for j in range(confusion.shape[1]):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if confusion[i, j] > top / 2 else "black")
+    for i, j in zip(*np.nonzero(confusion)):
+        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                color="white" if confusion[i, j] > top / 2 else "black")
     ticks = range(len(class_names))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=class_names, yticklabels=class_names,
            xlabel="predicted class", ylabel="true class",
            title=f"Test-set confusion matrix (accuracy {100 * np.trace(confusion) / confusion.sum():.2f}%)")
     _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
+def _mosaic(tiles, cols: int, pad=1, fill=np.nan) -> np.ndarray:
+    """Tiles (n, h, w) or (n, h, w, channels) -> one (rows*(h+py)-py, cols*(w+px)-px[, channels])
+    array: tile k at row k // cols, column k % cols, the tiles separated by ``pad`` pixels
+    (an int, or (py, px) between rows and between columns) of ``fill``, as are empty cells."""
+    tiles = np.asarray(tiles, dtype=float)
+    n, h, w = tiles.shape[:3]
+    py, px = (pad, pad) if np.isscalar(pad) else pad
+    rows = max(1, -(-n // cols))
+    out = np.empty((rows * (h + py) - py, cols * (w + px) - px) + tiles.shape[3:])
+    out[...] = fill
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[r * (h + py):r * (h + py) + h, c * (w + px):c * (w + px) + w] = tiles[k]
+    return out
+
+
+def _centres(count: int, size: int, pad: int) -> np.ndarray:
+    """Pixel coordinates of the centres of ``count`` tiles of ``size`` pixels, ``pad`` apart."""
+    return np.arange(count) * (size + pad) + (size - 1) / 2
+
+
+def _per_tile(tiles: np.ndarray) -> np.ndarray:
+    """Each tile of (n, h, w) scaled to [0, 1] on its own (as one imshow per tile would; a
+    constant tile is 0)."""
+    tiles = np.asarray(tiles, dtype=float)
+    lo = tiles.min(axis=(1, 2), keepdims=True)
+    span = tiles.max(axis=(1, 2), keepdims=True) - lo
+    return np.divide(tiles - lo, span, out=np.zeros_like(tiles), where=span > 0)
+
+
+def _rgb(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Values in [0, 1] -> RGB through a matplotlib colormap."""
+    import matplotlib
+
+    return matplotlib.colormaps[cmap](np.clip(values, 0, 1))[..., :3]
+
+
+def _upscale(tiles: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of (n, h, w[, c]) tiles by an integer factor."""
+    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def _figure_px(plt, width: int, height: int):
+    """A figure of width x height pixels at 100 dpi (``plot_run`` saves at 100 dpi)."""
+    return plt.figure(figsize=(width / 100, height / 100), dpi=100)
+
+
+def _axes_px(fig, img: np.ndarray, left: int, bottom: int, zoom: int, **imshow):
+    """Axes showing ``img`` with its lower-left corner at pixel (left, bottom) of the figure, each
+    image pixel ``zoom`` x ``zoom`` figure pixels: at 100 dpi no pixel is resampled unevenly, so
+    the 1-pixel separators of a mosaic all come out equally thick. No frame; small tick labels."""
+    fw, fh = fig.bbox.width, fig.bbox.height
+    ax = fig.add_axes((left / fw, bottom / fh, zoom * img.shape[1] / fw, zoom * img.shape[0] / fh))
+    ax.imshow(img, interpolation="nearest", **imshow)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0, labelsize=7)
+    return ax
+
+
+WHITE, GREY, DARK = (1.0, 1.0, 1.0), (0.72, 0.72, 0.72), (0.25, 0.25, 0.25)
+
+
 def plot_kernels(params: dict[str, np.ndarray], caption: str):
+    """The 5x5 kernels of C1 (one row) and of C3 (one image, rows: C3 map, columns: S2 input
+    map), each layer on its own symmetric colour scale; kernels that are all zero (the C3
+    connections lecun1998's table leaves out) are grey."""
     plt = _plt()
-    c1, c3 = params["c1.weight"], params["c3.weight"]
-    fig = plt.figure(figsize=(9, 8.5))
-    grid = fig.add_gridspec(c3.shape[0] + 2, c3.shape[1] * 2 + 1)
-    lim1 = np.abs(c1).max()
-    for k in range(c1.shape[0]):
-        ax = fig.add_subplot(grid[0, k * 2:k * 2 + 2])
-        ax.imshow(c1[k, 0], cmap="RdBu_r", vmin=-lim1, vmax=lim1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"C1 map {k}", fontsize=7)
-    lim3 = np.abs(c3).max()
-    for f in range(c3.shape[0]):
-        for c in range(c3.shape[1]):
-            ax = fig.add_subplot(grid[f + 2, c * 2:c * 2 + 2])
-            ax.imshow(c3[f, c], cmap="RdBu_r", vmin=-lim3, vmax=lim3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(f"C3 {f}", fontsize=6, rotation=0, labelpad=14)
-            if f == c3.shape[0] - 1:
-                ax.set_xlabel(f"from S2 {c}", fontsize=6)
-    fig.suptitle("Learned 5x5 kernels: C1 (top row), C3 (rows: C3 map, columns: S2 input map); red > 0 > blue")
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    c1, c3 = np.asarray(params["c1.weight"], float), np.asarray(params["c3.weight"], float)
+    n_out, n_in, k = c3.shape[:3]
+    scale = max(1, 24 // k)  # enlarged, so that the 1-pixel separators are thin
+    size = k * scale
+    lim1, lim3 = np.abs(c1).max() or 1.0, np.abs(c3).max() or 1.0
+    tiles1 = _rgb(0.5 + c1[:, 0] / (2 * lim1), "RdBu_r")
+    tiles3 = _rgb(0.5 + c3.reshape(-1, k, k) / (2 * lim3), "RdBu_r")
+    unconnected = ~np.any(c3.reshape(len(tiles3), -1) != 0, axis=1)
+    tiles3[unconnected] = GREY
+    img1 = _mosaic(_upscale(tiles1, scale), cols=len(c1), fill=DARK)  # not white: white is a zero weight
+    img3 = _mosaic(_upscale(tiles3, scale), cols=n_in, fill=DARK)
+
+    # C1 above C3 at the same scale, C1 map c over column c (C1 map c feeds S2 map c)
+    zoom = max(1, round(650 / img3.shape[0]))
+    (h3, w3), (h1, w1) = (zoom * np.array(img.shape[:2]) for img in (img3, img1))
+    fig = _figure_px(plt, max(700, w3 + 300), h3 + h1 + 240)
+    left, bottom3 = (fig.bbox.width - w3) // 2, 75
+    ax3 = _axes_px(fig, img3, left, bottom3, zoom)
+    ax1 = _axes_px(fig, img1, left + (w3 - w1) // 2, bottom3 + h3 + 75, zoom)
+    ax1.set_xticks(_centres(len(c1), size, 1), [str(i) for i in range(len(c1))])
+    ax1.set_yticks([])
+    ax1.set_xlabel("C1 map (kernel on the input image)", fontsize=8)
+    ax1.set_title(f"C1: {len(c1)} kernels, max |w| = {lim1:.3g}", fontsize=9)
+    ax3.set_xticks(_centres(n_in, size, 1), [str(i) for i in range(n_in)])
+    ax3.set_yticks(_centres(n_out, size, 1), [str(i) for i in range(n_out)])
+    ax3.set_xlabel("S2 input map", fontsize=8)
+    ax3.set_ylabel("C3 map", fontsize=8)
+    missing = f"; grey: {unconnected.sum()} not connected" if unconnected.any() else ""
+    ax3.set_title(f"C3: {n_out}x{n_in} kernels, max |w| = {lim3:.3g}{missing}", fontsize=9)
+    cax = fig.add_axes(((left + w3 + 35) / fig.bbox.width, bottom3 / fig.bbox.height, 15 / fig.bbox.width,
+                        h3 / fig.bbox.height))
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), "RdBu_r"), cax=cax, ticks=[-1, -0.5, 0, 0.5, 1])
+    bar.set_label("weight / max |w| of its layer", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(f"Learned {k}x{k} kernels: C1 (top), C3 (rows: C3 map, columns: S2 input map); "
+                 "red > 0 > blue", fontsize=10)
     _caption(fig, caption)
     return fig
 
 
 def plot_feature_maps(model, image: np.ndarray, label: int, caption: str, index: int):
+    """The input and every map of C1, S2, C3 and S4 for one test image, as one image: a row per
+    stage, a column per map, each map on its own colour scale (viridis), small maps enlarged."""
     plt = _plt()
     stages = [(n, t) for n, t in [("c1_act", "C1"), ("s2", "S2"), ("c3_act", "C3"), ("s4", "S4")]
               if n in dict(model.layers)]
     probs = model.forward(model.prepare(image[None]), keep=[n for n, _ in stages])
-    maps = {n: model.activations[n][0] for n, _ in stages}
+    maps = {n: np.asarray(model.activations[n][0], float) for n, _ in stages}
     pred = int(np.argmax(probs))
-    cols = max(maps[n].shape[0] for n, _ in stages)
-    fig, axes = plt.subplots(1 + len(stages), cols, figsize=(cols * 0.95, 1.15 * (1 + len(stages)) + 0.9),
-                             gridspec_kw={"wspace": 0.08, "hspace": 0.35})
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)
-    axes[0, 0].imshow(image, cmap="gray")
-    axes[0, 0].set_ylabel("input\n28x28", fontsize=7, rotation=0, labelpad=20)
-    for row, (name, title) in enumerate(stages, start=1):
-        for k, fmap in enumerate(maps[name]):
-            axes[row, k].imshow(fmap, cmap="viridis")
-            axes[row, k].set_frame_on(True)
-            if row == 1 or title in ("C3",):
-                axes[row, k].set_title(str(k), fontsize=6, pad=2)
-        axes[row, 0].set_ylabel(f"{title}\n{maps[name].shape[1]}x{maps[name].shape[2]}", fontsize=7,
-                                rotation=0, labelpad=20)
+    cols = max([maps[n].shape[0] for n, _ in stages] + [1])
+    rows = [("input", _rgb(_per_tile(np.asarray(image, float)[None]), "gray"))]
+    rows += [(title, _rgb(_per_tile(maps[name]), "viridis")) for name, title in stages]
+    rows = [(title, _upscale(tiles, max(1, round(30 / tiles.shape[1])))) for title, tiles in rows]  # ~30 px
+    cell = max(tiles.shape[1] for _, tiles in rows)
+    grid = np.empty((len(rows) * cols, cell, cell, 3))
+    grid[...] = WHITE
+    for r, (_, tiles) in enumerate(rows):  # row r: the stage's maps, centred in cells of the same size
+        top, left = (cell - tiles.shape[1]) // 2, (cell - tiles.shape[2]) // 2
+        grid[r * cols:r * cols + len(tiles), top:top + tiles.shape[1], left:left + tiles.shape[2]] = tiles
+    gap, zoom = 6, 2
+    img = _mosaic(grid, cols=cols, pad=(gap, 1), fill=WHITE)
+    fig = _figure_px(plt, max(1100, zoom * img.shape[1] + 110), zoom * img.shape[0] + 145)
+    ax = _axes_px(fig, img, 85, 50, zoom)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xticks(_centres(cols, cell, 1), [str(i) for i in range(cols)])
+    ax.set_xlabel("map", fontsize=7)
+    shapes = [image.shape] + [maps[n].shape[1:] for n, _ in stages]
+    ax.set_yticks(_centres(len(rows), cell, gap),
+                  [f"{title}\n{s[0]}x{s[1]}" for (title, _), s in zip(rows, shapes)])
     fig.suptitle(f"Feature maps of test image #{index} (true {label}, predicted {pred}): "
-                 "one panel per map of C1, S2, C3, S4", fontsize=10)
+                 "one panel per map of C1, S2, C3, S4 (each on its own scale)", fontsize=10)
     _caption(fig, caption)
     return fig
 
 
 def plot_wrong(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, caption: str, class_names: list[str]):
+    """The 25 test images the model is most confident about and wrong, as one image, with the
+    index, true class, predicted class and its probability under each."""
     plt = _plt()
     pred = probs.argmax(1)
     wrong = np.nonzero(pred != labels)[0]
-    worst = wrong[np.argsort(-probs[wrong, pred[wrong]])][:25]
-    fig, axes = plt.subplots(5, 5, figsize=(8, 9))
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, i in zip(axes.ravel(), worst):
-        ax.imshow(images[i], cmap="gray")
-        ax.set_title(f"#{i}: true {class_names[labels[i]]}\npred {class_names[pred[i]]} "
-                     f"({100 * probs[i, pred[i]]:.0f}%)", fontsize=7)
+    worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:25]
+    cols, (py, px), zoom = 5, (10, 3), 5
+    size = images.shape[1]
+    img = _mosaic(_per_tile(images[worst]) if len(worst) else np.empty((0, size, size)), cols=cols, pad=(py, px))
+    img = np.pad(img, ((0, py), (0, 0)), constant_values=np.nan)  # room for the last row's labels
+    fig = _figure_px(plt, zoom * img.shape[1] + 60, zoom * img.shape[0] + 100)
+    ax = _axes_px(fig, img, 30, 35, zoom, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=0, vmax=1)
+    ax.set_axis_off()
+    for n, i in enumerate(worst):
+        r, c = divmod(n, cols)
+        ax.text(c * (size + px) + (size - 1) / 2, r * (size + py) + size, f"#{i}: true {class_names[labels[i]]}\n"
+                f"pred {class_names[pred[i]]} ({100 * probs[i, pred[i]]:.0f}%)", ha="center", va="top", fontsize=8)
     fig.suptitle(f"The {len(worst)} most confidently wrong test images (of {len(wrong)} errors)")
     _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     return fig
 
 
@@ -204,7 +299,7 @@ def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
     }
     paths = []
     for name, fig in figures.items():
-        fig.savefig(run / name, dpi=110)
+        fig.savefig(run / name, dpi=100, pil_kwargs={"compress_level": 1})  # quick zlib level
         plt.close(fig)
         paths.append(run / name)
     return paths

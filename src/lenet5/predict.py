@@ -3,55 +3,194 @@
 MNIST's creators size-normalised each digit to fit a 20×20 box (keeping its aspect ratio, with
 anti-aliasing) and centred it by its centre of mass in a 28×28 field, bright ink on black.
 ``to_mnist`` does the same to any picture: any size, colour or grey, dark-on-light or
-light-on-dark, off-centre, thick or thin strokes.
+light-on-dark, off-centre, thick or thin strokes. ``prepare_steps`` returns every intermediate
+image, so a web page can show the steps with the very same code.
+
+Reading (``load_grey``) accepts a path, bytes or a file object (an upload), follows the EXIF
+orientation of photos, scales 16-bit, 32-bit and float pictures by their real range, and
+shrinks large pictures while decoding (JPEG draft mode, then ``Image.reduce``) before any
+floating-point copy is made, so memory stays bounded by ``WORK_SIDE``, not by the picture.
 """
 
 from __future__ import annotations
 
+import io
+import math
+import struct
+import warnings
 from pathlib import Path
+from typing import BinaryIO, Iterable, Union
 
 import numpy as np
 
+from .data import open_file
 from .errors import Lenet5Error
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest picture we decode
+MAX_BYTES = 100 << 20  # the largest upload read from a stream that cannot seek
+WORK_SIDE = 1024  # pictures are shrunk (by an integer factor) until their longer side is at most this
+MIN_SIDE = 8  # a picture narrower than this cannot show a digit
+MIN_INK_EXTENT = 5  # ink smaller than this in both directions is a speck, not a digit
+EXIF_ORIENTATION = 0x0112
+
+Source = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
 
 
 class ImageError(Lenet5Error):
     """A picture that cannot be read or holds no digit."""
 
 
-def load_grey(path: str | Path) -> np.ndarray:
-    """A picture file as a float grey image in [0, 1] (H, W); transparency is laid on white."""
+def _pil():
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError:  # pragma: no cover
         raise ImageError("reading pictures needs Pillow: pip install 'lenet5[predict]'") from None
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+    return Image
+
+
+def _source_name(source: Source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return str(getattr(source, "name", "") or "image")
+
+
+def _open_source(source: Source, name: str) -> BinaryIO:
+    """A seekable binary stream for Image.open: the checked, opened file, or the bytes/upload."""
+    if isinstance(source, (str, Path)):
+        return open_file(source, ImageError, "file")[0]
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if not hasattr(source, "read"):
+        raise ImageError(f"{name}: expected a path, bytes or a binary file object, got {type(source).__name__}")
+    seekable = getattr(source, "seekable", None)
+    if callable(seekable) and seekable():
+        return source
+    data = source.read(MAX_BYTES + 1)
+    if not isinstance(data, (bytes, bytearray)):
+        raise ImageError(f"{name}: the file object is not binary (read() gave {type(data).__name__})")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: upload is larger than {MAX_BYTES >> 20} MB")
+    return io.BytesIO(data)
+
+
+def _transposes() -> dict[int, int]:
+    """EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose)."""
+    T = _pil().Transpose
+    return {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
+            6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}
+
+
+def _block_mean(im, factor: int) -> np.ndarray:
+    """A PIL image Image.reduce cannot handle (16/32-bit integer modes) downscaled by averaging
+    factor×factor blocks (edges: partial blocks dropped), as float64. Read in bands of rows,
+    so no full-size copy of the picture is ever made."""
+    w, h = im.size
+    rows, cols = h // factor, w // factor
+    if factor <= 1 or rows == 0 or cols == 0:
+        return np.asarray(im).astype(np.float64)
+    out = np.empty((rows, cols))
+    step = 16  # output rows per band
+    for r in range(0, rows, step):
+        n = min(step, rows - r)
+        band = np.asarray(im.crop((0, r * factor, cols * factor, (r + n) * factor))).astype(np.float64)
+        out[r:r + n] = band.reshape(n, factor, cols, factor).mean(axis=(1, 3))
+    return out
+
+
+def _by_range(a: np.ndarray, name: str) -> np.ndarray:
+    """A 16/32-bit or float picture scaled to [0, 1] by its own minimum and maximum."""
+    if not np.all(np.isfinite(a)):
+        raise ImageError(f"{name}: the picture holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a, dtype=np.float64)
+
+
+def _decode(im, name: str) -> np.ndarray:
+    """An opened PIL image -> float grey (H, W) in [0, 1], shrunk to about WORK_SIDE while decoding."""
+    Image = _pil()
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: image is too large ({w}x{h} pixels; "
+                         f"the limit is {MAX_PIXELS // 1_000_000} megapixels)")
+    if im.format == "JPEG" and max(w, h) > WORK_SIDE:  # decode at 1/2, 1/4 or 1/8 scale directly
+        scale = WORK_SIDE / max(w, h)
+        im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (math.ceil(w * scale), math.ceil(h * scale)))
+    im.load()
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{path}: image is too large ({im.width}x{im.height} pixels; "
-                                 f"the limit is {MAX_PIXELS // 1_000_000} megapixels)")
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
-            grey = np.asarray(im.convert("L"), dtype=np.float64) / 255
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS:  # damaged EXIF: the picture itself is still fine
+        orientation = 1
+    factor = math.ceil(max(im.size) / WORK_SIDE)
+    if im.mode.startswith("I;16") or im.mode in ("I;32", "I;32B", "I;32S"):  # Image.reduce cannot: numpy
+        small = Image.fromarray(_block_mean(im, factor).astype(np.float32), mode="F")
+    else:
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "L")
+        elif im.mode == "1":
+            im = im.convert("L")
+        elif im.mode not in ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F"):
+            im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+        small = im.reduce(factor) if factor > 1 else im
+    if orientation in _transposes():
+        small = small.transpose(_transposes()[orientation])
+    if small.mode in ("I", "F"):
+        return _by_range(np.asarray(small, dtype=np.float64), name)
+    if small.mode in ("LA", "La", "RGBA", "RGBa"):  # transparency is laid on white paper
+        rgba = small.convert("RGBA")
+        small = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(small.convert("L"), dtype=np.float64) / 255
+
+
+# Pillow's decoders signal a damaged file with many exception types.
+_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, OverflowError)
+
+
+def load_grey(source: Source, name: str | None = None) -> np.ndarray:
+    """A picture as a float grey image in [0, 1] (H, W); transparency is laid on white.
+
+    ``source`` is a path, the file's bytes, or a binary file object (a web upload); ``name``
+    is what error messages call it (default: the path, or the file object's name). Photos are
+    turned upright by their EXIF orientation; pictures larger than WORK_SIDE are shrunk.
+    """
+    Image = _pil()
+    name = _source_name(source, name)
+    fp = _open_source(source, name)
+    try:
+        with warnings.catch_warnings():  # damaged files make Pillow warn; the error (if any) says it once
+            warnings.simplefilter("ignore")
+            with Image.open(fp) as im:
+                return _decode(im, name)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from None
-    return grey
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: image is too large ({e})") from None
+    except _DECODE_ERRORS as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{name}: not a readable image ({reason})") from None
+    finally:
+        if isinstance(source, (str, Path)):
+            fp.close()
 
 
-def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
-    """Grey image in [0, 1] (H, W) -> uint8 (28, 28), bright digit on black, MNIST-style."""
-    from PIL import Image
+def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray]:
+    """Every step of preparing a picture MNIST-style, for showing them (a web page) or using them.
 
+    Returns ``picture`` (the grey input, (H, W) in [0, 1]), ``ink`` (the ink cropped to its
+    bounding box, bright on black, [0, 1]), ``box`` (the ink scaled into at most 20×20, [0, 1])
+    and ``input`` (uint8 (28, 28), the box centred by its centre of mass: what the network sees).
+    A picture too small or thin to show a digit, or whose ink is a speck or a single line,
+    raises ImageError "no digit found" rather than letting the network guess.
+    """
+    Image = _pil()
+    grey = np.asarray(grey, dtype=np.float64)
+    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
+        size = "x".join(map(str, grey.shape[::-1]))
+        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
+    if not np.all(np.isfinite(grey)):
+        raise ImageError(f"{name}: the picture holds NaN or infinite values")
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
     ink = np.abs(grey - background)  # ink is whatever differs from the background, either polarity
@@ -59,12 +198,15 @@ def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
         raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
     ink = ink / ink.max()
     ink[ink < 0.2] = 0  # paper texture, JPEG noise and shadows are not ink
-    rows, cols = np.nonzero(ink)
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = ink.shape
+    if min(h, w) < 2 or max(h, w) < MIN_INK_EXTENT:
+        what = "a single line" if min(h, w) < 2 else "a speck"
+        raise ImageError(f"{name}: no digit found (the ink is {what}, {w}x{h} pixels)")
     scale = 20 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    box = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.LANCZOS))
+    box = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.LANCZOS), dtype=np.float64)
     box = np.clip(box, 0, None)
     box /= box.max()  # thin strokes fade when shrunk a lot; restore full contrast
     ys, xs = np.indices(box.shape)
@@ -74,16 +216,57 @@ def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
     top = int(np.clip(round(14 - cy), 0, 28 - box.shape[0]))  # MNIST: centre of mass at (14, 14)
     left = int(np.clip(round(14 - cx), 0, 28 - box.shape[1]))
     out[top:top + box.shape[0], left:left + box.shape[1]] = box
-    return np.round(out * 255).astype(np.uint8)
+    return {"picture": grey, "ink": ink, "box": box, "input": np.round(out * 255).astype(np.uint8)}
 
 
-def prepare_files(paths: list[str | Path]) -> np.ndarray:
-    """Pictures -> uint8 (N, 28, 28) network inputs."""
-    return np.stack([to_mnist(load_grey(p), str(p)) for p in paths])
+def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
+    """Grey image in [0, 1] (H, W) -> uint8 (28, 28), bright digit on black, MNIST-style."""
+    return prepare_steps(grey, name)["input"]
+
+
+def prepare_files(sources: Iterable[Source]) -> np.ndarray:
+    """Pictures (paths, bytes or file objects) -> uint8 (N, 28, 28) network inputs."""
+    images = []
+    for source in sources:
+        name = _source_name(source, None)
+        images.append(to_mnist(load_grey(source, name), name))
+    return np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)
 
 
 def save_input(image: np.ndarray, path: str | Path) -> None:
     """Write a 28×28 uint8 network input as a PNG."""
-    from PIL import Image
+    Image = _pil()
+    try:
+        Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(path)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
 
-    Image.fromarray(image, mode="L").save(path)
+
+def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: str | Path,
+                create: bool = True) -> list[Path]:
+    """Save each network input as ``<directory>/<stem of its name>-input.png``; return the paths.
+
+    Two inputs with the same file name (a/7.png, b/7.png) keep both: 7-input.png, 7-input-2.png.
+    ``directory`` is created if missing (unless ``create`` is False, then a missing directory is
+    an error); a path that exists but is not a directory is an error.
+    """
+    from .data import check_dir
+
+    directory = Path(directory)
+    if create and not directory.exists() and not directory.is_symlink():
+        try:
+            directory.mkdir(parents=True)
+        except OSError as e:
+            raise ImageError(f"{directory}: cannot create the output directory ({e.strerror or e})") from None
+    check_dir(directory, ImageError, "output directory")
+    written, used = [], set()
+    for image, name in zip(images, names):
+        stem = Path(str(name)).stem or "image"
+        candidate, n = f"{stem}-input.png", 1
+        while candidate in used:
+            n += 1
+            candidate = f"{stem}-input-{n}.png"
+        used.add(candidate)
+        save_input(image, directory / candidate)
+        written.append(directory / candidate)
+    return written
