@@ -87,19 +87,14 @@ def fan_in(layer: Layer) -> np.ndarray:
 
 
 def init(rng: np.random.Generator, name: str, p: np.ndarray, layer: Layer) -> np.ndarray:
-    """Every trainable value (weights, biases, subsampling coefficients) uniform in ±2.4/√F,
-    F the fan-in of its unit.
+    """Every trainable value (weights, biases, subsampling coefficients) uniform in ±2.4/F,
+    F the fan-in of its unit (Appendix A), as printed.
 
-    The paper (Appendix A) prints ±2.4/F_i and gives the reason: "the initial standard
-    deviation of the weighted sums [should] be in the same range for each unit, and fall within
-    the normal operating region of the sigmoid". With inputs of unit variance a sum of F terms
-    drawn from ±b has standard deviation b·√(F/3): ±2.4/√F makes it 1.39 for every unit, as the
-    text says, whereas ±2.4/F makes it 1.39/√F (0.28 in C1, 0.07 in C5). Measured here, with
-    ±2.4/F the curvature estimates h_kk stay far below μ, the printed η overshoots within the
-    first patterns and training collapses to 10%; with ±2.4/√F the printed η trains stably
-    (README, "The 1998 network"). This is the one place where this preset departs from the
-    printed numbers."""
-    bound = 2.4 / np.sqrt(fan_in(layer))  # per unit
+    (The paper's stated reason — weighted sums of the same spread in every unit — would call
+    for ±2.4/√F: with unit-variance inputs a sum of F terms drawn from ±b has standard deviation
+    b·√(F/3). That reading was measured too and is not what makes the printed η work; see the
+    README, "The 1998 network".)"""
+    bound = 2.4 / fan_in(layer)  # per unit
     shape = (-1,) + (1,) * (p.ndim - 1)
     out = rng.uniform(-1, 1, size=p.shape) * bound.reshape(shape)
     if isinstance(layer, Conv2d) and layer.mask is not None and p.ndim == 4:
