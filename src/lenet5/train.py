@@ -178,47 +178,61 @@ class PassResult:
     stopped: bool  # asked to stop
 
 
-def _run_pass(model: Engine, optimizer: Optimizer, split: Split, order: list[np.ndarray], start: int, epoch: int,
-              lr_at: Schedule, first_step: int, totals: Totals, seed: int, augment: Augment | None,
-              bar: Progress, hooks: Hooks) -> PassResult:
-    """Steps over order[start:]. Each step's randomness (augmentation, dropout) comes from a
-    generator seeded with (seed, epoch, batch), so any step can be replayed on its own. With
-    augmentation, the next batch is prepared on a helper thread while the current one trains.
-    Stops only after a complete step, so the weights are never left half-updated."""
+@dataclass
+class _Loop:
+    """What stays the same over every step of one ``fit``: the engine and its optimizer, the
+    schedule, the seed of each step's randomness, the augmentation and the caller's hooks."""
 
-    def inputs(b: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = model.shard(order[b])
-        images = split.images[idx]
-        if augment is not None:
-            images = augment(images, np.random.default_rng([seed, epoch, b, 0, model.rank]))
-        return model.prepare(images), split.labels[idx]
+    model: Engine
+    optimizer: Optimizer
+    lr_at: Schedule
+    steps_per_epoch: int
+    seed: int
+    augment: Augment | None
+    hooks: Hooks
 
-    with contextlib.ExitStack() as stack:
-        pool = pending = None
-        if augment is not None:
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-            stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
-            pending = pool.submit(inputs, start) if start < len(order) else None
-        for b in range(start, len(order)):
-            if pending is not None:
-                x, labels = pending.result()
-                pending = pool.submit(inputs, b + 1) if b + 1 < len(order) else None
-            else:
-                x, labels = inputs(b)
-            optimizer.lr = lr_at(first_step + b)
-            if model.stochastic:
-                model.seed_step([seed, epoch, b, 1])
-            loss, outputs = train_step(model, optimizer, x, labels, len(order[b]))
-            if not math.isfinite(loss):
-                raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
-                                      "try a smaller learning rate (--lr)")
-            totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
-            if hooks.on_batch is not None:
-                hooks.on_batch(epoch, b + 1, loss)
-            bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
-            if hooks.should_stop is not None and hooks.should_stop():
-                return PassResult(totals, b + 1, True)
-    return PassResult(totals, len(order), False)
+    def run_pass(self, split: Split, order: list[np.ndarray], epoch: int, start: int, totals: Totals,
+                 bar: Progress) -> PassResult:
+        """Steps over order[start:] of one epoch. Each step's randomness (augmentation, dropout)
+        comes from a generator seeded with (seed, epoch, batch), so any step can be replayed on
+        its own. With augmentation, the next batch is prepared on a helper thread while the
+        current one trains. Stops only after a complete step, so the weights are never left
+        half-updated."""
+        model, hooks = self.model, self.hooks
+
+        def inputs(b: int) -> tuple[np.ndarray, np.ndarray]:
+            idx = model.shard(order[b])
+            images = split.images[idx]
+            if self.augment is not None:
+                images = self.augment(images, np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
+            return model.prepare(images), split.labels[idx]
+
+        with contextlib.ExitStack() as stack:
+            pool = pending = None
+            if self.augment is not None:
+                pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+                stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
+                pending = pool.submit(inputs, start) if start < len(order) else None
+            for b in range(start, len(order)):
+                if pending is not None:
+                    x, labels = pending.result()
+                    pending = pool.submit(inputs, b + 1) if b + 1 < len(order) else None
+                else:
+                    x, labels = inputs(b)
+                self.optimizer.lr = self.lr_at((epoch - 1) * self.steps_per_epoch + b)
+                if model.stochastic:
+                    model.seed_step([self.seed, epoch, b, 1])
+                loss, outputs = train_step(model, self.optimizer, x, labels, len(order[b]))
+                if not math.isfinite(loss):
+                    raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
+                                          "try a smaller learning rate (--lr)")
+                totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
+                if hooks.on_batch is not None:
+                    hooks.on_batch(epoch, b + 1, loss)
+                bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
+                if hooks.should_stop is not None and hooks.should_stop():
+                    return PassResult(totals, b + 1, True)
+        return PassResult(totals, len(order), False)
 
 
 def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, optimizer: Optimizer | str | None = None,
@@ -247,9 +261,7 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
     elif overrides:
         config = config.replace(**overrides)
     optimizer = optimizer if optimizer is not None else model.make_optimizer(config)
-    hooks = hooks or Hooks()
     state = state or TrainState()
-    augment = AUGMENTS[config.augment]
     rng = np.random.default_rng(config.seed)
     if state.rng_state is not None:
         rng.bit_generator.state = state.rng_state
@@ -259,6 +271,7 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
                           f"the {model.world} processes")
     lr_at = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                           round(config.warmup_epochs * steps_per_epoch), steps_per_epoch)
+    loop = _Loop(model, optimizer, lr_at, steps_per_epoch, config.seed, AUGMENTS[config.augment], hooks or Hooks())
     history = list(state.history)
     best = state.best_val_acc
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -273,8 +286,7 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=progress and model.rank == 0,
                        done=resume_at)
         try:
-            result = _run_pass(model, optimizer, data.train, order, resume_at, epoch, lr_at,
-                               (epoch - 1) * steps_per_epoch, totals, config.seed, augment, bar, hooks)
+            result = loop.run_pass(data.train, order, epoch, resume_at, totals, bar)
         finally:
             bar.close()
         if result.done < len(order):
@@ -293,8 +305,8 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
             best = record["val_acc"]
         history.append(record)
         state = TrainState(epoch, 0, rng.bit_generator.state, Totals(), history, best)
-        if hooks.on_epoch is not None:
-            hooks.on_epoch(record, state)
+        if loop.hooks.on_epoch is not None:
+            loop.hooks.on_epoch(record, state)
         if result.stopped and epoch < config.epochs:  # asked to stop on the epoch's last step
             raise Interrupted(state)
     return history
