@@ -68,3 +68,29 @@ def test_sdlm_steps_through_both_paths_agree(mini_dir):
             opt.step()
     for name, p in layers.params().items():
         np.testing.assert_allclose(lean.params()[name], p, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_sdlm_updates_the_whole_parameter_vector_at_once_and_agrees_with_per_parameter_steps():
+    from lenet5.optim import SDLM, as_one_vector
+
+    model = LeNet5("lecun1998", seed=1, dtype=np.float64)
+    flat = as_one_vector(list(model.params().values()))
+    assert flat is not None and flat.size == sum(p.size for p in model.params().values())
+    assert np.shares_memory(flat, model.params()["c5.weight"])
+    separate = {k: v.copy() for k, v in model.params().items()}  # not one vector: the fallback path
+    assert as_one_vector(list(separate.values())) is None
+    grads = {k: RNG.standard_normal(v.shape) for k, v in separate.items()}
+    for k, g in grads.items():
+        model.grads()[k][...] = g
+    hessian = {k: RNG.random(v.shape) for k, v in separate.items()}
+    fused, plain = SDLM(model.params(), model.grads(), lr=0.01), SDLM(separate, grads, lr=0.01)
+    assert fused._flat[0] is not None and plain._flat[0] is None
+    for opt in (fused, plain):
+        opt.load_state_dict({f"hessian.{k}": h for k, h in hessian.items()})
+        opt.step()
+    for k, p in separate.items():
+        np.testing.assert_allclose(model.params()[k], p, rtol=1e-12, err_msg=k)
+    before = LeNet5("lecun1998", seed=1, dtype=np.float64).params()
+    for k, p in before.items():
+        np.testing.assert_allclose(separate[k], p - 0.01 * grads[k] / (0.02 + hessian[k]), rtol=1e-12, atol=1e-15,
+                                   err_msg=k)

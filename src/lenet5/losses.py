@@ -40,7 +40,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     exp = np.exp(z)
     sumexp = exp.sum(axis=1, keepdims=True)
     rows = np.arange(n)
-    loss = float(np.mean(np.log(sumexp[:, 0]) - z[rows, labels]))
+    loss = float((np.log(sumexp[:, 0]) - z[rows, labels]).sum()) / n
     dlogits = exp / sumexp
     dlogits[rows, labels] -= 1
     dlogits /= n
@@ -62,7 +62,7 @@ def map_criterion(neg_dist: np.ndarray, labels: np.ndarray, j: float = 0.1) -> t
     exp = np.exp(neg_dist - top)
     total = exp.sum(axis=1, keepdims=True) + np.exp(-j - top)
     rows = np.arange(n)
-    loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - neg_dist[rows, labels]))
+    loss = float((np.log(total[:, 0]) + top[:, 0] - neg_dist[rows, labels]).sum()) / n
     grad = exp / total
     grad[rows, labels] -= 1
     return loss, grad / n
@@ -74,7 +74,7 @@ def mse_criterion(neg_dist: np.ndarray, labels: np.ndarray) -> tuple[float, np.n
     rows = np.arange(n)
     grad = np.zeros_like(neg_dist)
     grad[rows, labels] = -1 / n
-    return float(-neg_dist[rows, labels].mean()), grad
+    return -float(neg_dist[rows, labels].sum()) / n, grad
 
 
 @dataclass(frozen=True)

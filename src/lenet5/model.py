@@ -43,6 +43,7 @@ class LeNet5(SingleProcess):
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.layers: list[tuple[str, Layer]] = self.preset.build(self.dtype)
+        self._flatten_storage()
         self.dropout = dropout
         if dropout is not None:  # override the preset's dropout probability
             for _, layer in self.layers:
@@ -65,6 +66,29 @@ class LeNet5(SingleProcess):
         return make_optimizer(config, self.params(), self.grads())
 
     # -- parameters -----------------------------------------------------------------------
+    def _flatten_storage(self) -> None:
+        """Re-home every parameter (and every gradient) as a view into one contiguous vector,
+        in ``params()`` order: the layers see ordinary arrays, and an optimizer can update the
+        whole network in a few vector operations (``flat_params``/``flat_grads``)."""
+        for attr in ("params", "grads"):
+            arrays = [(layer, name, a) for _, layer in self.layers for name, a in getattr(layer, attr).items()]
+            flat = np.zeros(sum(a.size for _, _, a in arrays), self.dtype)
+            at = 0
+            for layer, name, a in arrays:
+                view = flat[at:at + a.size].reshape(a.shape)
+                view[...] = a
+                getattr(layer, attr)[name] = view
+                at += a.size
+            setattr(self, f"_flat_{attr}", flat)
+
+    def flat_params(self) -> np.ndarray:
+        """All parameters as one vector (a view: writing to it changes the parameters)."""
+        return self._flat_params
+
+    def flat_grads(self) -> np.ndarray:
+        """All gradients as one vector, in the order of flat_params (a view)."""
+        return self._flat_grads
+
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Weights from the preset's initialiser (in layer order), biases zero, batch-norm
         scales one — or, for presets that say so (``init_all``), every value from the initialiser."""

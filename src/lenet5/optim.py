@@ -14,6 +14,24 @@ import numpy as np
 from .presets import TrainConfig
 
 
+def as_one_vector(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The vector that ``arrays`` are consecutive views of, in order (as ``LeNet5`` stores its
+    parameters and gradients), or None when they are not laid out that way."""
+    if not arrays or arrays[0].base is None:
+        return None
+    base = arrays[0].base
+    while base.base is not None:
+        base = base.base
+    if base.ndim != 1 or sum(a.size for a in arrays) != base.size:
+        return None
+    at = base.__array_interface__["data"][0]
+    for a in arrays:
+        if a.__array_interface__["data"][0] != at or not a.flags.c_contiguous or a.dtype != base.dtype:
+            return None
+        at += a.nbytes
+    return base
+
+
 class Optimizer:
     """Common checks and state handling. ``lr`` may be changed between steps (schedules)."""
 
@@ -156,29 +174,50 @@ class SDLM(Optimizer):
         if not mu > 0:
             raise ValueError(f"mu must be > 0, got {mu}")
         self.mu, self.samples = mu, samples
-        self._scale: dict[str, np.ndarray] = {}  # 1/(μ + h_kk), derived from the state
-        self._buf = {name: np.empty_like(p) for name, p in params.items()}
+        self._scale: np.ndarray | None = None  # 1/(μ + h_kk) for every value, derived from the state
+        # per-pattern updates are many and small: do them on the whole parameter vector at once
+        # when the model stores its parameters as one (LeNet5 does), else parameter by parameter
+        self._flat = (as_one_vector(list(params.values())), as_one_vector([grads[k] for k in params]))
+        self._buf = np.empty(sum(p.size for p in params.values()), next(iter(params.values())).dtype)
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """h_kk for this pass, from ``samples`` training images drawn with ``rng``."""
         idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
         self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
-        self._scale = {}
+        self._scale = None
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         super().load_state_dict(state)
-        self._scale = {}
+        self._scale = None
 
-    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        scale = self._scale.get(name)
-        if scale is None:
-            h = self.state["hessian"].get(name)
-            if h is None:
+    def _scales(self) -> np.ndarray:
+        """1/(μ + h_kk) for every parameter value, in params() order, as one vector."""
+        if self._scale is None:
+            hessian = self.state["hessian"]
+            if set(hessian) != set(self.params):
                 raise RuntimeError("SDLM needs a curvature estimate first: call prepare_epoch(model, split, rng)")
-            scale = self._scale[name] = (1 / (self.mu + h)).astype(p.dtype)
-        step = np.multiply(g, scale, out=self._buf[name])  # per-pattern updates: no temporaries
-        step *= self.lr
-        p -= step
+            h = np.concatenate([hessian[name].reshape(-1) for name in self.params])
+            self._scale = (1 / (self.mu + h)).astype(self._buf.dtype)
+        return self._scale
+
+    def step(self) -> None:
+        self.steps += 1
+        scale = self._scales()
+        flat_p, flat_g = self._flat
+        if flat_p is not None and flat_g is not None:  # θ ← θ − η·g/(μ + h), three vector operations
+            step = np.multiply(flat_g, scale, out=self._buf)
+            step *= self.lr
+            flat_p -= step
+            return
+        at = 0
+        for name, p in self.params.items():
+            self.update(name, p, self.grads[name], scale[at:at + p.size].reshape(p.shape))
+            at += p.size
+
+    def update(self, name: str, p: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None) -> None:
+        if scale is None:
+            scale = 1 / (self.mu + self.state["hessian"][name])
+        p -= self.lr * scale * g
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "sdlm": SDLM}

@@ -20,8 +20,8 @@ shapes than copying a strided window view):
     F6   a6 = W6 · y5 + b6                           (84,)        y6 = f(a6)
     RBF  z_k = −Σ_j (y6_j − c_kj)²                   (10,)
 
-and backward runs the chain rule down the same list; the input gradient of C3 is the full
-convolution of its output gradient with the flipped kernels (again one im2col product).
+and backward runs the chain rule down the same list (``_input_grad`` sends C3's gradient back
+to the S2 positions each kernel tap read).
 """
 
 from __future__ import annotations
@@ -56,7 +56,23 @@ def _block_sums(y: np.ndarray) -> np.ndarray:
 def _spread(d: np.ndarray) -> np.ndarray:
     """(h, w, C) -> (2h, 2w, C): every input of a 2×2 block gets its block's gradient."""
     h, w, c = d.shape
-    return np.broadcast_to(d[:, None, :, None], (h, 2, w, 2, c)).reshape(2 * h, 2 * w, c)
+    out = np.empty((h, 2, w, 2, c), d.dtype)
+    out[...] = d[:, None, :, None]
+    return out.reshape(2 * h, 2 * w, c)
+
+
+def _input_grad(da: np.ndarray, w: np.ndarray, h: int, width: int) -> np.ndarray:
+    """dL/dx (H, W, C) of a stride-1 convolution from dL/da (Ho·Wo, F) and its weights
+    w (F, C, k, k): every kernel tap (i, j) sends da·w[:, :, i, j] back to the inputs it read,
+    shifted by (i, j) — one batched product for the k² taps, then k² slice additions."""
+    f, c, k, _ = w.shape
+    ho, wo = h - k + 1, width - k + 1
+    taps = np.matmul(da, w.transpose(2, 3, 0, 1))  # (k, k, Ho·Wo, C)
+    out = np.zeros((h, width, c), da.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[i:i + ho, j:j + wo] += taps[i, j].reshape(ho, wo, c)
+    return out
 
 
 class OneImage:
@@ -113,11 +129,7 @@ class OneImage:
         da3 = _spread(da4 * p["s4.weight"]).reshape(100, 16) * slope * (1 - t3 * t3)
         g["c3.weight"][...] = (da3.T @ self.cols3).reshape(16, 6, 5, 5) * self.mask
         g["c3.bias"][...] = da3.sum(axis=0)
-        # dL/dy2: the full convolution of da3 with the flipped kernels
-        padded = np.zeros((18, 18, 16), da3.dtype)
-        padded[4:14, 4:14] = da3.reshape(10, 10, 16)
-        flipped = self.w3.reshape(16, 6, 5, 5)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(6, 400)
-        dy2 = (_cols(padded, 5) @ flipped.T).reshape(14, 14, 6)
+        dy2 = _input_grad(da3, self.w3.reshape(16, 6, 5, 5), 14, 14)
         da2 = dy2 * slope * (1 - t2 * t2)
         g["s2.weight"][...] = np.einsum("hwc,hwc->c", da2, self.s2)
         g["s2.bias"][...] = da2.sum(axis=(0, 1))

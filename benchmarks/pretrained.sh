@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Build the pretrained weights shipped in src/lenet5/pretrained/: each preset trained on full
+# MNIST with its default recipe (modern also on Fashion-MNIST), then packed with its command,
+# data checksums and test accuracy (benchmarks/ship_pretrained.py).
+#
+#   MNIST=/path/to/mnist benchmarks/pretrained.sh [NAME...]   # default: seed-tanh seed-sigmoid modern modern-fashion
+#
+# lecun1998 ships from the paper run (benchmarks/paper.sh): python benchmarks/ship_pretrained.py
+# lecun1998 runs/paper/plain-seed0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MNIST=${MNIST:-../shared/data/mnist}
+NAMES=${*:-seed-tanh seed-sigmoid modern modern-fashion}
+export LENET5_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+for name in $NAMES; do
+  out="runs/pretrained/$name"
+  case "$name" in
+    modern-fashion) args=(--preset modern --dataset fashion-mnist) ;;
+    *) args=(--preset "$name" --data-dir "$MNIST") ;;
+  esac
+  if [ ! -f "$out/metrics.jsonl" ]; then
+    python -m lenet5.cli train "${args[@]}" --seed 0 --out "$out" --force --quiet --no-plots
+  fi
+  python benchmarks/ship_pretrained.py "$name" "$out"
+done
