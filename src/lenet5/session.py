@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -109,9 +110,11 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     config = resumed.config if resumed else resolve(options.get("preset", DEFAULT_PRESET), **options)
     engine = make_engine(config)
     main = engine.rank == 0
+    clock = {"data": -time.perf_counter()}
     if not main:  # rank 0 fetches the data first, so ranks never download into the cache at once
         _barrier(engine)
     data = load_dataset(config.dataset, config.data_dir, progress=progress and main)
+    clock["data"] += time.perf_counter()
     if main:
         _barrier(engine)
     if resumed and not force_data:
@@ -145,11 +148,15 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     batch_losses: list[float] = []
 
     def on_epoch(record: dict, st: TrainState) -> None:
+        clock["training"] = clock.get("training", 0) + record["train_seconds"]
+        clock["evaluation"] = clock.get("evaluation", 0) + record["seconds"] - record["train_seconds"]
         if run_dir is not None:
+            start = time.perf_counter()
             run_dir.log_epoch(record, batch_losses)
             run_dir.save(engine, optimizer, st, meta)
             if record.get("best"):
                 run_dir.save_best(engine, meta, record)
+            clock["saving"] = clock.get("saving", 0) + time.perf_counter() - start
             val_text = f"  val acc {100 * record['val_acc']:6.2f}%" if "val_acc" in record else ""
             print(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f} acc "
                   f"{100 * record['train_acc']:6.2f}%{val_text}  test loss {record['test_loss']:.4f} acc "
@@ -179,8 +186,11 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
         return 0
     log(f"saved {run_dir.model_path}" + (f" (best validation epoch: {run_dir.best_path})" if val else ""))
     if plots:
+        clock["figures"] = -time.perf_counter()
         _plot(run_dir)
+        clock["figures"] += time.perf_counter()
     run_dir.unlock()
+    log("time: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in clock.items()))
     return 0
 
 
