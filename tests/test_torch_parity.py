@@ -154,6 +154,12 @@ def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_p
     for name, p in net.state_dict().items():
         assert rel(saved[name], p.numpy()) < 1e-10, name
 
+    # every feature of the one training loop works under torchrun, --resume included
+    resume = [*cmd[:cmd.index("train") + 1], "--resume", str(out), "--epochs", "2", "--quiet"]
+    r = subprocess.run(resume, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
 
 @pytest.mark.parametrize("name", ["sgd-nesterov", "adam", "adamw"])
 def test_optimizers_match_torch_optim(name):

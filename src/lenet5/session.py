@@ -83,7 +83,6 @@ def _resume(path: str | Path, options: dict[str, Any]) -> Resumed:
     """Open a stopped run; options that contradict its settings are refused (only --epochs
     may grow)."""
     run_dir = RunDir.open(path)
-    run_dir.lock()
     config, config_json, weights, optim, state = run_dir.load_resume()
     conflicts = [k for k, v in options.items() if k != "epochs" and v != getattr(config, k)]
     if conflicts:
@@ -110,6 +109,8 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     config = resumed.config if resumed else resolve(options.get("preset", DEFAULT_PRESET), **options)
     engine = make_engine(config)
     main = engine.rank == 0
+    if resumed and main:  # under torchrun every rank reads the run; rank 0 alone holds and writes it
+        resumed.run_dir.lock()
     clock = {"data": -time.perf_counter()}
     if not main:  # rank 0 fetches the data first, so ranks never download into the cache at once
         _barrier(engine)
