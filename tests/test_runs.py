@@ -187,3 +187,30 @@ def test_preset_recipe_and_option_checks(tmp_path, mini_dir, capsys):
     assert cli.main(["train", "--no-plots", "--optimizer", "adam", "--momentum", "0.9", "--data-dir",
                      str(mini_dir)]) == 2
     assert "--momentum/--nesterov apply to --optimizer sgd" in capsys.readouterr().err
+
+
+def test_live_reads_ignore_only_an_unterminated_last_line(tmp_path):
+    from lenet5.errors import Lenet5Error
+    from lenet5.runs import RunDir
+
+    run = RunDir(tmp_path)
+    epoch = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.4, "test_acc": 0.85, "seconds": 1.0}
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(epoch) + "\n" + '{"epoch": 2, "train_')  # the trainer is writing line 2
+    assert run.history(live=True) == [epoch]
+    with pytest.raises(Lenet5Error) as e:
+        run.history()
+    assert str(e.value) == f"{path}: line 2 is not valid JSON (truncated?)"
+    assert "\n" not in str(e.value)
+    path.write_text(json.dumps(epoch) + "\n" + '{"epoch": 2, "train_\n' + json.dumps({**epoch, "epoch": 3}) + "\n")
+    for live in (False, True):  # a terminated line is finished: damaged is damaged, live or not
+        with pytest.raises(Lenet5Error, match=r"metrics\.jsonl: line 2 is not valid JSON"):
+            run.history(live=live)
+    path.write_text(json.dumps({"epoch": 2}) + "\n")
+    for live in (False, True):
+        with pytest.raises(Lenet5Error, match=r"metrics\.jsonl: line 1 lacks"):
+            run.history(live=live)
+    (tmp_path / "batch_metrics.jsonl").write_text('{"epoch": 1, "loss": [0.5]}\n{"epoch": 2, "lo')
+    assert run.batch_losses(live=True) == [{"epoch": 1, "loss": [0.5]}]
+    with pytest.raises(Lenet5Error, match=r"batch_metrics\.jsonl: line 2 is not valid JSON"):
+        run.batch_losses()

@@ -33,7 +33,7 @@ from lenet5 import predict  # noqa: E402
 from lenet5.web import INSTALL_HINT, configure_parser, run, serve  # noqa: E402
 from lenet5.web import prepare  # noqa: E402
 from lenet5.web.app import create_app  # noqa: E402
-from lenet5.web.training import parse_progress, read_jsonl  # noqa: E402
+from lenet5.web.training import parse_progress  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "lenet5" / "web" / "static"
 
@@ -396,11 +396,25 @@ def test_a_failing_worker_is_reported(client, tmp_path):
 
 
 # --------------------------------------------------------------------------- files written while read
-def test_run_files_are_read_tolerantly(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"epoch": 1, "test_acc": 0.5, "new_key": [1]}\nnot json\n[1, 2]\n{"epoch": 2, "test_')
-    assert read_jsonl(path) == [{"epoch": 1, "test_acc": 0.5, "new_key": [1]}]
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
+def test_run_files_are_read_while_written(tmp_path):
+    from lenet5.web.models import ModelRegistry
+    from lenet5.web.training import Job, Run, TrainingManager
+
+    training = TrainingManager(tmp_path / "runs", ModelRegistry())
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir()
+    job = Job(Run("run1", run_dir, {}), process=None, epochs=2)  # type: ignore[arg-type]  # not used here
+    training._read_files(job)  # nothing written yet
+    epoch = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.4, "test_acc": 0.5, "seconds": 1.0,
+             "new_key": [1]}
+    (run_dir / "metrics.jsonl").write_text(json.dumps(epoch) + '\n{"epoch": 2, "test_')  # line 2 being written
+    training._read_files(job)
+    assert [(e["event"], e["data"]["epoch"], e["data"]["test_acc"]) for e in training.events] == [("epoch", 1, 0.5)]
+    (run_dir / "metrics.jsonl").write_text(json.dumps(epoch) + "\nnot json\n")  # damaged: one warning, no path
+    training._read_files(job)
+    training._read_files(job)
+    assert [e["data"] for e in training.events[1:]] == [
+        {"level": "warning", "text": "r/metrics.jsonl: line 2 is not valid JSON (truncated?)"}]
     assert parse_progress("epoch 2/5: 40/160 batches loss 0.4123 acc 0.8750") == {
         "epoch": 2, "epochs": 5, "batch": 40, "batches": 160, "loss": 0.4123, "acc": 0.875}
     assert parse_progress("epoch   1/3  train loss 1.07 acc 70.24%") is None

@@ -8,6 +8,7 @@ multi-process form (``lenet5.ddp.DDPModel``).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -55,13 +56,19 @@ class Engine(Protocol):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
     def shard(self, batch: np.ndarray) -> np.ndarray: ...
     def all_sum(self, values: list[float]) -> list[float]: ...
+    def running(self) -> contextlib.AbstractContextManager: ...
 
 
 class SingleProcess:
-    """The data-parallel part of ``Engine`` for an engine that runs in one process."""
+    """The data-parallel part of ``Engine`` for an engine that runs in one process, and a
+    ``running`` context that changes nothing."""
 
     rank = 0
     world = 1
+
+    def running(self) -> contextlib.AbstractContextManager:
+        """The context a training pass runs in (entered once per pass)."""
+        return contextlib.nullcontext()
 
     def shard(self, batch: np.ndarray) -> np.ndarray:
         return batch

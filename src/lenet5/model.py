@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cpu import MicroBatches, default_threads
+from ._cpu import MicroBatches, blas_single_thread, default_threads
 from .engine import SingleProcess
 from .layers import BatchNorm2d, Dropout, Layer
 from .losses import Criterion
@@ -60,6 +60,12 @@ class LeNet5(SingleProcess):
     def from_config(cls, config: TrainConfig) -> "LeNet5":
         return cls(config.preset, seed=config.seed, dtype=config.dtype, criterion=config.criterion,
                    map_j=config.map_j, dropout=config.dropout)
+
+    def running(self):
+        """A training pass holds BLAS to one thread: this engine spreads big batches over the
+        cores itself (``_cpu.MicroBatches``), and on a busy machine OpenBLAS's spinning threads
+        made small-batch steps up to 10x slower (measured: batch 64, 566 vs 6,055 images/s)."""
+        return blas_single_thread()
 
     def make_optimizer(self, config: TrainConfig) -> Optimizer:
         """The optimizer ``config`` names, over this model's live parameters and gradients."""

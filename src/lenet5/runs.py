@@ -190,12 +190,20 @@ class RunDir:
             raise Lenet5Error(f"{self.path / CONFIG}: {e}") from None
 
     # -- metrics -----------------------------------------------------------------------------
-    def _read_jsonl(self, name: str, required: tuple[str, ...]) -> list[dict]:
+    def _read_jsonl(self, name: str, required: tuple[str, ...], live: bool = False) -> list[dict]:
+        """The records of a JSONL file (none if it is missing). ``live``: the file may still be
+        being appended to, so a last line without its newline is left for a later read."""
         path = self.path / name
         try:
-            lines = path.read_text().splitlines() if path.exists() else []
+            data = path.read_bytes() if path.exists() else b""
         except OSError as e:
             raise _os_error(path, e) from None
+        if live and not data.endswith(b"\n"):
+            data = data[:data.rfind(b"\n") + 1]
+        try:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise Lenet5Error(f"{path}: not UTF-8 text (byte {e.start})") from None
         records = []
         for i, line in enumerate(lines, 1):
             if not line.strip():
@@ -209,13 +217,16 @@ class RunDir:
             records.append(rec)
         return records
 
-    def history(self) -> list[dict]:
-        """The finished epochs, from metrics.jsonl."""
-        return self._read_jsonl(METRICS, ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"))
+    def history(self, live: bool = False) -> list[dict]:
+        """The finished epochs, from metrics.jsonl. ``live``: read while the run is training
+        (a last line still being written is ignored)."""
+        return self._read_jsonl(METRICS, ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"),
+                                live)
 
-    def batch_losses(self) -> list[dict]:
-        """Per epoch, {"epoch": k, "loss": [loss of every step]}, from batch_metrics.jsonl."""
-        records = self._read_jsonl(BATCH_METRICS, ("epoch", "loss"))
+    def batch_losses(self, live: bool = False) -> list[dict]:
+        """Per epoch, {"epoch": k, "loss": [loss of every step]}, from batch_metrics.jsonl.
+        ``live``: as for ``history``."""
+        records = self._read_jsonl(BATCH_METRICS, ("epoch", "loss"), live)
         for rec in records:
             if not isinstance(rec["loss"], list):
                 raise Lenet5Error(f"{self.path / BATCH_METRICS}: 'loss' of epoch {rec['epoch']} is not a list")
@@ -280,6 +291,10 @@ class RunDir:
         self._write_text(METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
         kept = [r for r in self.batch_losses() if r["epoch"] <= state.epoch]
         self._write_text(BATCH_METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def resumable(self) -> bool:
+        """Whether ``lenet5 train --resume`` can continue the run (its resumable state is saved)."""
+        return (self.path / STATE).is_file()
 
     def load_model(self, best: bool = False):
         """(model, metadata) of the run's final (or best) checkpoint."""

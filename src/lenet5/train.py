@@ -208,6 +208,7 @@ class _Loop:
             return model.prepare(images), split.labels[idx]
 
         with contextlib.ExitStack() as stack:
+            stack.enter_context(model.running())
             pool = pending = None
             if self.augment is not None:
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))

@@ -46,7 +46,7 @@ from ..errors import Lenet5Error
 from ..predict import ImageError
 from . import prepare
 from .models import ModelEntry, ModelRegistry, UnknownModel, analyse, load_path, model_details
-from .training import DATASETS, MAX_EPOCHS, TrainingError, TrainingManager, has_checkpoint
+from .training import DATASETS, MAX_EPOCHS, TrainingError, TrainingManager
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 16 * 1024
@@ -261,9 +261,9 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         stopped = await run_in_threadpool(training.shutdown)
-        if stopped is not None and has_checkpoint(stopped):
-            print(f"lenet5: stopped the training run {stopped}; resume it with: lenet5 train --resume {stopped}",
-                  file=sys.stderr)
+        if stopped is not None and stopped.resumable():
+            print(f"lenet5: stopped the training run {stopped.path}; resume it with: "
+                  f"lenet5 train --resume {stopped.path}", file=sys.stderr)
 
     routes = [
         Route("/", index),
@@ -288,15 +288,9 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
 
 
 def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool = True) -> None:
-    """Pretrained models from ``lenet5.pretrained`` when this version has it: ``names`` loaded now
-    (errors are one line), the other available ones listed and loaded when first used."""
-    try:
-        from .. import pretrained  # type: ignore[attr-defined]
-    except ImportError:
-        if names:
-            raise Lenet5Error("--model needs pretrained weights (lenet5.pretrained), which this version "
-                              "of lenet5 does not have; pass a checkpoint file or run directory instead") from None
-        return
+    """Pretrained models from ``lenet5.pretrained``: ``names`` loaded now (errors are one line),
+    the other available ones listed and loaded when first used."""
+    from .. import pretrained
     for name in names:
         try:
             model, meta = pretrained.load(name)
@@ -307,17 +301,13 @@ def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool
         registry.add(name, model, meta, source="pretrained")
     if not list_all:
         return
-    try:
-        available = list(pretrained.available())
-    except Exception:
+    try:  # the manifest describes each model, so the list can show it before it is loaded
+        available, described = pretrained.available(), pretrained.manifest()
+    except Lenet5Error:  # an unreadable manifest: no more models to list
         return
-    try:  # what the manifest says, so the list can show it before the model is loaded
-        described = pretrained.manifest() if hasattr(pretrained, "manifest") else {}
-    except Exception:
-        described = {}
     for name in available:
         if name not in names:
-            entry = described.get(name) if isinstance(described.get(name), dict) else {}
+            entry = described.get(name, {})
             meta = {k: v for k, v in {"preset": entry.get("preset"), "test_acc": entry.get("test_accuracy")}.items()
                     if v is not None}
             if entry.get("dataset"):

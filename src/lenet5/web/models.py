@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import Lenet5Error
 from ..model import LeNet5
+from ..runs import RunDir
 
 #: the paper's stages, in order; each is shown as the output of its last layer (after the activation)
 STAGES = ["c1", "s2", "c3", "s4", "c5", "f6"]
@@ -72,11 +73,7 @@ def private_copy(model: LeNet5) -> LeNet5:
 def probabilities(model: LeNet5, outputs: np.ndarray) -> np.ndarray:
     """Class probabilities as ``lenet5 predict`` reports them: the preset's criterion's (softmax
     of the outputs; for lecun1998's MAP criterion the rubbish class keeps a share)."""
-    criterion = getattr(model, "criterion", None)
-    if criterion is not None and hasattr(criterion, "probabilities"):
-        return np.asarray(criterion.probabilities(outputs), dtype=np.float64)
-    z = outputs - outputs.max(axis=1, keepdims=True)
-    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return np.asarray(model.criterion.probabilities(outputs), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -295,11 +292,10 @@ def load_path(path: str | Path) -> tuple[LeNet5, dict, str]:
 
     path = Path(path)
     if path.is_dir():
-        candidate = path / "model.safetensors"
-        if not candidate.is_file():
-            raise Lenet5Error(f"{path}: a directory without model.safetensors (not a run directory)")
-        name, path = path.name or str(path), candidate
-    else:
-        name = path.stem if path.stem != "model" else (path.parent.name or path.stem)
+        run = RunDir(path)
+        if not run.model_path.is_file():
+            raise Lenet5Error(f"{path}: a directory without {run.model_path.name} (not a run directory)")
+        model, meta = run.load_model()
+        return model, meta, path.name or str(path)
     model, meta = load_checkpoint(path)
-    return model, meta, name
+    return model, meta, path.stem if path.stem != "model" else (path.parent.name or path.stem)

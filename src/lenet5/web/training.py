@@ -5,8 +5,8 @@ started with a lower CPU priority so that predictions stay quick while it trains
 sends SIGINT: the CLI finishes its step, saves a resumable checkpoint and exits with 130;
 ``lenet5 train --resume RUN_DIR`` continues it.
 
-What the page sees comes from the run directory, re-read a few times a second and parsed
-tolerantly (unknown keys are passed on, a half-written last line waits for the next read):
+What the page sees comes from the run directory, re-read a few times a second through
+``lenet5.runs.RunDir`` (unknown keys are passed on, a half-written last line waits for the next read):
 
 - ``metrics.jsonl``: one record per finished epoch -> an ``epoch`` event, with the test-set
   confusion matrix and C1's kernels of the weights just saved;
@@ -19,7 +19,6 @@ Events carry increasing sequence numbers; a client that connects late gets the w
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Lenet5Error
+from ..runs import RunDir
 from .models import ModelEntry, ModelRegistry, dataset_of, rounded
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -63,31 +63,10 @@ class Run:
     model_id: str | None = None
     resumable: bool = False
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete JSON-object lines of a file; a partly written last line or a bad line is skipped."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    records = []
-    lines = text.split("\n")
-    for line in lines[:-1]:  # the text after the last newline may still be being written
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-    return records
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``lenet5 train --resume`` can continue the run (its resumable state is saved)."""
-    return (run_dir / "train_state.safetensors").is_file() or (run_dir / "model.safetensors").is_file()
+    @property
+    def files(self) -> RunDir:
+        """The run directory's files: every read goes through ``RunDir``."""
+        return RunDir(self.dir)
 
 
 def _number(value: Any) -> float | None:
@@ -116,14 +95,13 @@ class TestSet:
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
 
-    def for_run(self, run_dir: Path, dataset: str):
-        source = ""
+    def for_run(self, run: RunDir, dataset: str):
         try:
-            config = json.loads((run_dir / "config.json").read_text())
-            source = str((config.get("data") or {}).get("source") or "")
-            data_dir = (config.get("settings") or {}).get("data_dir")
-        except (OSError, ValueError, AttributeError):
-            data_dir = None
+            config = run.read_config()
+        except Lenet5Error:  # no config.json (yet): the dataset's usual directories
+            config = {"settings": {}, "data": {}}
+        source = str(config["data"].get("source") or "")
+        data_dir = config["settings"].get("data_dir")
         key = f"{dataset}|{source}|{data_dir}"
         if key not in self._cache:
             self._cache[key] = self._load(dataset, source, data_dir)
@@ -171,6 +149,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     seen_epochs: set[int] = field(default_factory=set)
     seen_batch_epochs: set[int] = field(default_factory=set)
+    file_errors: set[str] = field(default_factory=set)
     stderr_tail: list[str] = field(default_factory=list)
     stop_requested: float | None = None
     asked_twice: bool = False
@@ -269,7 +248,7 @@ class TrainingManager:
             run = self.runs.get(run_id)
             if run is None:
                 raise TrainingError(f"unknown run {run_id[:40]!r}", 404)
-            if not has_checkpoint(run.dir):
+            if not run.files.resumable():
                 raise TrainingError(f"run {run_id} stopped before its first epoch ended: nothing to resume; start anew",
                                     409)
             total = epochs or int(run.settings.get("epochs") or 1)
@@ -290,7 +269,7 @@ class TrainingManager:
             self._set_state("stopping", "stopping after the current step")
             return self.status()
 
-    def shutdown(self, timeout: float = 10.0) -> Path | None:
+    def shutdown(self, timeout: float = 10.0) -> RunDir | None:
         """Stop a running worker (it saves its checkpoint) and wait for it, killing it if it hangs.
         Returns the directory of the run it stopped, if any."""
         self._closed = True
@@ -303,26 +282,24 @@ class TrainingManager:
         except subprocess.TimeoutExpired:
             job.process.kill()
             job.process.wait()
-        return job.run.dir
+        return job.run.files
 
     def discover(self) -> None:
         """Runs already in ``runs_dir`` (an earlier server's, same ``--runs-dir``): listed, resumable,
         and their models on the page's list (loaded when first used)."""
-        from ..checkpoint import load_checkpoint
-
         for run_dir in sorted(p for p in self.runs_dir.iterdir() if p.is_dir()):
+            files = RunDir(run_dir)
             try:
-                settings = json.loads((run_dir / "config.json").read_text()).get("settings") or {}
-            except (OSError, ValueError, AttributeError):
+                settings = files.read_config()["settings"]
+            except Lenet5Error:  # not a run directory, or one without its config.json
                 continue
             self._run_counter += 1
             run = Run(f"run{self._run_counter}", run_dir,
                       {k: settings.get(k) for k in ("preset", "dataset", "epochs", "train_limit")})
-            run.resumable = has_checkpoint(run_dir)
-            if (run_dir / "model.safetensors").is_file():
+            run.resumable = files.resumable()
+            if files.model_path.is_file():
                 entry = self.registry.add(run_dir.name, None, {"settings": settings}, source="training",
-                                          loader=lambda path=run_dir / "model.safetensors": load_checkpoint(path),
-                                          prefix="run")
+                                          loader=files.load_model, prefix="run")
                 run.model_id = entry.id
             self.runs[run.id] = run
 
@@ -419,15 +396,21 @@ class TrainingManager:
                 self._emit("log", {"level": "warning", "text": line.removeprefix("lenet5: warning: ")})
 
     def _read_files(self, job: Job) -> None:
-        run_dir = job.run.dir
-        for rec in read_jsonl(run_dir / "batch_metrics.jsonl"):
-            epoch, losses = rec.get("epoch"), rec.get("loss")
-            if isinstance(epoch, int) and isinstance(losses, list) and epoch not in job.seen_batch_epochs:
-                job.seen_batch_epochs.add(epoch)
-                self._emit("batches", {"epoch": epoch, "loss": [round(v, 5) if _number(v) is not None else None
-                                                                 for v in losses]})
-        fresh = [rec for rec in read_jsonl(run_dir / "metrics.jsonl")
-                 if isinstance(rec.get("epoch"), int) and rec["epoch"] not in job.seen_epochs]
+        files = job.run.files
+        try:
+            batches, history = files.batch_losses(live=True), files.history(live=True)
+        except Lenet5Error as e:  # a damaged file: say so once (the run's name, not its path), keep watching
+            text = str(e).replace(str(files.path), files.path.name)
+            if text not in job.file_errors:
+                job.file_errors.add(text)
+                self._emit("log", {"level": "warning", "text": text})
+            return
+        for rec in batches:
+            if rec["epoch"] not in job.seen_batch_epochs:
+                job.seen_batch_epochs.add(rec["epoch"])
+                self._emit("batches", {"epoch": rec["epoch"], "loss": [round(v, 5) if _number(v) is not None
+                                                                       else None for v in rec["loss"]]})
+        fresh = [rec for rec in history if rec["epoch"] not in job.seen_epochs]
         for i, rec in enumerate(fresh):
             job.seen_epochs.add(rec["epoch"])
             if self.state == "starting":
@@ -440,18 +423,15 @@ class TrainingManager:
 
     def _epoch_model(self, job: Job, epoch: int) -> dict:
         """Load the checkpoint just saved: update the run's model entry; C1 kernels and confusion matrix."""
-        from ..checkpoint import load_checkpoint
-
-        path = job.run.dir / "model.safetensors"
         try:
-            model, meta = load_checkpoint(path)
+            model, meta = job.run.files.load_model()
         except Lenet5Error:
             return {}
         entry = self._model_entry(job.run, model, meta, epoch)
         out: dict[str, Any] = {"model_id": entry.id, "kernels": {"shape": list(model.params()["c1.weight"].shape),
                                                                  "values": rounded(model.params()["c1.weight"].ravel())}}
         try:
-            split = self._tests.for_run(job.run.dir, dataset_of(meta))
+            split = self._tests.for_run(job.run.files, dataset_of(meta))
         except Exception:  # no test set, no matrix: the curves still come
             split = None
         if split is not None:
@@ -471,7 +451,7 @@ class TrainingManager:
 
     def _finish(self, job: Job) -> None:
         code = job.process.returncode
-        job.run.resumable = has_checkpoint(job.run.dir)
+        job.run.resumable = job.run.files.resumable()
         errors = [line.removeprefix("lenet5: error: ") for line in job.stderr_tail if line.startswith("lenet5: error:")]
         if code == 0:
             self._set_state("finished", f"finished {len(job.seen_epochs)} epochs")
