@@ -222,3 +222,15 @@ def test_an_unexpected_failure_is_one_line_unless_debug(monkeypatch, capsys):
     assert "unexpected RuntimeError: something nobody foresaw" in err and "--debug" in err
     with pytest.raises(RuntimeError):
         cli.main(["summary", "--debug"])
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, mini_dir, tmp_path, capsys):
+    import lenet5.datasets
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lenet5.datasets, "load_dataset", interrupted)  # Ctrl-C while the data loads
+    assert cli.main(["train", "--no-plots", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "lenet5: interrupted" and "Traceback" not in err
