@@ -312,22 +312,20 @@ class TrainingManager:
     # -- the worker --------------------------------------------------------------------------
     def _launch(self, run: Run, argv: list[str], epochs: int) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        nice = self.nice
-
-        def lower_priority() -> None:  # runs in the child before exec
-            if nice:
-                try:
-                    os.nice(nice)
-                except OSError:
-                    pass
-
         try:
+            # no preexec_fn: Python code run between fork and exec can deadlock on a lock that
+            # another thread of this server held at the fork (seen: a watcher thread in NumPy)
             process = subprocess.Popen([self.python, "-m", "lenet5.cli", *argv], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                       start_new_session=True, text=True, errors="replace",
-                                       preexec_fn=lower_priority if os.name == "posix" else None)
+                                       start_new_session=True, text=True, errors="replace")
         except OSError as e:
             raise TrainingError(f"cannot start the training worker: {e.strerror or e}") from None
+        if self.nice and hasattr(os, "setpriority"):  # lower the worker's priority from here instead
+            try:
+                niceness = os.getpriority(os.PRIO_PROCESS, process.pid) + self.nice
+                os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
+            except OSError:
+                pass
         run.resumable = False
         job = Job(run, process, epochs)
         # a resumed run already has epochs on disk: they are sent again, as part of this run
