@@ -32,7 +32,7 @@ def main(name: str, run_path: str) -> None:
     DIRECTORY.mkdir(exist_ok=True)
     path = DIRECTORY / f"{name}.safetensors"
     save_checkpoint(path, model, {"name": name, "settings": settings, "data": data_info, "command": command,
-                                  "epoch": len(run.history()), "test_accuracy": result["accuracy"],
+                                  "epoch": len(run.history()), "test_acc": result["accuracy"],
                                   "test_size": result["n"]})
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     manifest[name] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
