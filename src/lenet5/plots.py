@@ -71,6 +71,30 @@ def plot_curves(history: list[dict], batches: list[dict], caption: str, loss_nam
     return fig
 
 
+def plot_errors(history: list[dict], caption: str, paper: dict[str, float] | None = None):
+    """Error rate per pass, training and test, on a log scale — the 1998 paper's Fig. 5.
+
+    The training error is the running one of each pass (the weights change during the pass);
+    ``paper``: the published final errors to mark, e.g. {"test": 0.95, "training": 0.35}.
+    """
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(epochs, [100 * (1 - h["train_acc"]) for h in history], "o-", color="tab:blue",
+            label="training set (during the pass)")
+    ax.plot(epochs, [100 * (1 - h["test_acc"]) for h in history], "s-", color="tab:red", label="test set")
+    for name, value in (paper or {}).items():
+        ax.axhline(value, color="tab:red" if name == "test" else "tab:blue", ls="--", lw=0.8,
+                   label=f"paper, {name}: {value:.2f}%")
+    ax.set_yscale("log")
+    ax.set(xlabel="training pass", ylabel="error rate (%)", title="Error rate per pass (as the paper's Fig. 5)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _caption(fig, caption)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.9)
+    return fig
+
+
 def plot_confusion(confusion: np.ndarray, caption: str, class_names: list[str]):
     """Counts of (true, predicted) test images; the empty cells are left blank."""
     plt = _plt()
@@ -291,6 +315,7 @@ def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
     confusion = np.array(evaluate(model, data.test)["confusion"])
     figures = {
         "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
+        **({"errors.png": plot_errors(history, caption)} if model.preset.name == "lecun1998" else {}),
         "confusion.png": plot_confusion(confusion, caption, names),
         "kernels.png": plot_kernels(model.params(), caption),
         "feature_maps.png": plot_feature_maps(model, data.test.images[sample], int(data.test.labels[sample]),
