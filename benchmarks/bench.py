@@ -4,9 +4,9 @@
     python benchmarks/bench.py --profile
     python benchmarks/bench.py --json > bench.json
 
-It measures, in one process, training and inference images/s of the NumPy engine and of the
-PyTorch replica (when torch is installed), interleaving repetitions, and prints medians,
-spreads and the NumPy/PyTorch time ratio. See src/lenet5/bench.py.
+It measures, in one process, training and inference images/s and GFLOP/s of the NumPy engine and
+of every installed peer (PyTorch eager, torch.compile, JAX jit, ONNX Runtime for inference),
+interleaving repetitions, and prints medians, spreads and time ratios. See src/lenet5/bench.py.
 """
 
 import sys

@@ -1,28 +1,74 @@
-"""``lenet5 bench``: training and inference speed of the NumPy engine next to PyTorch.
+"""``lenet5 bench``: training and inference speed of the NumPy engine next to every CPU peer
+that is installed.
 
-Both engines run the same network on the same random batches in one process. Repetitions
-are interleaved (numpy, torch, numpy, torch, ...) so a burst of load from elsewhere on a
-shared machine hits both, and each figure is the median over repetitions with its spread
-(min-max). Times are per image; the ratio is NumPy time / PyTorch time (below 1: NumPy
-is faster).
+Peers, all on the CPU, all running the same network from the same initial weights
+(``LeNet5(preset, seed=0)``) on the same random batches:
+
+- training (one SGD step per batch, lr 0.01, momentum 0.9, the preset's criterion):
+  the NumPy engine (the training loop's own ``train_step``), PyTorch eager (the replica,
+  ``torch.optim.SGD``), torch.compile (the replica's forward and criterion compiled by
+  inductor, backward through the compiled graph, ``torch.optim.SGD`` eager), and JAX (the
+  network written in ``jax.lax``, the whole step — value_and_grad and the update — under
+  ``jax.jit``; seed-tanh and seed-sigmoid only);
+- inference (``--infer-images`` uint8 images in chunks of 500, input preparation included):
+  the same four, and ONNX Runtime on ``lenet5.onnx_export.build_onnx_model`` (CPU provider,
+  one intra-op thread per core).
+
+Everything runs in one process. Repetitions are interleaved (numpy, torch, torch.compile,
+jax, numpy, ...) so a burst of load from elsewhere on a shared machine hits every peer, and
+each figure is the median over repetitions with its spread (min-max). Compilation (the first
+call of torch.compile and jax.jit on each input shape; for ONNX Runtime, export and session
+creation) is timed on its own and never part of the throughput. GFLOP/s = ``lenet5.flops``'s
+count per image × images/s. Ratios are NumPy time / peer time (below 1: NumPy is faster).
+
+A peer that is not installed is skipped with one note; one that fails (torch.compile without a
+working C++ compiler, say) is reported as "failed: <reason>" and the others go on; one that
+has no version of the preset shows "-" and says why once.
 """
 
 from __future__ import annotations
 
+import contextlib
+
+import importlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 
+from ._cpu import default_threads
+from .flops import CONVENTION, flops
+from ._cpu import blas_single_thread
 from .model import LeNet5
 from .optim import SGD
-from .presets import get_preset
+from .presets import get_preset, scale_pixels
 from .train import train_step
+
+LR, MOMENTUM = 0.01, 0.9
+#: peers in the order they run (and are printed)
+TRAIN_PEERS = ("numpy", "torch", "torch.compile", "jax")
+INFER_PEERS = ("numpy", "torch", "torch.compile", "jax", "onnxruntime")
+#: peers whose first call on an input shape compiles (timed apart from the throughput)
+COMPILED = ("torch.compile", "jax", "onnxruntime")
+#: torch.compile's backend (tests swap in a cheaper one)
+COMPILE_BACKEND: Any = "inductor"
+#: the presets written in jax.lax, and their activation; why the others are not
+JAX_PRESETS = {"seed-tanh": "tanh", "seed-sigmoid": "sigmoid"}
+JAX_MISSING = {
+    "modern": "batch norm and dropout are not written in jax.lax here",
+    "lecun1998": "trainable subsampling, the partial C3, RBF output and MAP criterion are not written in jax.lax here",
+}
+INFER_CHUNK = 500
+
+
+class Unsupported(Exception):
+    """The peer has no version of this preset."""
 
 
 def _cpu_model() -> str:
@@ -35,15 +81,63 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _torch():
+def _import(name: str):
+    """The module, or None when it is not installed (or cannot be imported at all)."""
     try:
-        import torch
-
-        return torch
-    except ImportError:
+        return importlib.import_module(name)
+    except Exception:  # ImportError, or a broken install (jaxlib mismatch raises RuntimeError)
         return None
 
 
+def _torch():
+    return _import("torch")
+
+
+def _reason(e: BaseException) -> str:
+    """One line saying why ``e`` happened: the innermost cause's type and first message line."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "inner_exception", None) or e.__cause__
+        if inner is None:
+            break
+        e = inner
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def available_peers() -> tuple[list[str], list[str]]:
+    """(installed peers, one note line per missing package)."""
+    peers, notes = ["numpy"], []
+    torch = _torch()
+    if torch is None:
+        notes.append("PyTorch is not installed: skipping PyTorch eager and torch.compile "
+                     "(pip install torch==2.13.0 to compare).")
+    else:
+        peers.append("torch")
+        if hasattr(torch, "compile"):
+            peers.append("torch.compile")
+        else:
+            notes.append(f"torch {torch.__version__} has no torch.compile: skipping it (torch >= 2.0 has it).")
+    if _import("jax") is None or _import("jax.numpy") is None:
+        notes.append("JAX is not installed: skipping the JAX jit peer (pip install 'jax[cpu]' to compare).")
+    else:
+        peers.append("jax")
+    if _import("onnxruntime") is None or _import("onnx") is None:
+        notes.append("onnx/onnxruntime are not installed: skipping the ONNX Runtime peer "
+                     "(pip install 'lenet5[onnx]' to compare).")
+    else:
+        peers.append("onnxruntime")
+    return peers, notes
+
+
+def _start(i: int, batch: int, n: int) -> int:
+    """Where step ``i``'s batch starts (as the NumPy engine's step picks it)."""
+    return i * batch % (n - batch + 1)
+
+
+# --------------------------------------------------------------------------- training steps
 def numpy_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray):
     """(train_step(i), infer(x_uint8), model) for the NumPy engine: the training loop's own step."""
     model = LeNet5(preset, seed=0)
@@ -81,6 +175,219 @@ def torch_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray
     return step, infer, net
 
 
+def torch_compile_step(preset: str, batch: int, images: np.ndarray, labels: np.ndarray) -> Callable[[int], None]:
+    """torch.compile's training step: forward and criterion compiled (static shapes), backward
+    through the compiled graph (AOTAutograd), torch.optim.SGD eager as in the eager peer."""
+    import torch
+
+    from .torch_replica import build, criterion
+
+    torch._dynamo.reset()  # a fresh compilation for each batch size: its time is reported
+    net = build(preset, seed=0)
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    prepare = get_preset(preset).prepare
+    tlab = torch.from_numpy(labels)
+
+    def loss_of(x, y):
+        return criterion(preset, net(x), y)
+
+    compiled = torch.compile(loss_of, backend=COMPILE_BACKEND, dynamic=False)
+
+    def step(i: int) -> None:
+        start = _start(i, batch, len(images))
+        x = torch.from_numpy(prepare(images[start:start + batch], np.float32))
+        opt.zero_grad(set_to_none=True)
+        compiled(x, tlab[start:start + batch]).backward()
+        opt.step()
+
+    return step
+
+
+# --------------------------------------------------------------------------- the JAX network
+def _jax_activation(preset: str) -> str:
+    get_preset(preset)  # an unknown name is the caller's error, not "unsupported"
+    if preset not in JAX_PRESETS:
+        why = JAX_MISSING.get(preset, "not written in jax.lax here")
+        raise Unsupported(f"preset {preset}: {why} (JAX peer: {', '.join(JAX_PRESETS)})")
+    return JAX_PRESETS[preset]
+
+
+def jax_params(preset: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """The initial weights of ``LeNet5(preset, seed)``, float32, keyed like its state_dict."""
+    _jax_activation(preset)
+    return {k: np.asarray(v, np.float32) for k, v in LeNet5(preset, seed=seed).state_dict().items()}
+
+
+def jax_forward(preset: str) -> Callable:
+    """forward(params, x (N, 1, 28, 28) float32) -> logits (N, 10): seed-tanh / seed-sigmoid in
+    jax.lax. C1 (pad 2) - act - 2×2 average pool - C3 - act - pool - C5 - act - F6 - sigmoid -
+    OUTPUT, with act = tanh or sigmoid, NCHW like the PyTorch replica."""
+    from jax import lax
+    import jax.numpy as jnp
+
+    act = {"tanh": jnp.tanh, "sigmoid": lax.logistic}[_jax_activation(preset)]
+    dims = ("NCHW", "OIHW", "NCHW")
+
+    def conv(params, x, name, pad):
+        y = lax.conv_general_dilated(x, params[f"{name}.weight"], (1, 1), [(pad, pad), (pad, pad)],
+                                     dimension_numbers=dims)
+        return y + params[f"{name}.bias"][None, :, None, None]
+
+    def pool(x):  # 2×2 average, stride 2
+        return lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") * 0.25
+
+    def linear(params, x, name):
+        return x @ params[f"{name}.weight"].T + params[f"{name}.bias"]
+
+    def forward(params, x):
+        x = pool(act(conv(params, x, "c1", 2)))  # S2
+        x = pool(act(conv(params, x, "c3", 0)))  # S4
+        x = act(conv(params, x, "c5", 0)).reshape(x.shape[0], -1)
+        x = lax.logistic(linear(params, x, "f6"))
+        return linear(params, x, "output")
+
+    return forward
+
+
+def jax_loss(preset: str) -> Callable:
+    """loss(params, x, labels) -> mean softmax cross-entropy, as the NumPy engine's criterion."""
+    import jax
+    import jax.numpy as jnp
+
+    forward = jax_forward(preset)
+
+    def loss(params, x, labels):
+        logp = jax.nn.log_softmax(forward(params, x))
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+    return loss
+
+
+def jax_sgd_step(preset: str, lr: float = LR, momentum: float = MOMENTUM) -> Callable:
+    """step(params, velocity, x, labels) -> (params, velocity, loss) under jax.jit, with
+    torch.optim.SGD's rule (v ← μ·v + g, θ ← θ − η·v; velocity starting at zero makes the first
+    v = g, as torch's). params and velocity are donated: updated in place."""
+    import jax
+
+    grad_fn = jax.value_and_grad(jax_loss(preset))
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, velocity, x, labels):
+        loss, grads = grad_fn(params, x, labels)
+        velocity = jax.tree_util.tree_map(lambda v, g: momentum * v + g, velocity, grads)
+        params = jax.tree_util.tree_map(lambda p, v: p - lr * v, params, velocity)
+        return params, velocity, loss
+
+    return step
+
+
+def _jax_cpu():
+    import jax
+
+    return jax.devices("cpu")[0]
+
+
+def jax_step(preset: str, batch: int, images: np.ndarray, labels: np.ndarray) -> Callable[[int], None]:
+    """JAX's training step: prepare the batch (NumPy, as the other peers), put it on the CPU
+    device, one jitted SGD step, wait for it (block_until_ready)."""
+    import jax
+
+    cpu = _jax_cpu()
+    sgd = jax_sgd_step(preset)
+    params = jax.device_put(jax_params(preset), cpu)
+    state = [params, jax.tree_util.tree_map(lambda p: jax.numpy.zeros_like(p), params)]
+    prepare = get_preset(preset).prepare
+    labels32 = labels.astype(np.int32)
+
+    def step(i: int) -> None:
+        start = _start(i, batch, len(images))
+        x = jax.device_put(prepare(images[start:start + batch], np.float32), cpu)
+        y = jax.device_put(labels32[start:start + batch], cpu)
+        state[0], state[1], loss = sgd(state[0], state[1], x, y)
+        jax.block_until_ready((state[0], loss))
+
+    return step
+
+
+TRAIN_BUILDERS: dict[str, Callable] = {
+    "numpy": lambda *a: numpy_engine(*a)[0],
+    "torch": lambda *a: torch_engine(*a)[0],
+    "torch.compile": torch_compile_step,
+    "jax": jax_step,
+}
+
+
+# --------------------------------------------------------------------------- inference
+def _numpy_infer(preset: str) -> Callable[[np.ndarray], Any]:
+    return LeNet5(preset, seed=0).infer
+
+
+def _torch_infer(preset: str, compiled: bool = False) -> Callable[[np.ndarray], Any]:
+    import torch
+
+    from .torch_replica import build
+
+    if compiled:
+        torch._dynamo.reset()
+    net = build(preset, seed=0).eval()  # eval: batch norm on running statistics, no dropout
+    fn = torch.compile(net, backend=COMPILE_BACKEND, dynamic=False) if compiled else net
+    prepare = get_preset(preset).prepare
+
+    def infer(x: np.ndarray):
+        with torch.inference_mode():
+            return fn(torch.from_numpy(prepare(x, np.float32)))
+
+    return infer
+
+
+def _jax_infer(preset: str) -> Callable[[np.ndarray], Any]:
+    import jax
+
+    cpu = _jax_cpu()
+    forward = jax.jit(jax_forward(preset))
+    params = jax.device_put(jax_params(preset), cpu)
+    prepare = get_preset(preset).prepare
+
+    def infer(x: np.ndarray):
+        return forward(params, jax.device_put(prepare(x, np.float32), cpu)).block_until_ready()
+
+    return infer
+
+
+def ort_session(preset: str):
+    """An ONNX Runtime session (CPU provider, one intra-op thread per core) on the exported
+    ``LeNet5(preset, seed=0)``; its input is pixel/255 (N, 1, 28, 28) float32."""
+    import onnxruntime as ort
+
+    from .onnx_export import build_onnx_model
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = default_threads()
+    options.inter_op_num_threads = 1
+    proto = build_onnx_model(LeNet5(preset, seed=0))
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _ort_infer(preset: str) -> Callable[[np.ndarray], Any]:
+    session = ort_session(preset)
+    name = session.get_inputs()[0].name
+
+    def infer(x: np.ndarray):
+        return session.run(None, {name: scale_pixels(x, np.float32)})  # the graph codes the input itself
+
+    return infer
+
+
+INFER_BUILDERS: dict[str, Callable[[str], Callable[[np.ndarray], Any]]] = {
+    "numpy": _numpy_infer,
+    "torch": _torch_infer,
+    "torch.compile": partial(_torch_infer, compiled=True),
+    "jax": _jax_infer,
+    "onnxruntime": _ort_infer,
+}
+
+
+# --------------------------------------------------------------------------- measurement
 def _time(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
@@ -93,36 +400,130 @@ def _stats(samples: list[float], images: int) -> dict:
     return {"images_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1], "repeats": len(rates)}
 
 
-def measure(preset: str, batch: int, steps: int, repeats: int, infer_images: int, infer_batch: int = 500,
-            engines: tuple[str, ...] = ("numpy", "torch")) -> dict:
+def _prepare_peers(names: list[str], build: Callable[[str], tuple[Callable[[], Any], ...]]
+                   ) -> tuple[dict[str, Callable[[], Any]], dict[str, dict]]:
+    """Build each peer and warm it up: ``build(name)`` -> (one timed repetition, its first calls
+    (one per input shape: compilation), more warm-up). Returns ({name: repetition}, {name: entry}),
+    where an entry holds the compile time (build and first calls, for compiled peers), or why the
+    peer has no figure ("unsupported" / "failed")."""
+    runs: dict[str, Callable[[], None]] = {}
+    entries: dict[str, dict] = {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            run, first, more = build(name)
+            first()
+            compile_s = time.perf_counter() - start
+            more()
+        except Unsupported as e:
+            entries[name] = {"unsupported": str(e)}
+            continue
+        except Exception as e:  # noqa: BLE001 - a peer that breaks must not stop the others
+            if name == "numpy":
+                raise  # the engine under test: a failure is a bug to see whole
+            entries[name] = {"failed": _reason(e)}
+            continue
+        runs[name] = run
+        entries[name] = {"compile_s": compile_s if name in COMPILED else None}
+    return runs, entries
+
+
+def _interleave(runs: dict[str, Callable[[], None]], repeats: int, entries: dict[str, dict]) -> dict[str, list[float]]:
+    """Seconds of each repetition of each peer, the peers taking turns; a peer that raises
+    is dropped with its reason."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in list(runs.items()):
+            try:
+                samples[name].append(_time(run))
+            except Exception as e:  # noqa: BLE001
+                if name == "numpy":
+                    raise
+                entries[name] = {"failed": _reason(e)}
+                del runs[name], samples[name]
+    return samples
+
+
+def _ratios(entries: dict[str, dict]) -> dict:
+    """NumPy time / PyTorch eager time and / the fastest peer's time (= inverse throughput ratios)."""
+    out: dict[str, Any] = {"numpy_time_over_torch": None, "numpy_time_over_fastest": None, "fastest": None}
+    mine = entries.get("numpy", {}).get("images_per_s")
+    if not mine:
+        return out
+    if "images_per_s" in entries.get("torch", {}):
+        out["numpy_time_over_torch"] = entries["torch"]["images_per_s"] / mine
+    others = {k: v["images_per_s"] for k, v in entries.items() if k != "numpy" and "images_per_s" in v}
+    if others:
+        out["fastest"] = max(others, key=others.get)
+        out["numpy_time_over_fastest"] = others[out["fastest"]] / mine
+    return out
+
+
+def _finish(entries: dict[str, dict], samples: dict[str, list[float]], images: int, flop: int) -> None:
+    for name, s in samples.items():
+        stats = _stats(s, images)
+        entries[name] = {**stats, "gflop_per_s": flop * stats["images_per_s"] / 1e9,
+                         "gflop_per_s_min": flop * stats["min"] / 1e9, "gflop_per_s_max": flop * stats["max"] / 1e9,
+                         "compile_s": entries[name]["compile_s"]}
+
+
+def measure_train(preset: str, batch: int, steps: int, repeats: int, peers: tuple[str, ...] | list[str],
+                  pool: int = 0) -> dict:
+    """Training images/s of each peer at ``batch``: ``steps`` steps per repetition, after a
+    warm-up of 3 steps (for compiled peers, building and the first step are the compile time)."""
     rng = np.random.default_rng(0)
-    n = max(batch * min(steps, 200), infer_images, batch)
+    n = max(batch * min(steps, 200), pool, batch)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, n).astype(np.int64)
-    built = {}
-    for name in engines:
-        make = numpy_engine if name == "numpy" else torch_engine
-        built[name] = make(preset, batch, images, labels)[:2]
-    train = {name: [] for name in built}
-    infer = {name: [] for name in built}
-    for name, (step, _) in built.items():  # warm-up: allocator, BLAS threads, torch kernels
-        for i in range(3):
-            step(i)
-    for _ in range(repeats):
-        for name, (step, run) in built.items():
-            train[name].append(_time(lambda: [step(i) for i in range(steps)]))
-            chunks = [images[i:i + infer_batch] for i in range(0, infer_images, infer_batch)]
-            infer[name].append(_time(lambda: [run(c) for c in chunks]))
-    out = {"batch_size": batch, "train": {}, "infer": {}}
-    for name in built:
-        out["train"][name] = _stats(train[name], steps * batch)
-        out["infer"][name] = _stats(infer[name], infer_images)
-    if "torch" in built:
-        for kind in ("train", "infer"):
-            # time ratio NumPy/PyTorch = inverse of the throughput ratio
-            out[kind]["numpy_time_over_torch"] = (out[kind]["torch"]["images_per_s"]
-                                                  / out[kind]["numpy"]["images_per_s"])
-    return out
+
+    def build(name: str):
+        step = TRAIN_BUILDERS[name](preset, batch, images, labels)
+
+        def repetition() -> None:
+            # the NumPy engine trains as `lenet5 train` runs it: BLAS on one thread (LeNet5.running)
+            with blas_single_thread() if name == "numpy" else contextlib.nullcontext():
+                for i in range(steps):
+                    step(i)
+
+        # warm-up, 3 steps: compilation (the first), allocator, BLAS threads, torch kernels
+        return repetition, (lambda: step(0)), (lambda: [step(i) for i in (1, 2)])
+
+    names = [p for p in TRAIN_PEERS if p in peers]
+    runs, entries = _prepare_peers(names, build)
+    samples = _interleave(runs, repeats, entries)
+    _finish(entries, samples, steps * batch, flops(preset, 1, training=True))
+    return {"batch_size": batch, "peers": {p: entries[p] for p in names}, **_ratios(entries)}
+
+
+def measure_infer(preset: str, images: int, repeats: int, peers: tuple[str, ...] | list[str],
+                  chunk: int = INFER_CHUNK) -> dict:
+    """Inference images/s of each peer: ``images`` uint8 images in chunks of ``chunk``, input
+    preparation included. Warm-up: one call on each distinct chunk shape (compilation), then one more."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (images, 28, 28), dtype=np.uint8)
+    chunks = [data[i:i + chunk] for i in range(0, images, chunk)]
+    shapes = list({len(c): c for c in chunks}.values())
+
+    def build(name: str):
+        infer = INFER_BUILDERS[name](preset)
+        return (lambda: [infer(c) for c in chunks]), (lambda: [infer(c) for c in shapes]), (lambda: infer(chunks[0]))
+
+    names = [p for p in INFER_PEERS if p in peers]
+    runs, entries = _prepare_peers(names, build)
+    samples = _interleave(runs, repeats, entries)
+    _finish(entries, samples, images, flops(preset, 1, training=False))
+    return {"chunk": chunk, "images": images, "peers": {p: entries[p] for p in names}, **_ratios(entries)}
+
+
+def measure(preset: str, batches: list[int], steps: int, repeats: int, infer_images: int,
+            peers: tuple[str, ...] | list[str] | None = None) -> dict:
+    """Every peer (default: every installed one): training at each batch size, then inference."""
+    notes: list[str] = []
+    if peers is None:
+        peers, notes = available_peers()
+    train = [measure_train(preset, b, steps, repeats, peers, pool=infer_images) for b in batches]
+    infer = measure_infer(preset, infer_images, repeats, peers)
+    return {"train": train, "infer": infer, "notes": notes}
 
 
 def profile(preset: str, batch: int, steps: int) -> list[dict]:
@@ -163,9 +564,14 @@ def profile(preset: str, batch: int, steps: int) -> list[dict]:
 
 def environment() -> dict:
     torch = _torch()
+    jax = _import("jax")
+    ort = _import("onnxruntime")
     info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "torch": torch.__version__ if torch else None,
-            "torch_threads": torch.get_num_threads() if torch else None}
+            "numpy": np.__version__, "numpy_engine_threads": default_threads(),
+            "torch": torch.__version__ if torch else None,
+            "torch_threads": torch.get_num_threads() if torch else None,
+            "jax": getattr(jax, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
+            "onnxruntime_threads": default_threads() if ort else None}
     try:
         from threadpoolctl import threadpool_info
 
@@ -175,6 +581,81 @@ def environment() -> dict:
         blas = (cfg or {}).get("Build Dependencies", {}).get("blas", {})
         info["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     return info
+
+
+# --------------------------------------------------------------------------- the report
+def _cell(entry: dict) -> str:
+    if "images_per_s" in entry:
+        return f"{entry['images_per_s']:.0f} [{entry['min']:.0f}-{entry['max']:.0f}] {entry['gflop_per_s']:.2f}"
+    return "failed" if "failed" in entry else "-"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+
+
+def _ratio(value: float | None, peer: str | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ({peer})" if peer else "")
+
+
+def _block_notes(blocks: list[dict], names: list[str], label: str, said: set) -> list[str]:
+    """Compile times, and why a peer has no figure (each reason once in the whole report: ``said``)."""
+    lines = []
+    compile_parts = []
+    for name in names:
+        times = [(b.get("batch_size"), b["peers"][name]["compile_s"]) for b in blocks
+                 if b["peers"].get(name, {}).get("compile_s") is not None]
+        if times:
+            compile_parts.append(f"{name} " + ", ".join(f"{t:.1f}" + (f" (batch {bs})" if bs else "")
+                                                        for bs, t in times))
+    if compile_parts:
+        lines.append(f"compile s ({label}, first calls, not in the figures above): " + "; ".join(compile_parts))
+    for name in names:
+        for b in blocks:
+            entry = b["peers"].get(name, {})
+            for kind in ("failed", "unsupported"):
+                if kind in entry and (name, entry[kind]) not in said:
+                    said.add((name, entry[kind]))
+                    lines.append(f"{name}: " + ("failed: " if kind == "failed" else "- ") + entry[kind])
+    return lines
+
+
+def report(env: dict, preset: str, repeats: int, result: dict) -> list[str]:
+    """The text tables: one block for training (a row per batch size), one for inference, a
+    column per peer."""
+    versions = [f"numpy {env['numpy']}"]
+    if env["torch"]:
+        versions.append(f"torch {env['torch']} ({env['torch_threads']} threads)")
+    if env["jax"]:
+        versions.append(f"jax {env['jax']}")
+    if env["onnxruntime"]:
+        versions.append(f"onnxruntime {env['onnxruntime']} ({env['onnxruntime_threads']} threads)")
+    lines = [f"lenet5 bench: {preset}, {env['cpu']}, {env['cores']} cores, " + ", ".join(versions),
+             f"cell: median images/s [min-max] over {repeats} interleaved repeats, then GFLOP/s "
+             f"({flops(preset, 1, True):,} FLOPs per training image, {flops(preset, 1, False):,} per inference: "
+             "lenet5.flops)",
+             "ratio: NumPy time / peer time (below 1: NumPy is faster)"]
+    lines += result["notes"]
+    train = result["train"]
+    names = [p for p in TRAIN_PEERS if train and p in train[0]["peers"]]
+    lines += ["", f"training (SGD lr {LR}, momentum {MOMENTUM}, {get_preset(preset).criteria[0]})"]
+    lines += _table(["batch", *names, "np/torch", "np/fastest"],
+                    [[str(b["batch_size"]), *(_cell(b["peers"][n]) for n in names), _ratio(b["numpy_time_over_torch"]),
+                      _ratio(b["numpy_time_over_fastest"], b["fastest"])] for b in train])
+    said: set = set()
+    lines += _block_notes(train, names, "training", said)
+    infer = result["infer"]
+    names = [p for p in INFER_PEERS if p in infer["peers"]]
+    lines += ["", f"inference ({infer['images']:,} images in chunks of {infer['chunk']})"]
+    lines += _table(["chunk", *names, "np/torch", "np/fastest"],
+                    [[str(infer["chunk"]), *(_cell(infer["peers"][n]) for n in names),
+                      _ratio(infer["numpy_time_over_torch"]),
+                      _ratio(infer["numpy_time_over_fastest"], infer["fastest"])]])
+    lines += _block_notes([infer], names, "inference", said)
+    return lines
 
 
 def run_bench(args) -> int:
@@ -203,32 +684,12 @@ def run_bench(args) -> int:
                 share = (r["forward_ms"] + r["backward_ms"]) / total
                 print(f"{r['layer']:<10}{r['kind']:<28}{r['forward_ms']:>11.3f}{r['backward_ms']:>12.3f}{share:>8.1%}")
         return 0
-    engines = ("numpy", "torch") if env["torch"] else ("numpy",)
-    if not env["torch"] and not args.json:
-        print("PyTorch is not installed: reporting the NumPy engine alone "
-              "(pip install torch==2.13.0 to compare).")
-    results = [measure(args.preset, b, args.steps, args.repeats, args.infer_images, engines=engines) for b in batches]
+    result = measure(args.preset, batches, args.steps, args.repeats, args.infer_images)
     if args.json:
-        print(json.dumps({"environment": env, "preset": args.preset, "steps": args.steps, "results": results}))
+        print(json.dumps({"environment": env, "preset": args.preset, "steps": args.steps, "repeats": args.repeats,
+                          "flops_per_image": {"train": flops(args.preset, 1, True),
+                                              "infer": flops(args.preset, 1, False)},
+                          "flops_convention": CONVENTION, **result}))
         return 0
-    print(f"lenet5 bench: {args.preset}, {env['cpu']}, {env['cores']} cores, numpy {env['numpy']}, "
-          f"torch {env['torch'] or 'absent'} ({env['torch_threads'] or '-'} threads)")
-    print(f"median images/s over {args.repeats} interleaved repeats [min-max]; ratio = NumPy time / PyTorch time")
-    for kind, label in (("train", "training"), ("infer", "inference")):
-        print(f"\n{label}")
-        print(f"{'batch':>6}  {'numpy img/s':>22}  {'torch img/s':>22}  {'ratio':>6}  {'epoch (60k) np/torch':>20}")
-        for r in results:
-            row = r[kind]
-            def cell(e):
-                if e not in row:
-                    return "-"
-                s = row[e]
-                return f"{s['images_per_s']:>8.0f} [{s['min']:.0f}-{s['max']:.0f}]"
-            ratio = f"{row['numpy_time_over_torch']:.2f}" if "numpy_time_over_torch" in row else "-"
-            epoch = (f"{60000 / row['numpy']['images_per_s']:.1f}s / "
-                     + (f"{60000 / row['torch']['images_per_s']:.1f}s" if "torch" in row else "-"))
-            batch_label = r["batch_size"] if kind == "train" else 500
-            print(f"{batch_label:>6}  {cell('numpy'):>22}  {cell('torch'):>22}  {ratio:>6}  {epoch:>20}")
-            if kind == "infer" and len(results) > 1:
-                break  # inference uses batch 500 regardless of the training batch size
+    print("\n".join(report(env, args.preset, args.repeats, result)))
     return 0

@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", choices=list(DATASETS))
     d.set_defaults(func=cmd_data)
 
-    b = sub.add_parser("bench", help="training and inference speed, NumPy engine vs PyTorch")
+    b = sub.add_parser("bench", help="training and inference speed: the NumPy engine vs every installed peer "
+                                     "(PyTorch, torch.compile, JAX, ONNX Runtime)")
     b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
     b.add_argument("--batch-sizes", default="64", help="comma-separated, e.g. 1,16,64,256,1024")
     b.add_argument("--steps", type=positive_int, default=100, help="training steps per repetition")
