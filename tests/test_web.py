@@ -112,16 +112,20 @@ def test_predict_drawn_digits(client):
     one = r.json()
     assert one["prediction"] == 1
     assert abs(sum(one["probs"]) - 1) < 1e-3 and len(one["probs"]) == 10
+    # an upload's preparation steps include the picture, shrunk for the page
+    assert set(one["steps"]) == {"picture", "ink", "box", "input"}
+    assert max(one["steps"]["picture"]["w"], one["steps"]["picture"]["h"]) <= prepare.PREVIEW_SIDE
+    assert min(one["steps"]["picture"]["w"], one["steps"]["picture"]["h"]) >= prepare.PREVIEW_SIDE // 2
     raw = digit_picture(0).tobytes()  # the page sends its canvas as raw grey bytes
     r = client.post(f"/api/predict?model={model_id}&w=280&h=280", content=raw,
                     headers={"content-type": "application/octet-stream"})
     zero = r.json()
     assert r.status_code == 200 and zero["prediction"] == 0
-    # the preparation steps, as lenet5 predict does them
-    assert set(zero["steps"]) == {"picture", "ink", "box", "input"}
+    # the preparation steps, as lenet5 predict does them (a canvas is not sent back: the page has it)
+    assert set(zero["steps"]) == {"ink", "box", "input"}
     assert (zero["steps"]["input"]["w"], zero["steps"]["input"]["h"]) == (28, 28)
     assert max(zero["steps"]["box"]["w"], zero["steps"]["box"]["h"]) == 20
-    assert max(zero["steps"]["picture"]["w"], zero["steps"]["picture"]["h"]) <= prepare.PREVIEW_SIDE
+    assert max(zero["steps"]["ink"]["w"], zero["steps"]["ink"]["h"]) <= prepare.PREVIEW_SIDE
     grey = np.asarray(digit_picture(0), dtype=np.float64) / 255
     sent = np.frombuffer(__import__("base64").b64decode(zero["steps"]["input"]["data"]), np.uint8).reshape(28, 28)
     assert np.array_equal(sent, predict.to_mnist(grey))
@@ -136,7 +140,8 @@ def test_predict_drawn_digits(client):
 
 
 def test_model_details_and_switching_keeps_the_picture(trained_run, lecun_checkpoint, modern_checkpoint, tmp_path):
-    app = create_app([trained_run, lecun_checkpoint, modern_checkpoint], runs_dir=tmp_path / "runs")
+    app = create_app([trained_run, lecun_checkpoint, modern_checkpoint], runs_dir=tmp_path / "runs",
+                     list_pretrained=False)  # only these three, whatever the package bundles
     with TestClient(app) as c:
         listing = c.get("/api/models").json()
         ids = {m["preset"]: m["id"] for m in listing["models"]}
@@ -309,7 +314,8 @@ def test_page_and_assets_are_served_from_the_package(client):
 
 
 def test_no_model_page_still_works(tmp_path):
-    with TestClient(create_app([], runs_dir=tmp_path / "runs")) as c:
+    # no model at all (not even the package's bundled pretrained ones listed)
+    with TestClient(create_app([], runs_dir=tmp_path / "runs", list_pretrained=False)) as c:
         assert c.get("/api/models").json() == {"models": [], "default": None}
         r = c.post("/api/predict", content=png_bytes(digit_picture(1)))
         assert r.status_code == 409 and "no model" in r.json()["error"]
@@ -429,6 +435,83 @@ def test_prepare_matches_predict():
                           np.asarray(digit_picture(0), dtype=np.float64) / 255)
     rgba = Image.new("RGBA", (30, 30), (0, 0, 0, 0))  # transparent: laid on white, as predict does
     assert prepare.grey_from_bytes(png_bytes(rgba)).min() == 1.0
+
+
+def test_canvas_steps_are_predicts_bit_for_bit():
+    """The canvas fast path (ink found on uint8 rows and columns, predict run on the ink's box)
+    gives exactly predict.prepare_steps(pixels / 255): the same arrays, or the same error."""
+    rng = np.random.default_rng(7)
+    canvases = [np.asarray(digit_picture(d % 2, size=s)) for d, s in enumerate([280, 150, 97, 40])]
+    for k in range(160):
+        h, w = (int(v) for v in rng.integers(3, 90, size=2))
+        bg = int(rng.integers(0, 256))
+        kind = k % 4
+        if kind == 0:  # noise
+            a = rng.integers(0, 256, size=(h, w)).astype(np.uint8)
+        elif kind == 1:  # a patch of any grey on a slightly noisy background
+            a = np.clip(bg + rng.normal(0, 10, size=(h, w)), 0, 255).astype(np.uint8)
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            a[y:y + int(rng.integers(1, 30)), x:x + int(rng.integers(1, 30))] = rng.integers(0, 256)
+        elif kind == 2:  # a stroke, either polarity
+            im = Image.new("L", (w, h), bg)
+            ImageDraw.Draw(im).line([tuple(int(v) for v in rng.integers(0, max(h, w), 2)) for _ in range(3)],
+                                    fill=int(rng.integers(0, 256)), width=int(rng.integers(1, 8)))
+            a = np.asarray(im)
+        else:  # a single line, or specks
+            a = np.full((h, w), bg, np.uint8)
+            a[int(rng.integers(0, h)), :] = 255 - bg
+            if k % 8 == 3:
+                a = np.where(rng.random((h, w)) < 0.01, 255 - bg, bg).astype(np.uint8)
+        canvases.append(a)
+    outcomes = set()
+    for a in canvases:
+        try:
+            want = predict.prepare_steps(a / 255, "canvas")
+        except predict.ImageError as e:
+            with pytest.raises(predict.ImageError) as got:
+                prepare.canvas_steps(a, "canvas")
+            assert str(got.value) == str(e)
+            outcomes.add(str(e).split("(")[0])
+            continue
+        got = prepare.canvas_steps(a, "canvas")
+        for key in ("ink", "box", "input"):
+            assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), key
+        assert np.array_equal(got["picture"], a)
+        outcomes.add("ok")
+    assert {"ok", "canvas: no digit found ", "canvas: no ink found "} <= outcomes
+    for n in (1, 2, 5, 1120):  # the border's median, from a histogram: np.median's value exactly
+        for _ in range(50):
+            values = rng.choice(rng.integers(0, 256, size=3), size=n).astype(np.uint8)
+            assert prepare.median_level(values) == float(np.median(values / 255))
+
+
+def test_feature_maps_quantized_per_map():
+    from lenet5.web.models import quantize_maps, quantize_strip
+
+    a = np.stack([np.linspace(-1, 3, 25).reshape(5, 5), np.full((5, 5), 2.0)]).astype(np.float32)
+    q = quantize_maps(a)
+    data = np.frombuffer(__import__("base64").b64decode(q["data"]), np.uint8).reshape(2, 5, 5)
+    assert q["shape"] == [2, 5, 5] and q["min"] == [-1.0, 2.0] and q["max"] == [3.0, 2.0]
+    assert data[0].min() == 0 and data[0].max() == 255 and not data[1].any()  # a flat map: all 0
+    restored = q["min"][0] + data[0] / 255 * (q["max"][0] - q["min"][0])
+    assert np.abs(restored - a[0]).max() <= 4 / 255 / 2 + 1e-6  # within half a level
+    s = quantize_strip(np.array([0.5, -0.5, 0.0]))
+    assert (s["min"], s["max"]) == (-0.5, 0.5)
+    assert list(__import__("base64").b64decode(s["data"])) == [255, 0, 128]
+
+
+def test_large_canvas_predicts_like_the_page_canvas(client):
+    """A canvas over INLINE_PIXELS goes to a worker thread: the same answer, prepared the same way."""
+    from lenet5.web.app import INLINE_PIXELS
+
+    model_id = first_model(client)
+    im = digit_picture(0, size=600)
+    assert 600 * 600 > INLINE_PIXELS
+    r = client.post(f"/api/predict?model={model_id}&w=600&h=600", content=im.tobytes())
+    assert r.status_code == 200, r.text
+    sent = np.frombuffer(__import__("base64").b64decode(r.json()["steps"]["input"]["data"]), np.uint8)
+    assert np.array_equal(sent.reshape(28, 28), predict.to_mnist(np.asarray(im, dtype=np.float64) / 255))
+    assert r.json()["prediction"] == 0
 
 
 # --------------------------------------------------------------------------- the command line's side

@@ -122,6 +122,14 @@ def wait_prediction(page: Page, digit: int) -> None:
                            arg=digit, timeout=15_000)
 
 
+STEP_RANGE = """(id) => {
+  const c = document.getElementById(id);
+  const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let lo = 255, hi = 0;
+  for (let i = 0; i < px.length; i += 4) { lo = Math.min(lo, px[i]); hi = Math.max(hi, px[i]); }
+  return [lo, hi];
+}"""
+
 BLANK_MAPS = """() => [...document.querySelectorAll('#stages canvas.fmap')].filter((c) => {
   const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let lo = 255, hi = 0;
@@ -159,6 +167,9 @@ def test_draw_predict_inspect_and_train(server, browser, tmp_path):
     assert page.evaluate(BLANK_MAPS) == []
     for step in ("picture", "ink", "box", "input"):
         assert page.evaluate(f"document.getElementById('step-{step}').width") > 0
+    # the picture step is the canvas the page sent (the server does not send it back): ink on white
+    lo, hi = page.evaluate(STEP_RANGE, "step-picture")
+    assert lo <= 40 and hi >= 250, (lo, hi)
     rtt = float(page.locator("#timing").get_attribute("data-median"))
     assert rtt < 500, f"prediction round trip {rtt} ms"
     page.locator("#stages canvas.fmap[data-stage='c3']").nth(3).hover()

@@ -178,6 +178,11 @@ class TrainingManager:
         self._closed = False
         self.runs_dir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def active(self) -> bool:
+        """Whether a worker is starting, running or stopping (and this process watches it)."""
+        return self.state in ("starting", "running", "stopping")
+
     # -- events ------------------------------------------------------------------------------
     def _emit(self, kind: str, data: dict) -> None:
         with self._lock:

@@ -113,9 +113,10 @@ function paintWeights(canvas, values, offset, w, h, absmax) {
   paint(canvas, q, 0, w, h, DIVERGING_LUT);
 }
 
+// step: {w, h, data: base64 bytes} from the server, or {w, h, pixels} (the canvas the page sent)
 function paintStep(canvas, step) {
   if (!step) { clearCanvas(canvas); return; }
-  paint(canvas, decodeBytes(step.data), 0, step.w, step.h);
+  paint(canvas, step.pixels || decodeBytes(step.data), 0, step.w, step.h);
 }
 
 function clearCanvas(canvas) {
@@ -254,7 +255,29 @@ function requestBody() {
   for (let i = 0; i < grey.length; i++) {  // luminance (a photo may be on the pad)
     grey[i] = (299 * rgba[4 * i] + 587 * rgba[4 * i + 1] + 114 * rgba[4 * i + 2]) / 1000;
   }
-  return {query: `&w=${pad.width}&h=${pad.height}`, body: grey, type: "application/octet-stream"};
+  // the server does not send a drawn canvas back: the page shows the picture it sent
+  return {query: `&w=${pad.width}&h=${pad.height}`, body: grey, type: "application/octet-stream",
+    canvas: {w: pad.width, h: pad.height, grey}};
+}
+
+// grey bytes (w×h) -> {w, h, pixels} at most `side` per side: the mean of each k×k block, the
+// smallest whole k that fits (as the server shrinks an uploaded picture's preview)
+function shrinkGrey(grey, w, h, side = 112) {
+  const k = Math.ceil(Math.max(w, h) / side);
+  if (k <= 1) return {w, h, pixels: grey};
+  const W = Math.ceil(w / k), H = Math.ceil(h / k);
+  const sum = new Uint32Array(W * H), count = new Uint32Array(W * H);
+  for (let y = 0; y < h; y++) {
+    const row = Math.floor(y / k) * W;
+    for (let x = 0; x < w; x++) {
+      const j = row + Math.floor(x / k);
+      sum[j] += grey[y * w + x];
+      count[j] += 1;
+    }
+  }
+  const pixels = new Uint8Array(W * H);
+  for (let j = 0; j < pixels.length; j++) pixels[j] = Math.round(sum[j] / count[j]);
+  return {w: W, h: H, pixels};
 }
 
 async function sendPrediction() {
@@ -262,7 +285,7 @@ async function sendPrediction() {
   state.again = false;
   const modelId = state.modelId;
   const generation = state.generation;
-  const {query, body, type} = requestBody();
+  const {query, body, type, canvas} = requestBody();
   const started = performance.now();
   try {
     const result = await api(`/api/predict?model=${encodeURIComponent(modelId)}${query}`,
@@ -271,6 +294,7 @@ async function sendPrediction() {
     recordRoundTrip(roundTrip, result.timing);
     if (modelId !== state.modelId || generation !== state.generation) return;  // out of date: dropped
     if (state.details && result.version !== state.details.version) await loadDetails(modelId);
+    if (!result.steps.picture && canvas) result.steps.picture = shrinkGrey(canvas.grey, canvas.w, canvas.h);
     state.lastResult = result;
     $("predict-error").textContent = "";
     renderResult(result);
