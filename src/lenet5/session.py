@@ -187,9 +187,9 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
         return 0
     log(f"saved {run_dir.model_path}" + (f" (best validation epoch: {run_dir.best_path})" if val else ""))
     if plots:
-        clock["figures"] = -time.perf_counter()
-        _plot(run_dir)
-        clock["figures"] += time.perf_counter()
+        start = time.perf_counter()
+        if _plot(run_dir):
+            clock["figures"] = time.perf_counter() - start
     run_dir.unlock()
     log("time: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in clock.items()))
     return 0
@@ -212,13 +212,15 @@ def _check_same_data(resumed: Resumed, described: dict) -> None:
                           f"({', '.join(changed)}); pass --force-data to continue on the new files")
 
 
-def _plot(run_dir: RunDir) -> None:
+def _plot(run_dir: RunDir) -> bool:
+    """Draw the run's figures; False (with a hint) when matplotlib is not installed."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         log("install matplotlib (pip install 'lenet5[plots]') for plots of this run")
-        return
+        return False
     from .plots import plot_run
 
     paths = plot_run(run_dir.path)
     log(f"plots in {run_dir.path}: {', '.join(p.name for p in paths)}")
+    return True
