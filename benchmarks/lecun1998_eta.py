@@ -22,11 +22,6 @@ import lenet5  # noqa: E402
 import lenet5.lecun1998 as L  # noqa: E402
 
 
-def sqrt_f_init(rng, name, p, layer):
-    """±2.4/√F: the printed ±2.4/F times √F."""
-    return L.init(rng, name, p, layer) * np.sqrt(L.fan_in(layer)).reshape((-1,) + (1,) * (p.ndim - 1))
-
-
 def main(n: int, lr: float, passes: int, augment: str = "none") -> None:
     full = lenet5.load_dir(os.environ.get("MNIST", Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     data = lenet5.Dataset(lenet5.Split(full.train.images[:n], full.train.labels[:n]),
@@ -34,8 +29,7 @@ def main(n: int, lr: float, passes: int, augment: str = "none") -> None:
     model = lenet5.LeNet5("lecun1998", seed=0)
     init = os.environ.get("INIT", "F")
     if init == "sqrtF":
-        model.reset_parameters(np.random.default_rng(0))  # same draws as the preset, then rescaled
-        for ln, layer in model.layers:
+        for _, layer in model.layers:  # the preset's own draws, rescaled from ±2.4/F to ±2.4/√F
             for pn, p in layer.params.items():
                 p *= np.sqrt(L.fan_in(layer)).reshape((-1,) + (1,) * (p.ndim - 1))
     losses: list[float] = []
