@@ -63,17 +63,20 @@ def atomic_write(path: str | Path, write: Any) -> None:
         raise
 
 
+def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+    """Write named arrays and metadata (non-strings JSON-encoded) to a safetensors file, atomically."""
+    meta = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    # np.array (not ascontiguousarray, which turns 0-d counters into shape (1,)) keeps shapes
+    arrays = {name: np.array(arr, order="C") for name, arr in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=meta))
+
+
 def save_checkpoint(path: str | Path, model: LeNet5, metadata: dict[str, Any] | None = None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
-    """Write the model's weights (plus optional extra arrays, e.g. optimizer state) to path."""
-    meta = {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype)}
-    for key, value in (metadata or {}).items():
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
-    # np.array (not ascontiguousarray, which turns 0-d counters into shape (1,)) keeps shapes
-    tensors = {name: np.array(p, order="C") for name, p in model.state_dict().items()}
-    for name, arr in (extra or {}).items():
-        tensors[name] = np.array(arr, order="C")
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    """Write the model's weights (plus optional extra arrays) to path, with the preset, dtype
+    and ``metadata``."""
+    save_tensors(path, {**model.state_dict(), **(extra or {})},
+                 {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype), **(metadata or {})})
 
 
 # --------------------------------------------------------------------------- safetensors

@@ -27,9 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 
-from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint, save_tensors
 from .errors import Lenet5Error
 from .presets import CONFIG_FIELDS, TrainConfig, resolve
 from .train import TrainState
@@ -250,8 +249,7 @@ class RunDir:
                    **{f"optim.{k}": v for k, v in optimizer.state_dict().items()}}
         target = self.path / STATE
         try:
-            _save_tensors(target, tensors, {"format": "lenet5-train-state", "train_state": json.dumps(state.to_json()),
-                                            **{k: json.dumps(v) for k, v in info.items()}})
+            save_tensors(target, tensors, {"format": "lenet5-train-state", "train_state": state.to_json(), **info})
             target = self.model_path
             save_checkpoint(target, model, info)
         except OSError as e:
@@ -317,9 +315,3 @@ class RunDir:
                 "final_val_acc": history[-1].get("val_acc"),
                 "seconds": sum(h["seconds"] for h in history), "train_seconds_per_epoch": train_seconds / len(history)}
 
-
-def _save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    from safetensors.numpy import save_file
-
-    arrays = {k: np.array(v, order="C") for k, v in tensors.items()}  # np.array keeps 0-d shapes
-    atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
