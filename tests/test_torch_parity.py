@@ -161,29 +161,49 @@ def test_ddp_two_processes_equal_single_process_on_the_same_global_batches(tmp_p
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def _views_of_one_vector(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of ``arrays`` stored as consecutive views of one vector (as LeNet5 stores them)."""
+    flat = np.concatenate([a.reshape(-1) for a in arrays.values()])
+    out, at = {}, 0
+    for k, a in arrays.items():
+        out[k] = flat[at:at + a.size].reshape(a.shape)
+        at += a.size
+    return out
+
+
+@pytest.mark.parametrize("layout", ["separate arrays", "one vector"])
 @pytest.mark.parametrize("name", ["sgd-nesterov", "adam", "adamw"])
-def test_optimizers_match_torch_optim(name):
-    """Ten steps on the same quadratic-ish gradients: identical parameters (float64)."""
+def test_optimizers_match_torch_optim(name, layout):
+    """Ten steps on the same quadratic-ish gradients: identical parameters (float64), whether
+    the optimizer updates parameter by parameter or the whole vector at once, and when its
+    state is saved after five steps and loaded into a new optimizer."""
     from lenet5.optim import make_optimizer
 
     rng = np.random.default_rng(0)
     p0 = {"a": rng.standard_normal((4, 3)), "b": rng.standard_normal(5)}
     params = {k: v.copy() for k, v in p0.items()}
     grads = {k: np.zeros_like(v) for k, v in p0.items()}
+    if layout == "one vector":
+        params, grads = _views_of_one_vector(params), _views_of_one_vector(grads)
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
     kind = name.split("-")[0]
     sgd_only = {"momentum": 0.9, "nesterov": True} if kind == "sgd" else {}
-    opt = make_optimizer(lenet5.resolve("seed-tanh", optimizer=kind, lr=0.01, weight_decay=0.05, **sgd_only),
-                         params, grads)
+    opt_config = lenet5.resolve("seed-tanh", optimizer=kind, lr=0.01, weight_decay=0.05, **sgd_only)
+    opt = make_optimizer(opt_config, params, grads)
     topt = {"sgd": lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=0.05, nesterov=True),
             "adam": lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.05),
             "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.05)}[kind](list(tparams.values()))
+    assert (opt._flat is not None) == (layout == "one vector")
     for step in range(10):
         for k in params:  # gradient of sum(sin(3p) + p^2), evaluated where each engine stands
             grads[k][...] = 3 * np.cos(3 * params[k]) + 2 * params[k]
             tparams[k].grad = 3 * torch.cos(3 * tparams[k].detach()) + 2 * tparams[k].detach()
         opt.step()
         topt.step()
+        if step == 4:  # a resume: the state moves to a fresh optimizer over the same arrays
+            saved = opt.state_dict()
+            opt = make_optimizer(opt_config, params, grads)
+            opt.load_state_dict(saved)
     for k in params:
         np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=1e-12, atol=1e-14)
 

@@ -44,6 +44,7 @@ class LeNet5(SingleProcess):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.layers: list[tuple[str, Layer]] = self.preset.build(self.dtype)
         self._flatten_storage()
+        self._stochastic = any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
         self.dropout = dropout
         if dropout is not None:  # override the preset's dropout probability
             for _, layer in self.layers:
@@ -170,7 +171,7 @@ class LeNet5(SingleProcess):
     @property
     def stochastic(self) -> bool:
         """Whether training depends on more than the batch (dropout masks, batch statistics)."""
-        return any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
+        return self._stochastic
 
     def seed_step(self, seed: list[int]) -> None:
         """Give the dropout layers a generator for one step, from (seed, epoch, batch): a run can

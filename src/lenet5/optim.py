@@ -32,8 +32,19 @@ def as_one_vector(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base
 
 
+#: the name ``update`` gets when it updates every parameter at once, as one flat vector
+ALL = "*"
+
+
 class Optimizer:
-    """Common checks and state handling. ``lr`` may be changed between steps (schedules)."""
+    """Common checks and state handling. ``lr`` may be changed between steps (schedules).
+
+    Every rule here is elementwise, so when the parameters and gradients are consecutive views
+    of one vector each (``LeNet5`` stores them so), ``step`` calls ``update(ALL, θ, g)`` once on
+    the whole vectors instead of once per parameter: a few vector operations per step whatever
+    the number of parameters, which is most of the cost of a step on one image. The state
+    arrays are then views of one vector per slot, still saved and loaded per parameter.
+    """
 
     #: per-parameter state arrays, saved as "<slot>.<param name>"
     slots: tuple[str, ...] = ()
@@ -50,14 +61,41 @@ class Optimizer:
         self.lr, self.weight_decay = lr, weight_decay
         self.state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self.slots}
         self.steps = 0
+        flat = as_one_vector(list(params.values())), as_one_vector([grads[k] for k in params])
+        self._flat = flat if flat[0] is not None and flat[1] is not None else None
+        self._flat_state: dict[str, np.ndarray] = {}
 
     def step(self) -> None:
         self.steps += 1
+        if self._flat is not None:
+            self.update(ALL, *self._flat)
+            return
         for name, p in self.params.items():
             self.update(name, p, self.grads[name])
 
     def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        """Update parameter ``name`` (or, with name ``ALL``, the whole vector) in place."""
         raise NotImplementedError
+
+    def slot(self, slot: str, name: str) -> np.ndarray | None:
+        """State ``slot`` of parameter ``name`` (``ALL``: of the whole vector), None before its first step."""
+        return self._flat_state.get(slot) if name == ALL else self.state[slot].get(name)
+
+    def new_slot(self, slot: str, name: str, value: np.ndarray) -> np.ndarray:
+        """Create state ``slot`` of parameter ``name`` (or ``ALL``) as a copy of ``value``."""
+        if name != ALL:
+            self.state[slot][name] = value.copy()
+            return self.state[slot][name]
+        return self._adopt(slot, value.copy())
+
+    def _adopt(self, slot: str, flat: np.ndarray) -> np.ndarray:
+        """Make ``flat`` the storage of state ``slot``, each parameter's entry a view of it."""
+        self._flat_state[slot] = flat
+        at = 0
+        for name, p in self.params.items():
+            self.state[slot][name] = flat[at:at + p.size].reshape(p.shape)
+            at += p.size
+        return flat
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """Called by the training loop before each pass (not on a mid-pass resume). Nothing
@@ -70,10 +108,15 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
+        self._flat_state = {}
         for key, value in state.items():
             slot, _, name = key.partition(".")
             if slot in self.state:
                 self.state[slot][name] = np.array(value, dtype=self.params[name].dtype)
+        if self._flat is not None:  # one vector per complete slot again
+            for slot, arrays in self.state.items():
+                if set(arrays) == set(self.params):
+                    self._adopt(slot, np.concatenate([arrays[n].reshape(-1) for n in self.params]))
 
 
 class SGD(Optimizer):
@@ -100,9 +143,9 @@ class SGD(Optimizer):
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum:
-            v = self.state["velocity"].get(name)
+            v = self.slot("velocity", name)
             if v is None:
-                v = self.state["velocity"][name] = g.copy()
+                v = self.new_slot("velocity", name, g)
             else:
                 v *= self.momentum
                 v += g
@@ -134,8 +177,10 @@ class Adam(Optimizer):
                 p *= 1 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        m = self.state["m"].setdefault(name, np.zeros_like(p))
-        v = self.state["v"].setdefault(name, np.zeros_like(p))
+        m = self.slot("m", name)
+        m = self.new_slot("m", name, np.zeros_like(p)) if m is None else m
+        v = self.slot("v", name)
+        v = self.new_slot("v", name, np.zeros_like(p)) if v is None else v
         m *= b1
         m += (1 - b1) * g
         v *= b2
@@ -174,50 +219,39 @@ class SDLM(Optimizer):
         if not mu > 0:
             raise ValueError(f"mu must be > 0, got {mu}")
         self.mu, self.samples = mu, samples
-        self._scale: np.ndarray | None = None  # 1/(μ + h_kk) for every value, derived from the state
-        # per-pattern updates are many and small: do them on the whole parameter vector at once
-        # when the model stores its parameters as one (LeNet5 does), else parameter by parameter
-        self._flat = (as_one_vector(list(params.values())), as_one_vector([grads[k] for k in params]))
+        self._scales: dict[str, np.ndarray] | None = None  # 1/(μ + h_kk), derived from the state
+        self._lr_scale: tuple[float, np.ndarray | None] = (0.0, None)  # (η, η/(μ + h)) for ALL
         self._buf = np.empty(sum(p.size for p in params.values()), next(iter(params.values())).dtype)
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """h_kk for this pass, from ``samples`` training images drawn with ``rng``."""
         idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
         self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
-        self._scale = None
+        self._scales, self._lr_scale = None, (0.0, None)
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         super().load_state_dict(state)
-        self._scale = None
+        self._scales, self._lr_scale = None, (0.0, None)
 
-    def _scales(self) -> np.ndarray:
-        """1/(μ + h_kk) for every parameter value, in params() order, as one vector."""
-        if self._scale is None:
+    def _scale(self, name: str) -> np.ndarray:
+        """1/(μ + h_kk) for parameter ``name`` (``ALL``: every value, as one vector)."""
+        if self._scales is None:
             hessian = self.state["hessian"]
             if set(hessian) != set(self.params):
                 raise RuntimeError("SDLM needs a curvature estimate first: call prepare_epoch(model, split, rng)")
-            h = np.concatenate([hessian[name].reshape(-1) for name in self.params])
-            self._scale = (1 / (self.mu + h)).astype(self._buf.dtype)
-        return self._scale
+            self._scales = {n: (1 / (self.mu + hessian[n])).astype(p.dtype) for n, p in self.params.items()}
+            self._scales[ALL] = np.concatenate([self._scales[n].reshape(-1) for n in self.params])
+        return self._scales[name]
 
-    def step(self) -> None:
-        self.steps += 1
-        scale = self._scales()
-        flat_p, flat_g = self._flat
-        if flat_p is not None and flat_g is not None:  # θ ← θ − η·g/(μ + h), three vector operations
-            step = np.multiply(flat_g, scale, out=self._buf)
-            step *= self.lr
-            flat_p -= step
+    def update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        if name != ALL:
+            p -= self.lr * self._scale(name) * g
             return
-        at = 0
-        for name, p in self.params.items():
-            self.update(name, p, self.grads[name], scale[at:at + p.size].reshape(p.shape))
-            at += p.size
-
-    def update(self, name: str, p: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None) -> None:
-        if scale is None:
-            scale = 1 / (self.mu + self.state["hessian"][name])
-        p -= self.lr * scale * g
+        # per-pattern steps are many and small: η/(μ + h) is kept while η stays, so the whole
+        # network's step is two vector operations
+        if self._lr_scale[0] != self.lr:
+            self._lr_scale = (self.lr, self.lr * self._scale(ALL))
+        p -= np.multiply(g, self._lr_scale[1], out=self._buf)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "sdlm": SDLM}

@@ -8,20 +8,22 @@ model's parameter arrays and writing its gradient arrays in place, so the optimi
 checkpoints and everything else see no difference (``tests/test_persample.py`` checks it
 against the layers to float round-off).
 
-Layout: channels last, (H, W, C), so each convolution is one im2col matrix times the weights;
-the matrix is gathered with a precomputed index array (one ``np.take``, faster for these small
-shapes than copying a strided window view):
+Layout: channels last, so each convolution is one im2col matrix times the weights; the matrix
+is gathered with a precomputed index array (one ``np.take``). Its rows, the output positions,
+come in four groups, one per corner (dy, dx) of the 2×2 blocks that the next subsampling layer
+sums: then S2's and S4's block sums are a sum over the first axis of (4, positions, C), and
+their backward needs no spreading at all, since broadcasting over that axis is the spread.
 
-    C1   a1 = cols(x, 5×5) · W1ᵀ + b1               (784, 6)     y1 = f(a1), f = A·tanh(S·)
-    S2   a2 = c2 · Σ_2×2 y1 + b2                     (14, 14, 6)  y2 = f(a2)
-    C3   a3 = cols(y2, 5×5) · (W3·mask)ᵀ + b3        (100, 16)    y3 = f(a3)
-    S4   a4 = c4 · Σ_2×2 y3 + b4                     (5, 5, 16)   y4 = f(a4)
+    C1   a1 = cols(x, 5×5) · W1ᵀ + b1               (4, 196, 6)  y1 = f(a1), f = A·tanh(S·)
+    S2   a2 = c2 · Σ_corners y1 + b2                 (196, 6)     y2 = f(a2)    [(14, 14, 6)]
+    C3   a3 = cols(y2, 5×5) · (W3·mask)ᵀ + b3        (4, 25, 16)  y3 = f(a3)
+    S4   a4 = c4 · Σ_corners y3 + b4                 (25, 16)     y4 = f(a4)    [(5, 5, 16)]
     C5   a5 = W5 · y4 + b5                           (120,)       y5 = f(a5)
     F6   a6 = W6 · y5 + b6                           (84,)        y6 = f(a6)
     RBF  z_k = −Σ_j (y6_j − c_kj)²                   (10,)
 
-and backward runs the chain rule down the same list (``_input_grad`` sends C3's gradient back
-to the S2 positions each kernel tap read).
+and backward runs the chain rule down the same list; C3's input gradient is a col2im: each
+window's gradient added back to the S2 positions it read, one ``np.bincount`` over the index.
 """
 
 from __future__ import annotations
@@ -34,45 +36,34 @@ from .lecun1998 import A, S
 _INDEX: dict[tuple[int, int, int, int], np.ndarray] = {}
 
 
-def _cols(x: np.ndarray, k: int) -> np.ndarray:
-    """(H, W, C) -> im2col matrix (Ho·Wo, C·k·k), columns ordered (c, i, j) like W.reshape(F, -1):
-    cols[(y, x), (c, i, j)] = x[y + i, x + j, c]."""
-    h, w, c = x.shape
+def _window_index(h: int, w: int, c: int, k: int) -> np.ndarray:
+    """For an (H, W, C) array read flat: the im2col matrix's positions, (4·Ho/2·Wo/2, C·k·k).
+
+    Columns are ordered (c, i, j) like W.reshape(F, -1); rows are the output positions (y, x)
+    ordered (y mod 2, x mod 2, y // 2, x // 2): the four corners of every 2×2 block, one group
+    after another. Found once per shape by windowing the flat positions."""
     idx = _INDEX.get((h, w, c, k))
-    if idx is None:  # where each entry comes from, found once by windowing the flat positions
+    if idx is None:
         flat = np.arange(h * w * c).reshape(h, w, c)
-        idx = _INDEX[h, w, c, k] = sliding_window_view(flat, (k, k), axis=(0, 1)).reshape(-1, c * k * k)
-    return np.take(np.ascontiguousarray(x).reshape(-1), idx)
+        windows = sliding_window_view(flat, (k, k), axis=(0, 1))  # (Ho, Wo, C, k, k)
+        ho, wo = windows.shape[:2]
+        by_corner = windows.reshape(ho // 2, 2, wo // 2, 2, c * k * k).transpose(1, 3, 0, 2, 4)
+        idx = _INDEX[h, w, c, k] = np.ascontiguousarray(by_corner).reshape(-1, c * k * k)
+    return idx
 
 
-def _block_sums(y: np.ndarray) -> np.ndarray:
-    """(H, W, C) -> (H/2, W/2, C): the sum of every 2×2 block (three adds of strided views)."""
-    out = y[0::2, 0::2] + y[1::2, 0::2]
-    out += y[0::2, 1::2]
-    out += y[1::2, 1::2]
-    return out
+def _squash(a: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """tanh(S·(a + bias)), in place: the squashing function without its amplitude A."""
+    a += bias
+    a *= S
+    return np.tanh(a, out=a)
 
 
-def _spread(d: np.ndarray) -> np.ndarray:
-    """(h, w, C) -> (2h, 2w, C): every input of a 2×2 block gets its block's gradient."""
-    h, w, c = d.shape
-    out = np.empty((h, 2, w, 2, c), d.dtype)
-    out[...] = d[:, None, :, None]
-    return out.reshape(2 * h, 2 * w, c)
-
-
-def _input_grad(da: np.ndarray, w: np.ndarray, h: int, width: int) -> np.ndarray:
-    """dL/dx (H, W, C) of a stride-1 convolution from dL/da (Ho·Wo, F) and its weights
-    w (F, C, k, k): every kernel tap (i, j) sends da·w[:, :, i, j] back to the inputs it read,
-    shifted by (i, j) — one batched product for the k² taps, then k² slice additions."""
-    f, c, k, _ = w.shape
-    ho, wo = h - k + 1, width - k + 1
-    taps = np.matmul(da, w.transpose(2, 3, 0, 1))  # (k, k, Ho·Wo, C)
-    out = np.zeros((h, width, c), da.dtype)
-    for i in range(k):
-        for j in range(k):
-            out[i:i + ho, j:j + wo] += taps[i, j].reshape(ho, wo, c)
-    return out
+def _slope(t: np.ndarray) -> np.ndarray:
+    """f'(a) = A·S·(1 − tanh²(S·a)) from t = tanh(S·a)."""
+    d = t * t
+    np.subtract(A * S, d * (A * S), out=d)
+    return d
 
 
 class OneImage:
@@ -87,23 +78,27 @@ class OneImage:
         self.p, self.g = params, grads
         self.mask = mask.reshape(16, 6, 1, 1)
         self.centres = centres
+        self.index1 = _window_index(32, 32, 1, 5)  # (784, 25): C1's windows of the input
+        self.index3 = _window_index(14, 14, 6, 5)  # (100, 150): C3's windows of S2's maps
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (1, 1, 32, 32) -> outputs (1, 10), −distances to the RBF centres."""
         p = self.p
-        self.cols1 = _cols(x[0].transpose(1, 2, 0), 5)  # (784, 25)
-        t1 = np.tanh(S * (self.cols1 @ p["c1.weight"].reshape(6, 25).T + p["c1.bias"]))  # (784, 6)
-        self.s2 = _block_sums(t1.reshape(28, 28, 6)) * A
-        t2 = np.tanh(S * (self.s2 * p["s2.weight"] + p["s2.bias"]))  # (14, 14, 6)
+        self.cols1 = np.take(x.reshape(-1), self.index1)  # (784, 25)
+        t1 = _squash(self.cols1 @ p["c1.weight"].reshape(6, 25).T, p["c1.bias"]).reshape(4, 196, 6)
+        self.s2 = t1.sum(axis=0)
+        self.s2 *= A  # Σ of each block of y1
+        t2 = _squash(self.s2 * p["s2.weight"], p["s2.bias"])  # (196, 6)
         self.w3 = (p["c3.weight"] * self.mask).reshape(16, 150)
-        self.cols3 = _cols(A * t2, 5)  # (100, 150)
-        t3 = np.tanh(S * (self.cols3 @ self.w3.T + p["c3.bias"]))  # (100, 16)
-        self.s4 = _block_sums(t3.reshape(10, 10, 16)) * A
-        t4 = np.tanh(S * (self.s4 * p["s4.weight"] + p["s4.bias"]))  # (5, 5, 16)
-        self.y4 = A * t4.transpose(2, 0, 1).reshape(400)  # C5 reads (c, h, w)
-        t5 = np.tanh(S * (p["c5.weight"].reshape(120, 400) @ self.y4 + p["c5.bias"]))
+        self.cols3 = np.take((A * t2).reshape(-1), self.index3)  # (100, 150) windows of y2
+        t3 = _squash(self.cols3 @ self.w3.T, p["c3.bias"]).reshape(4, 25, 16)
+        self.s4 = t3.sum(axis=0)
+        self.s4 *= A
+        t4 = _squash(self.s4 * p["s4.weight"], p["s4.bias"])  # (25, 16)
+        self.y4 = A * t4.T.reshape(400)  # C5 reads (c, h, w)
+        t5 = _squash(p["c5.weight"].reshape(120, 400) @ self.y4, p["c5.bias"])
         self.y5 = A * t5
-        t6 = np.tanh(S * (p["f6.weight"] @ self.y5 + p["f6.bias"]))
+        t6 = _squash(p["f6.weight"] @ self.y5, p["f6.bias"])
         self.y6 = A * t6
         self.t = (t1, t2, t3, t4, t5, t6)
         diff = self.y6 - self.centres  # (10, 84)
@@ -113,26 +108,28 @@ class OneImage:
         """dz (1, 10) = dE/d(outputs) -> every parameter's gradient, written into ``grads``."""
         p, g = self.p, self.g
         t1, t2, t3, t4, t5, t6 = self.t
-        slope = A * S
         dz = dz[0]
-        dy6 = -2 * (self.y6 * dz.sum() - self.centres.T @ dz)
-        da6 = dy6 * slope * (1 - t6 * t6)
-        np.outer(da6, self.y5, out=g["f6.weight"])
+        da6 = 2 * (self.centres.T @ dz - self.y6 * dz.sum()) * _slope(t6)  # (84,)
+        np.multiply(da6[:, None], self.y5, out=g["f6.weight"])
         g["f6.bias"][...] = da6
-        da5 = (p["f6.weight"].T @ da6) * slope * (1 - t5 * t5)
-        np.outer(da5, self.y4, out=g["c5.weight"].reshape(120, 400))
+        da5 = (p["f6.weight"].T @ da6) * _slope(t5)  # (120,)
+        np.multiply(da5[:, None], self.y4, out=g["c5.weight"].reshape(120, 400))
         g["c5.bias"][...] = da5
-        dy4 = (p["c5.weight"].reshape(120, 400).T @ da5).reshape(16, 5, 5).transpose(1, 2, 0)
-        da4 = dy4 * slope * (1 - t4 * t4)  # (5, 5, 16)
-        g["s4.weight"][...] = np.einsum("hwc,hwc->c", da4, self.s4)
-        g["s4.bias"][...] = da4.sum(axis=(0, 1))
-        da3 = _spread(da4 * p["s4.weight"]).reshape(100, 16) * slope * (1 - t3 * t3)
-        g["c3.weight"][...] = (da3.T @ self.cols3).reshape(16, 6, 5, 5) * self.mask
-        g["c3.bias"][...] = da3.sum(axis=0)
-        dy2 = _input_grad(da3, self.w3.reshape(16, 6, 5, 5), 14, 14)
-        da2 = dy2 * slope * (1 - t2 * t2)
-        g["s2.weight"][...] = np.einsum("hwc,hwc->c", da2, self.s2)
-        g["s2.bias"][...] = da2.sum(axis=(0, 1))
-        da1 = _spread(da2 * p["s2.weight"]).reshape(784, 6) * slope * (1 - t1 * t1)
-        g["c1.weight"][...] = (da1.T @ self.cols1).reshape(6, 1, 5, 5)
-        g["c1.bias"][...] = da1.sum(axis=0)
+        da4 = (p["c5.weight"].reshape(120, 400).T @ da5).reshape(16, 25).T * _slope(t4)  # (25, 16)
+        g["s4.weight"][...] = np.einsum("pc,pc->c", da4, self.s4)
+        g["s4.bias"][...] = np.einsum("pc->c", da4)
+        da4 *= p["s4.weight"]
+        da3 = (_slope(t3) * da4).reshape(100, 16)  # every corner of a block gets the block's gradient
+        np.matmul(da3.T, self.cols3, out=g["c3.weight"].reshape(16, 150))
+        g["c3.weight"] *= self.mask
+        g["c3.bias"][...] = np.einsum("pc->c", da3)
+        # C3's input gradient: each window's gradient (da3·W3) added back to the S2 positions
+        # it read (a col2im, as one bincount over the window index)
+        dy2 = np.bincount(self.index3.reshape(-1), (da3 @ self.w3).reshape(-1), minlength=196 * 6)
+        da2 = dy2.reshape(196, 6).astype(t2.dtype) * _slope(t2)
+        g["s2.weight"][...] = np.einsum("pc,pc->c", da2, self.s2)
+        g["s2.bias"][...] = np.einsum("pc->c", da2)
+        da2 *= p["s2.weight"]
+        da1 = (_slope(t1) * da2).reshape(784, 6)
+        np.matmul(da1.T, self.cols1, out=g["c1.weight"].reshape(6, 25))
+        g["c1.bias"][...] = np.einsum("pc->c", da1)
