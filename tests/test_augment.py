@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import AUGMENTS, Augment, bilinear
+from lenet5.augment import AUGMENTS, Augment, bilinear, cut_out, make_augment
 
 RNG = np.random.default_rng(0)
 
@@ -64,3 +64,28 @@ def test_reproducible_and_mass_preserving(name, mini_dir):
     ink = images.reshape(64, -1).sum(1).astype(float)
     ratio = a.reshape(64, -1).sum(1) / ink
     assert 0.7 < np.median(ratio) < 1.3  # the digit is moved and bent, not erased or smeared
+
+
+def test_cutout_blanks_one_square_per_image_and_nothing_else():
+    images = np.full((200, 28, 28), 200, dtype=np.uint8)
+    out = cut_out(images, 8, np.random.default_rng(3))
+    assert images.min() == 200  # the input is not touched
+    for img in out:
+        rows, cols = np.nonzero(img == 0)
+        assert set(np.unique(img)) <= {0, 200}
+        # one axis-aligned rectangle: every (row, col) pair of its extent is blank
+        assert len(rows) == len(np.unique(rows)) * len(np.unique(cols))
+        assert np.ptp(rows) < 8 and np.ptp(cols) < 8
+    full = [(img == 0).sum() for img in out]
+    assert max(full) == 64 and min(full) >= 16  # whole squares inside, cut ones at the edges
+
+
+def test_cutout_alone_does_not_move_pixels_and_is_reproducible():
+    images = RNG.integers(1, 256, (4, 28, 28), dtype=np.uint8)
+    aug = make_augment("none", 6)
+    a, b = aug(images, np.random.default_rng(9)), aug(images, np.random.default_rng(9))
+    np.testing.assert_array_equal(a, b)
+    kept = a != 0
+    np.testing.assert_array_equal(a[kept], images[kept])
+    assert ((a == 0).sum(axis=(1, 2)) > 0).all()
+    assert make_augment("affine", 0) is AUGMENTS["affine"] and make_augment("affine", 5).cutout == 5

@@ -184,7 +184,10 @@ def test_compare_output_and_damaged_metrics_are_one_line_errors(tmp_path, mini_d
     one_line_error(run("plot", out), "metrics.jsonl: line 1 lacks")
 
 
-@pytest.mark.parametrize("args,fragment", [(["--seed", "-1"], "--seed"), (["--warmup-epochs", "1e308"], "--warmup-epochs")])
+@pytest.mark.parametrize("args,fragment", [
+    (["--seed", "-1"], "--seed"), (["--warmup-epochs", "1e308"], "--warmup-epochs"),
+    (["--cutout", "29"], "--cutout"), (["--label-smoothing", "1"], "--label-smoothing"),
+    (["--preset", "lecun1998", "--label-smoothing", "0.1"], "--label-smoothing applies to the cross-entropy")])
 def test_out_of_range_numbers(mini_dir, args, fragment):
     one_line_error(run("train", "--no-plots", "--data-dir", mini_dir, *args), fragment)
 

@@ -95,17 +95,20 @@ def test_weights_move_both_ways(tmp_path):
     np.testing.assert_allclose(back.forward(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_both_engines_through_the_same_training_loop(mini_dir):
-    """fit() with the NumPy model and with the torch adapter: same float64 loss curve and weights."""
+@pytest.mark.parametrize("levers", [{}, {"label_smoothing": 0.1, "cutout": 8, "augment": "affine"}])
+def test_both_engines_through_the_same_training_loop(mini_dir, levers):
+    """fit() with the NumPy model and with the torch adapter: same float64 loss curve and
+    weights, also with label smoothing and cutout (both engines get them from the same loop)."""
     from lenet5 import fit
     from lenet5.torch_replica import TorchModel, TorchOptimizer
 
     data = load_dir(mini_dir)
-    np_model = LeNet5("seed-tanh", seed=4, dtype=np.float64)
-    t_model = TorchModel("seed-tanh", seed=4, dtype=np.float64)
+    config = lenet5.resolve("seed-tanh", dtype="float64", **levers)
+    np_model, t_model = LeNet5.from_config(config), TorchModel.from_config(config)
+    assert np_model.criterion.loss is not lenet5.losses.softmax_cross_entropy or not levers
     kw = dict(epochs=2, batch_size=32, seed=4, progress=False, schedule="cosine", lr=0.1, momentum=0.5)
-    h_np = fit(np_model, data, **kw)  # each engine builds the optimizer the config names
-    h_t = fit(t_model, data, **kw)
+    h_np = fit(np_model, data, config, **kw)  # each engine builds the optimizer the config names
+    h_t = fit(t_model, data, config, **kw)
     assert isinstance(t_model.make_optimizer(lenet5.resolve("seed-tanh")), TorchOptimizer)
     for a, b in zip(h_np, h_t):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)

@@ -12,11 +12,14 @@ The randomness comes from the generator passed in; the training loop seeds one p
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map.
+
+Any of them can add cutout (DeVries & Taylor 2017, ``--cutout SIZE``): a SIZE×SIZE square at a
+random place in each image (it may hang over the edge) set to the background.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,14 +40,25 @@ class Augment:
     flip: bool = False
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0
+    cutout: int = 0
+
+    @property
+    def moves(self) -> bool:
+        """Whether the transform moves pixels at all (not with cutout alone)."""
+        return bool(self.shift or self.rotate_deg or self.scale != (1.0, 1.0) or self.shear or self.squeeze
+                    or self.flip or self.elastic_alpha)
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = len(images)
-        coords = self.source_coords(n, rng)
-        if self.elastic_alpha:
-            coords += self.elastic_alpha * smooth_noise(n, self.elastic_sigma, rng)
-        out = bilinear(images.astype(np.float32), coords)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        out = images
+        if self.moves:
+            coords = self.source_coords(n, rng)
+            if self.elastic_alpha:
+                coords += self.elastic_alpha * smooth_noise(n, self.elastic_sigma, rng)
+            out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
+        if self.cutout:
+            out = cut_out(out, self.cutout, rng)
+        return out
 
     def source_coords(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """For each image and output pixel, where to read the input: (N, 28, 28, 2) as (row, col).
@@ -113,6 +127,27 @@ def bilinear(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
     top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
     bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
     return (top * (1 - fr) + bottom * fr).reshape(coords.shape[:3])
+
+
+def cut_out(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A copy of uint8 images (N, H, W) with a size×size square set to 0 in each, centred on a
+    uniformly drawn pixel (so it may be partly outside the image)."""
+    n, h, w = images.shape
+    top = rng.integers(0, h, n) - size // 2
+    left = rng.integers(0, w, n) - size // 2
+    rows = (np.arange(h) >= top[:, None]) & (np.arange(h) < top[:, None] + size)  # (N, H)
+    cols = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # (N, W)
+    out = images.copy()
+    out[rows[:, :, None] & cols[:, None, :]] = 0
+    return out
+
+
+def make_augment(name: str, cutout: int = 0) -> Augment | None:
+    """The augmentation ``name`` (a key of AUGMENTS), with ``cutout`` added when it is > 0."""
+    base = AUGMENTS[name]
+    if not cutout:
+        return base
+    return replace(base if base is not None else Augment(0.0, 0.0, (1.0, 1.0), 0.0), cutout=cutout)
 
 
 AUGMENTS = {

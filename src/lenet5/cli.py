@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (modern's default): flip for fashion-mnist, affine otherwise")
     t.add_argument("--distort", action="store_const", const="lecun1998", dest="augment",
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear): --augment lecun1998")
+    t.add_argument("--cutout", type=non_negative_int, default=None,
+                   help="also blank a random SIZE x SIZE square of every training image (default 0: off)")
+    t.add_argument("--label-smoothing", type=fraction, default=None,
+                   help="cross-entropy presets: mix the one-hot target with the uniform one (default 0)")
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
     t.add_argument("--criterion", choices=["map", "mse"], default=None,
                    help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")

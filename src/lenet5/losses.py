@@ -28,21 +28,27 @@ def softmax(logits: np.ndarray, extra: float | None = None) -> np.ndarray:
     return exp / total
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) and its gradient.
 
     logits (N, K), labels (N,) ints in [0, K) -> (loss, dlogits (N, K)).
     log softmax is computed with the log-sum-exp trick (subtract the row max first), so no
-    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − onehot)/N.
+    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − q)/N, q the
+    target: one-hot, or with label smoothing ε (as torch's ``label_smoothing``) the mixture
+    q = (1 − ε)·onehot + ε/K, so the loss is (1 − ε)·(−log p_y) + ε·mean_k(−log p_k).
     """
-    n = logits.shape[0]
+    n, k = logits.shape
     z = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(z)
     sumexp = exp.sum(axis=1, keepdims=True)
     rows = np.arange(n)
-    loss = float((np.log(sumexp[:, 0]) - z[rows, labels]).sum()) / n
+    log_norm = np.log(sumexp[:, 0])
+    loss = float((log_norm - z[rows, labels]).sum()) / n
     dlogits = exp / sumexp
-    dlogits[rows, labels] -= 1
+    if smoothing:
+        loss = (1 - smoothing) * loss + smoothing * float((log_norm - z.mean(axis=1)).sum()) / n
+        dlogits -= smoothing / k
+    dlogits[rows, labels] -= 1 - smoothing
     dlogits /= n
     return loss, dlogits
 
@@ -91,19 +97,21 @@ class Criterion:
     probabilities: Callable[[np.ndarray], np.ndarray]
 
 
-def cross_entropy() -> Criterion:
-    return Criterion("cross-entropy", softmax_cross_entropy, softmax)
+def cross_entropy(label_smoothing: float = 0.0, **_: float) -> Criterion:
+    if not label_smoothing:
+        return Criterion("cross-entropy", softmax_cross_entropy, softmax)
+    return Criterion("cross-entropy", lambda z, labels: softmax_cross_entropy(z, labels, label_smoothing), softmax)
 
 
-def map_(j: float = 0.1) -> Criterion:
-    return Criterion("map", lambda z, labels: map_criterion(z, labels, j), lambda z: softmax(z, -j))
+def map_(map_j: float = 0.1, **_: float) -> Criterion:
+    return Criterion("map", lambda z, labels: map_criterion(z, labels, map_j), lambda z: softmax(z, -map_j))
 
 
-def mse(j: float = 0.1) -> Criterion:
+def mse(map_j: float = 0.1, **_: float) -> Criterion:
     """MSE trains on y_D alone; its probabilities are read the MAP way (rubbish class at −j)."""
-    return Criterion("mse", mse_criterion, lambda z: softmax(z, -j))
+    return Criterion("mse", mse_criterion, lambda z: softmax(z, -map_j))
 
 
-#: criterion factories by name; each takes the MAP constant j (ignored by cross-entropy)
-CRITERIA: dict[str, Callable[[float], Criterion]] = {
-    "cross-entropy": lambda j: cross_entropy(), "map": map_, "mse": mse}
+#: criterion factories by name, called with keyword settings (map_j, label_smoothing); each
+#: takes the ones it uses
+CRITERIA: dict[str, Callable[..., Criterion]] = {"cross-entropy": cross_entropy, "map": map_, "mse": mse}

@@ -35,10 +35,11 @@ class LeNet5(SingleProcess):
 
     def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
                  dtype: np.dtype | type | str = np.float32, threads: int | None = None,
-                 criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None) -> None:
+                 criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None,
+                 label_smoothing: float = 0.0) -> None:
         self.preset: Preset = get_preset(preset)
-        self.criterion: Criterion = criterion_for(self.preset, criterion, map_j)
-        self.map_j = map_j
+        self.criterion: Criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
+        self.map_j, self.label_smoothing = map_j, label_smoothing
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -60,7 +61,7 @@ class LeNet5(SingleProcess):
     @classmethod
     def from_config(cls, config: TrainConfig) -> "LeNet5":
         return cls(config.preset, seed=config.seed, dtype=config.dtype, criterion=config.criterion,
-                   map_j=config.map_j, dropout=config.dropout)
+                   map_j=config.map_j, dropout=config.dropout, label_smoothing=config.label_smoothing)
 
     def running(self):
         """A training pass holds BLAS to one thread: this engine spreads big batches over the
@@ -152,7 +153,7 @@ class LeNet5(SingleProcess):
     def replica(self) -> "LeNet5":
         """A model sharing this one's parameter and buffer arrays, with its own caches and grads."""
         twin = LeNet5(self.preset.name, seed=None, dtype=self.dtype, threads=1, criterion=self.criterion.name,
-                      map_j=self.map_j, dropout=self.dropout)
+                      map_j=self.map_j, dropout=self.dropout, label_smoothing=self.label_smoothing)
         for (_, mine), (_, theirs) in zip(self.layers, twin.layers):
             theirs.params = mine.params  # the same dicts: shared, always up to date
             theirs.buffers = mine.buffers

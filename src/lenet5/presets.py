@@ -152,6 +152,8 @@ class TrainConfig:
     dropout: float | None = None
     criterion: str | None = None
     map_j: float = 0.1
+    label_smoothing: float = 0.0
+    cutout: int = 0
     seed: int = 0
     dtype: str = "float32"
     dataset: str = "mnist"
@@ -284,12 +286,18 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
     for key in ("epochs", "batch_size"):
         need(isinstance(v[key], int) and not isinstance(v[key], bool) and v[key] >= 1,
              f"--{key.replace('_', '-')} must be an integer >= 1, got {v[key]!r}")
-    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split"):
+    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split", "label_smoothing"):
         need(isinstance(v[key], (int, float)) and not isinstance(v[key], bool) and math.isfinite(v[key])
              and v[key] >= 0, f"--{key.replace('_', '-')} must be a finite number >= 0, got {v[key]!r}")
     need(v["lr"] > 0, f"--lr must be > 0, got {v['lr']}")
     need(v["momentum"] < 1, f"--momentum must be in [0, 1), got {v['momentum']}")
     need(v["val_split"] < 1, f"--val-split must be in [0, 1), got {v['val_split']}")
+    need(v["label_smoothing"] < 1, f"--label-smoothing must be in [0, 1), got {v['label_smoothing']}")
+    need(not v["label_smoothing"] or (v["criterion"] or p.criteria[0]) == "cross-entropy",
+         f"--label-smoothing applies to the cross-entropy criterion, not {p.name}'s "
+         f"{v['criterion'] or p.criteria[0]}")
+    need(isinstance(v["cutout"], int) and not isinstance(v["cutout"], bool) and 0 <= v["cutout"] <= 28,
+         f"--cutout must be an integer from 0 to 28 (pixels), got {v['cutout']!r}")
     need(v["warmup_epochs"] <= v["epochs"], f"--warmup-epochs {v['warmup_epochs']} is longer than the run "
                                             f"({v['epochs']} epochs)")
     need(isinstance(v["seed"], int) and not isinstance(v["seed"], bool) and v["seed"] >= 0,
@@ -318,9 +326,10 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          "--engine torch has no SDLM optimizer; train lecun1998 with --engine numpy or --optimizer sgd")
 
 
-def criterion_for(p: Preset, name: str | None, map_j: float):
-    """The preset's criterion ``name`` (its first when None), with the MAP constant j bound."""
+def criterion_for(p: Preset, name: str | None, map_j: float, label_smoothing: float = 0.0):
+    """The preset's criterion ``name`` (its first when None), with its settings bound: the MAP
+    constant j, label smoothing (cross-entropy)."""
     name = name or p.criteria[0]
     if name not in p.criteria:
         raise Lenet5Error(f"preset {p.name!r} has no criterion {name!r}; choose one of: {', '.join(p.criteria)}")
-    return CRITERIA[name](map_j)
+    return CRITERIA[name](map_j=map_j, label_smoothing=label_smoothing)

@@ -124,14 +124,14 @@ class LeCun1998(nn.Module):
 
 
 def criterion(preset: str, logits: torch.Tensor, labels: torch.Tensor, name: str | None = None,
-              map_j: float = 0.1) -> torch.Tensor:
-    """The preset's training criterion in torch (for autograd parity checks): cross-entropy,
-    or for lecun1998 the MAP criterion (a cross-entropy over the K outputs plus a constant
-    −j entry) or MSE."""
+              map_j: float = 0.1, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The preset's training criterion in torch (for autograd parity checks): cross-entropy
+    (with torch's own label smoothing), or for lecun1998 the MAP criterion (a cross-entropy
+    over the K outputs plus a constant −j entry) or MSE."""
     name = name or get_preset(preset).criteria[0]
     rows = torch.arange(len(labels))
     if name == "cross-entropy":
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     if name == "mse":
         return -logits[rows, labels].mean()
     extra = torch.full((len(labels), 1), -map_j, dtype=logits.dtype, device=logits.device)
@@ -179,10 +179,10 @@ class TorchModel(SingleProcess):
 
     def __init__(self, preset: str, seed: int | None = 0, dtype: np.dtype | type = np.float32,
                  device: str = "cpu", net: nn.Module | None = None, criterion: str | None = None,
-                 map_j: float = 0.1) -> None:
+                 map_j: float = 0.1, label_smoothing: float = 0.0) -> None:
         self.preset = get_preset(preset)
-        self.criterion = criterion_for(self.preset, criterion, map_j)
-        self.map_j = map_j
+        self.criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
+        self.map_j, self.label_smoothing = map_j, label_smoothing
         self.dtype = np.dtype(dtype)
         self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         self.device = resolve_device(device)
@@ -192,7 +192,7 @@ class TorchModel(SingleProcess):
     @classmethod
     def from_config(cls, config: TrainConfig) -> "TorchModel":
         model = cls(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
-                    criterion=config.criterion, map_j=config.map_j)
+                    criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing)
         if config.dropout is not None:
             model.net.p_drop = config.dropout
         return model

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._cpu import blas_single_thread
-from .augment import AUGMENTS, Augment
+from .augment import Augment, make_augment
 from .data import Dataset, Split, batches
 from .engine import Engine, Optimizer
 from .errors import Lenet5Error
@@ -272,7 +272,8 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
                           f"the {model.world} processes")
     lr_at = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                           round(config.warmup_epochs * steps_per_epoch), steps_per_epoch)
-    loop = _Loop(model, optimizer, lr_at, steps_per_epoch, config.seed, AUGMENTS[config.augment], hooks or Hooks())
+    loop = _Loop(model, optimizer, lr_at, steps_per_epoch, config.seed, make_augment(config.augment, config.cutout),
+                 hooks or Hooks())
     history = list(state.history)
     best = state.best_val_acc
     for epoch in range(state.epoch + 1, config.epochs + 1):
