@@ -210,7 +210,10 @@ class MicroBatches:
 
         self._parts = None
         try:
-            return np.concatenate(parallel_map(run, list(zip(workers, bounds[:-1], bounds[1:])), self.threads))
+            # BLAS on one thread even when this runs on one thread: the threads here are the
+            # parallelism, and OpenBLAS's spinning threads on a busy machine cost up to 10x
+            with blas_single_thread():
+                return np.concatenate(parallel_map(run, list(zip(workers, bounds[:-1], bounds[1:])), self.threads))
         finally:
             for w in workers:
                 w.train(was_training)

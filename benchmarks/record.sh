@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The modern preset's record (issue 13): recipes compared on validation splits, then the
+# chosen ones trained on the whole training set for seeds 0, 1, 2 and tested once.
+#
+#   MNIST=../shared/data/mnist benchmarks/record.sh val [NAME...]     # the comparison (--val-split)
+#   MNIST=../shared/data/mnist benchmarks/record.sh final [NAME...]   # the chosen recipes, 3 seeds
+#   python benchmarks/record_table.py runs/record                     # the tables (docs/results.md)
+#
+# Each run is single-threaded (LENET5_THREADS=1), so two can share a 2-core machine.
+# A run already complete (its metrics.jsonl has every epoch) is not trained again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MNIST=${MNIST:-../shared/data/mnist}
+out=${OUT:-runs/record}
+export LENET5_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+
+five_k=$(mktemp -d)  # the 5,000-image MNIST subset with the official test set
+ln -s "$(realpath "$MNIST")/train5k-images-idx3-ubyte.gz" "$five_k/train-images-idx3-ubyte.gz"
+ln -s "$(realpath "$MNIST")/train5k-labels-idx1-ubyte.gz" "$five_k/train-labels-idx1-ubyte.gz"
+ln -s "$(realpath "$MNIST")/t10k-images-idx3-ubyte.gz" "$five_k/t10k-images-idx3-ubyte.gz"
+ln -s "$(realpath "$MNIST")/t10k-labels-idx1-ubyte.gz" "$five_k/t10k-labels-idx1-ubyte.gz"
+
+# name | data directory, or dataset:NAME | options  (validation candidates; the chosen ones go in FINAL)
+VAL=(
+  "mnist-base|$MNIST|"
+  "mnist-elastic|$MNIST|--augment elastic"
+  "mnist-ls|$MNIST|--label-smoothing 0.1"
+  "fashion-base|dataset:fashion-mnist|"
+  "fashion-cutout|dataset:fashion-mnist|--cutout 10"
+  "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
+  "mnist5k-base|$five_k|"
+  "mnist5k-elastic|$five_k|--augment elastic"
+  "mnist5k-elastic-60|$five_k|--augment elastic --epochs 60"
+  "mnist5k-cutout|$five_k|--cutout 8"
+)
+FINAL=(
+  "mnist|$MNIST|${MNIST_FINAL:-}"
+  "fashion|dataset:fashion-mnist|${FASHION_FINAL:-}"
+  "mnist5k|$five_k|${MNIST5K_FINAL:-}"
+)
+
+complete() {  # run dir -> whether metrics.jsonl has as many epochs as config.json asks
+  python - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+d = Path(sys.argv[1])
+try:
+    epochs = json.loads((d / "config.json").read_text())["settings"]["epochs"]
+    done = len((d / "metrics.jsonl").read_text().splitlines())
+except (OSError, KeyError, ValueError):
+    sys.exit(1)
+sys.exit(0 if done >= epochs else 1)
+PY
+}
+
+train() {  # name data options [extra...]
+  local name=$1 data=$2 opts=$3; shift 3
+  local dir="$out/$name"
+  if complete "$dir"; then echo "record: $dir complete"; return; fi
+  local source=(--data-dir "$data")
+  [[ $data == dataset:* ]] && source=(--dataset "${data#dataset:}")  # found in the cache or a system location
+  # shellcheck disable=SC2086
+  python -m lenet5.cli train --preset modern "${source[@]}" $opts "$@" --out "$dir" --force --quiet --no-plots
+}
+
+phase=${1:?val or final}; shift
+want=" ${*:-} "
+case "$phase" in
+  val)
+    for entry in "${VAL[@]}"; do
+      IFS='|' read -r name data opts <<<"$entry"
+      [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
+      seeds="0"; split=0.1
+      [[ $name == mnist5k-* ]] && seeds="0 1 2" && split=0.2  # 1,000 validation images: three seeds
+      for s in $seeds; do train "val/$name-seed$s" "$data" "$opts" --val-split $split --seed "$s"; done
+    done ;;
+  final)
+    for entry in "${FINAL[@]}"; do
+      IFS='|' read -r name data opts <<<"$entry"
+      [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
+      for s in 0 1 2; do train "final/$name-seed$s" "$data" "$opts" --seed "$s"; done
+    done ;;
+  *) echo "usage: $0 val|final [NAME...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,89 @@
+"""Tables of the modern preset's record runs (benchmarks/record.sh), as Markdown.
+
+    python benchmarks/record_table.py runs/record > runs/record/tables.md
+
+Validation runs (``val/NAME-seedS``): the final epoch's validation accuracy, averaged over the
+seeds run, with the options that differ from the preset's recipe. Final runs
+(``final/NAME-seedS``): each seed's final-epoch test accuracy, their mean ± sample standard
+deviation, the parameters and the seconds per epoch (training only; the machine is named).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def _runs(root: Path) -> dict[str, list[tuple[int, dict, list[dict]]]]:
+    """name -> [(seed, config.json, metrics rows)] for the complete runs under root."""
+    out: dict[str, list] = defaultdict(list)
+    for d in sorted(root.glob("*-seed*")):
+        m = re.fullmatch(r"(.+)-seed(\d+)", d.name)
+        try:
+            config = json.loads((d / "config.json").read_text())
+            rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        except (OSError, ValueError):
+            continue
+        if m and rows and len(rows) >= config["settings"]["epochs"]:
+            out[m.group(1)].append((int(m.group(2)), config, rows))
+    return out
+
+
+def _options(config: dict) -> str:
+    """The command's options beyond data, seed, output and flags that do not change the recipe."""
+    skip = {"--data-dir", "--dataset", "--seed", "--out", "--val-split"}
+    cmd, keep, i = config["command"][2:], [], 0
+    while i < len(cmd):
+        if cmd[i] in skip:
+            i += 2
+        elif cmd[i] in ("--force", "--quiet", "--no-plots", "--preset"):
+            i += 2 if cmd[i] == "--preset" else 1
+        else:
+            keep.append(cmd[i])
+            i += 1
+    return " ".join(keep) or "(the preset's recipe)"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(root: Path) -> None:
+    val = _runs(root / "val")
+    if val:
+        print("Validation (final epoch; the test set plays no part in the choice)\n")
+        print("| candidate | options | seeds | validation images | validation accuracy |")
+        print("|---|---|---|---|---|")
+        for name, runs in val.items():
+            accs = [rows[-1]["val_acc"] for _, _, rows in runs]
+            n_val = runs[0][1].get("data", {}).get("val_size", "?")
+            print(f"| {name} | `{_options(runs[0][1])}` | {len(runs)} | {n_val} | "
+                  f"{100 * statistics.mean(accs):.2f}% |")
+        print()
+    final = _runs(root / "final")
+    if final:
+        print(f"Final runs: whole training set, official test set, final epoch ({_cpu()}, one thread per run)\n")
+        print("| dataset | options | test accuracy per seed | mean ± sd | epochs | s/epoch |")
+        print("|---|---|---|---|---|---|")
+        for name, runs in final.items():
+            accs = [100 * rows[-1]["test_acc"] for _, _, rows in sorted(runs, key=lambda r: r[0])]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            secs = statistics.median(r["train_seconds"] for _, _, rows in runs for r in rows)
+            per_seed = ", ".join(f"{a:.2f}" for a in accs)
+            print(f"| {name} | `{_options(runs[0][1])}` | {per_seed} | {statistics.mean(accs):.2f} ± {sd:.2f}% "
+                  f"({len(accs)} seeds) | {len(runs[0][2])} | {secs:.0f} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/record"))
