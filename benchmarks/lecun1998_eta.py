@@ -1,7 +1,7 @@
 """The validation runs behind the lecun1998 preset's η (README, "The 1998 network").
 
-    python benchmarks/lecun1998_eta.py N_TRAIN LR PASSES [AUGMENT]       # printed ±2.4/F init
-    INIT=sqrtF python benchmarks/lecun1998_eta.py 30000 5e-4 3           # the ±2.4/√F reading
+    python benchmarks/lecun1998_eta.py N_TRAIN LR PASSES [AUGMENT]       # the preset's ±2.4/√F init
+    INIT=F python benchmarks/lecun1998_eta.py 30000 5e-5 3               # the printed ±2.4/F
 
 Trains lecun1998 (SDLM, the paper's schedule scaled by LR/5e-4, one pattern per update) on the
 first N_TRAIN full-MNIST training images and evaluates on 5,000 held-out *training* images
@@ -27,11 +27,11 @@ def main(n: int, lr: float, passes: int, augment: str = "none") -> None:
     data = lenet5.Dataset(lenet5.Split(full.train.images[:n], full.train.labels[:n]),
                           lenet5.Split(full.train.images[55000:], full.train.labels[55000:]))
     model = lenet5.LeNet5("lecun1998", seed=0)
-    init = os.environ.get("INIT", "F")
-    if init == "sqrtF":
-        for _, layer in model.layers:  # the preset's own draws, rescaled from ±2.4/F to ±2.4/√F
+    init = os.environ.get("INIT", "sqrtF")
+    if init == "F":
+        for _, layer in model.layers:  # the preset's own draws, rescaled from ±2.4/√F to ±2.4/F
             for pn, p in layer.params.items():
-                p *= np.sqrt(L.fan_in(layer)).reshape((-1,) + (1,) * (p.ndim - 1))
+                p /= np.sqrt(L.fan_in(layer)).reshape((-1,) + (1,) * (p.ndim - 1))
     losses: list[float] = []
     start = time.time()
 

@@ -46,6 +46,28 @@ def test_exactly_60000_trainable_parameters(capsys):
     assert shapes["c1"] == [6, 28, 28] and shapes["s4"] == [16, 5, 5] and shapes["output"] == [10]
 
 
+def test_init_is_uniform_in_2_4_over_root_fan_in_per_unit():
+    """Every trainable value within ±2.4/√F of its unit (F: 25 for C1, 75/100/150 for C3 maps
+    by their connections, 4 for S2/S4, 400 for C5, 120 for F6) and spread over that range;
+    C3's unconnected kernels exactly zero."""
+    model = LeNet5("lecun1998", seed=4, dtype=np.float64)
+    p = model.params()
+    connected = C3_TABLE.sum(axis=0)  # input maps of each C3 map
+    expect = {"c1": np.full(6, 25.0), "s2": np.full(6, 4.0), "c3": 25.0 * connected, "s4": np.full(16, 4.0),
+              "c5": np.full(120, 400.0), "f6": np.full(84, 120.0)}
+    for layer, fan in expect.items():
+        for kind in ("weight", "bias"):
+            v = p[f"{layer}.{kind}"]
+            bound = 2.4 / np.sqrt(fan).reshape((-1,) + (1,) * (v.ndim - 1))
+            assert np.all(np.abs(v) <= bound), (layer, kind)
+        w = p[f"{layer}.weight"]
+        big = np.abs(w).reshape(len(fan), -1).max(axis=1) / (2.4 / np.sqrt(fan))
+        if w.size > 100:  # enough draws per unit to come near its bound
+            assert big.min() > 0.8, layer
+    mask = C3_TABLE.T.astype(bool)
+    assert np.all(p["c3.weight"][~mask] == 0) and np.all(p["c3.weight"][mask] != 0)
+
+
 def test_input_coding():
     images = np.zeros((2, 28, 28), np.uint8)
     images[0, 10, 10] = 255
@@ -190,7 +212,7 @@ def test_sdlm_training_learns(mini_dir):
     data = load_dir(mini_dir)
     model = LeNet5("lecun1998", seed=0)
     opt = SDLM(model.params(), model.grads())
-    history = fit(model, data, optimizer=opt, epochs=2, progress=False)  # the paper's η, per pattern
+    history = fit(model, data, optimizer=opt, epochs=3, progress=False)  # the preset's η schedule, per pattern
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_acc"] > 0.6
     assert set(opt.state["hessian"]) == set(model.params())
