@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The 1998 paper's LeNet-5 table on full MNIST: lecun1998 with its default recipe (SDLM, the
-# η schedule ×0.1, 20 passes, one pattern per update, MAP criterion), without and with the
+# η schedule ×0.3, init ±2.4/√F, 20 passes, one pattern per update, MAP criterion), without and with the
 # paper's distortions (--distort), for the seeds given (default 0 1 2).
 #
 #   MNIST=/path/to/mnist benchmarks/paper.sh [SEED...]      # runs into runs/paper/

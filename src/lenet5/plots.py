@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import Split
 from .errors import Lenet5Error
 
 FIGURES = ("curves.png", "confusion.png", "kernels.png", "feature_maps.png", "wrong.png")
@@ -290,8 +291,9 @@ CLASS_NAMES = {"fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coa
                "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]}
 
 
-def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
-    """Write every figure of a run into its directory; returns the paths."""
+def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) -> list[Path]:
+    """Write every figure of a run into its directory; returns the paths. ``test``: the run's
+    test set when the caller has it in memory (else it is loaded as the run's settings say)."""
     from .datasets import load_dataset
     from .runs import RunDir
     from .train import evaluate
@@ -305,22 +307,22 @@ def plot_run(run_dir: str | Path, sample: int = 0) -> list[Path]:
         raise Lenet5Error(f"{run.path}: metrics.jsonl has no finished epoch to plot")
     model, _ = run.load_model()
     dataset = settings.get("dataset") or "mnist"
-    data = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None)
-    if not 0 <= sample < len(data.test):
-        raise Lenet5Error(f"--sample {sample}: the test set has {len(data.test)} images (0-{len(data.test) - 1})")
+    if test is None:
+        test = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None).test
+    if not 0 <= sample < len(test):
+        raise Lenet5Error(f"--sample {sample}: the test set has {len(test)} images (0-{len(test) - 1})")
     names = CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
     caption = (f"{run.path.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
                f"{described.get('train_size', '?')} training images | {settings.get('engine', 'numpy')} engine")
-    probs = model.predict(data.test.images)
-    confusion = np.array(evaluate(model, data.test)["confusion"])
+    probs = model.predict(test.images)
+    confusion = np.array(evaluate(model, test)["confusion"])
     figures = {
         "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
         **({"errors.png": plot_errors(history, caption)} if model.preset.name == "lecun1998" else {}),
         "confusion.png": plot_confusion(confusion, caption, names),
         "kernels.png": plot_kernels(model.params(), caption),
-        "feature_maps.png": plot_feature_maps(model, data.test.images[sample], int(data.test.labels[sample]),
-                                              caption, sample),
-        "wrong.png": plot_wrong(data.test.images, data.test.labels, probs, caption, names),
+        "feature_maps.png": plot_feature_maps(model, test.images[sample], int(test.labels[sample]), caption, sample),
+        "wrong.png": plot_wrong(test.images, test.labels, probs, caption, names),
     }
     paths = []
     for name, fig in figures.items():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .data import Split
 from .engine import Engine
 from .errors import Lenet5Error
 from .presets import DEFAULT_PRESET, TrainConfig, resolve
@@ -188,7 +189,7 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     log(f"saved {run_dir.model_path}" + (f" (best validation epoch: {run_dir.best_path})" if val else ""))
     if plots:
         start = time.perf_counter()
-        if _plot(run_dir):
+        if _plot(run_dir, data.test):
             clock["figures"] = time.perf_counter() - start
     run_dir.unlock()
     log("time: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in clock.items()))
@@ -212,7 +213,7 @@ def _check_same_data(resumed: Resumed, described: dict) -> None:
                           f"({', '.join(changed)}); pass --force-data to continue on the new files")
 
 
-def _plot(run_dir: RunDir) -> bool:
+def _plot(run_dir: RunDir, test: Split) -> bool:
     """Draw the run's figures; False (with a hint) when matplotlib is not installed."""
     try:
         import matplotlib  # noqa: F401
@@ -221,6 +222,6 @@ def _plot(run_dir: RunDir) -> bool:
         return False
     from .plots import plot_run
 
-    paths = plot_run(run_dir.path)
+    paths = plot_run(run_dir.path, test=test)  # the test set in memory: no second copy of the data
     log(f"plots in {run_dir.path}: {', '.join(p.name for p in paths)}")
     return True
