@@ -32,6 +32,7 @@ VAL=(
   "mnist5k-elastic|$five_k|--augment elastic"
   "mnist5k-elastic-60|$five_k|--augment elastic --epochs 60"
   "mnist5k-cutout|$five_k|--cutout 8"
+  "mnist5k-100|$five_k|--epochs 100"
 )
 FINAL=(
   "mnist|$MNIST|${MNIST_FINAL:-}"
