@@ -56,11 +56,16 @@ def test_gradients_agree_with_autograd(preset, mini_dir):
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_sgd_step_and_short_run_track_torch(preset, mini_dir):
-    """Same seed, same data order, float64: SGD with momentum and weight decay, 10 steps."""
+    """Same seed, same data order, float64: SGD with momentum and weight decay, 10 steps.
+
+    lecun1998's criterion is a sum of squared distances (~200 at the start, not ~2.3): at the
+    cross-entropy presets' rate its weights grow tenfold in ten steps into saturation, where
+    round-off is amplified step after step, so it gets a rate scaled to its loss."""
     data = load_dir(mini_dir)
     model, net = pair(preset, np.float64, torch.float64, seed=1)
-    opt = SGD(model.params(), model.grads(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-    t_opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    lr = 5e-4 if preset == "lecun1998" else 0.05
+    opt = SGD(model.params(), model.grads(), lr=lr, momentum=0.9, weight_decay=1e-3)
+    t_opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
     order = np.random.default_rng(0).permutation(len(data.train))
     for step in range(10):
         idx = order[step * 24:(step + 1) * 24]
