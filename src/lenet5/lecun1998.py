@@ -96,8 +96,8 @@ def init(rng: np.random.Generator, name: str, p: np.ndarray, layer: Layer) -> np
     of the squashing function's linear range, whereas ±2.4/F gives 1.39/√F (0.07 in C5), so
     small that every curvature estimate starts far below μ and SDLM's steps are all η/μ.
     Measured on a validation split (README, "The 1998 network"): ±2.4/√F with η × 0.3 reaches
-    99.0% after 13 passes where the printed ±2.4/F plateaus near 98.1% (η × 0.1, the largest
-    stable factor for it)."""
+    99.0% where the printed ±2.4/F, with η × 0.1 (the largest stable factor for it), stays
+    near 98.8%; on the test set, 98.72% against 98.07%."""
     bound = 2.4 / np.sqrt(fan_in(layer))  # per unit
     shape = (-1,) + (1,) * (p.ndim - 1)
     out = rng.uniform(-1, 1, size=p.shape) * bound.reshape(shape)
