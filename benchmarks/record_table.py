@@ -49,6 +49,17 @@ def _options(config: dict) -> str:
     return " ".join(keep) or "(the preset's recipe)"
 
 
+def _flip_accuracy(run: Path, config: dict) -> float:
+    """Test accuracy of a run's final network with test-time flip averaging."""
+    from lenet5.checkpoint import load_checkpoint
+    from lenet5.datasets import load_dataset
+    from lenet5.train import evaluate
+
+    model, _ = load_checkpoint(run / "model.safetensors")
+    data = load_dataset(config["settings"]["dataset"], config["settings"]["data_dir"], progress=False)
+    return evaluate(model, data.test, tta="flip")["accuracy"]
+
+
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -83,6 +94,18 @@ def main(root: Path) -> None:
             per_seed = ", ".join(f"{a:.2f}" for a in accs)
             print(f"| {name} | `{_options(runs[0][1])}` | {per_seed} | {statistics.mean(accs):.2f} ± {sd:.2f}% "
                   f"({len(accs)} seeds) | {len(runs[0][2])} | {secs:.0f} |")
+        flip = {name: runs for name, runs in final.items() if runs[0][1]["settings"]["dataset"].startswith("fashion")}
+        if flip:
+            print("\nReported apart: the same Fashion-MNIST networks with test-time flip averaging (each test "
+                  "image's outputs averaged with its mirror's: `lenet5 evaluate RUN/model.safetensors --tta flip`)\n")
+            print("| dataset | options | test accuracy per seed, --tta flip | mean ± sd |")
+            print("|---|---|---|---|")
+            for name, runs in flip.items():
+                accs = [100 * _flip_accuracy(root / "final" / f"{name}-seed{seed}", config)
+                        for seed, config, _ in sorted(runs, key=lambda r: r[0])]
+                sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                print(f"| {name} | `{_options(runs[0][1])}` | {', '.join(f'{a:.2f}' for a in accs)} | "
+                      f"{statistics.mean(accs):.2f} ± {sd:.2f}% ({len(accs)} seeds) |")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ def test_train_then_evaluate(tmp_path, mini_dir):
     assert sum(map(sum, result["confusion"])) == 200
     text = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir)
     assert "confusion matrix" in text.stdout and "per-class accuracy" in text.stdout
+    flipped = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir, "--tta", "flip", "--json")
+    assert flipped.returncode == 0, flipped.stderr
+    assert json.loads(flipped.stdout)["tta"] == "flip" and result["tta"] == "none"
 
 
 def test_same_command_twice_gives_identical_weights(tmp_path, mini_dir):

@@ -143,3 +143,30 @@ def test_micro_batched_threaded_pass_equals_single_pass(n):
         np.testing.assert_allclose(split.grads()[name], g, rtol=1e-10, atol=1e-14, err_msg=name)
     np.testing.assert_allclose(split.infer((x[:, 0] * 255).astype(np.uint8)),
                                single.infer((x[:, 0] * 255).astype(np.uint8)), rtol=1e-10, atol=1e-12)
+
+
+def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
+    from lenet5.data import Split
+    from lenet5.train import evaluate
+
+    model = LeNet5("modern", seed=4).eval()
+    images = np.random.default_rng(5).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    labels = np.arange(7) % 10
+    split = Split(images, labels)
+    # the definition, through the plain forward pass: mirror the pixel columns, average the logits
+    plain = model.forward_pass(model.prepare(images))
+    mirrored = model.forward_pass(model.prepare(images[:, :, ::-1].copy()))
+    mean = (plain + mirrored) / 2
+    expected_acc = np.mean(mean.argmax(axis=1) == labels)
+    shifted = mean - mean.max(axis=1, keepdims=True)
+    expected_loss = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(7), labels])
+
+    result = evaluate(model, split, batch_size=3, tta="flip")
+    assert result["accuracy"] == pytest.approx(expected_acc)
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    # an image that is its own mirror gets exactly its plain outputs
+    symmetric = np.concatenate([images[:, :, :14], images[:, :, :14][:, :, ::-1]], axis=2)
+    same = Split(symmetric, labels)
+    assert evaluate(model, same, tta="flip")["loss"] == pytest.approx(evaluate(model, same)["loss"], rel=1e-6)
+    with pytest.raises(Exception, match="test-time augmentation"):
+        evaluate(model, split, tta="rotate")

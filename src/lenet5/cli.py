@@ -94,13 +94,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")
     data = load_dataset(dataset, args.data_dir, progress=not args.json)
     start = time.perf_counter()
-    result = evaluate(model, data.test, args.batch_size)
-    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, data=data.describe(),
+    result = evaluate(model, data.test, args.batch_size, tta=args.tta)
+    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=data.describe(),
                   seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{label} ({model.preset.name}) on {data.name} test set, {result['n']} images")
+    tta = ", each averaged with its mirror (--tta flip)" if args.tta == "flip" else ""
+    print(f"{label} ({model.preset.name}) on {data.name} test set, {result['n']} images{tta}")
     print(f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}")
     print("per-class accuracy: " + "  ".join(f"{d}:{100 * a:.1f}%" for d, a in enumerate(result["per_class_accuracy"])))
     print("confusion matrix (rows: true label, columns: predicted):")
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .datasets import DATASETS
     from .optim import OPTIMIZERS
     from .schedules import SCHEDULES
+    from .train import TTA
 
     parser = _Parser(prog="lenet5", description="LeNet-5 in NumPy: train, evaluate, benchmark.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="override the preset stored in the checkpoint")
     e.add_argument("--batch-size", type=positive_int, default=500)
+    e.add_argument("--tta", choices=TTA, default="none",
+                   help="test-time augmentation: 'flip' averages each image's outputs with its mirror's "
+                        "(for mirror-symmetric classes such as Fashion-MNIST's, not for digits)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _engine_args(e)
     e.set_defaults(func=cmd_evaluate)

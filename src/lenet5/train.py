@@ -66,14 +66,26 @@ class Progress:
             self.bar.close()
 
 
-def evaluate(model: Engine, split: Split, batch_size: int = 500) -> dict:
-    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted)."""
+TTA = ("none", "flip")
+
+
+def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "none") -> dict:
+    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted).
+
+    ``tta="flip"`` (test-time augmentation, for classes that look the same mirrored, such as
+    Fashion-MNIST's): each image's outputs are the mean of the network's outputs for the image
+    and for its left-right mirror; loss and accuracy are those of the averaged outputs.
+    """
+    if tta not in TTA:
+        raise Lenet5Error(f"unknown test-time augmentation {tta!r}; choose one of: {', '.join(TTA)}")
     n = len(split)
     confusion = np.zeros((10, 10), dtype=np.int64)
     total_loss = 0.0
     for idx in batches(n, batch_size):
         labels = split.labels[idx]
         outputs = model.infer(split.images[idx])
+        if tta == "flip":
+            outputs = (outputs + model.infer(np.ascontiguousarray(split.images[idx][:, :, ::-1]))) / 2
         loss, _ = model.loss(outputs, labels)
         total_loss += loss * len(idx)
         np.add.at(confusion, (labels, outputs.argmax(axis=1)), 1)
