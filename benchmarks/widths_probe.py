@@ -8,7 +8,8 @@ C1-S2-C3-S4-C5-F6-OUTPUT, F6 = 84 and everything else unchanged) on the same see
 final epoch's validation accuracy to ``benchmarks/results/widths_probe.jsonl``. Nothing about the
 test set is written: this only decides whether widths are worth making a preset option.
 
-The widths are patched into the preset for this process only; the package is not changed.
+The widened network is registered as a preset named modern-C1-C3-C5 in this process only (its
+layers from ``lenet5.presets.modern_layers``); the package is not changed.
 """
 
 from __future__ import annotations
@@ -19,39 +20,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from lenet5 import presets
 from lenet5.datasets import load_dataset
-from lenet5.layers import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from lenet5.model import LeNet5
 from lenet5.train import fit, prepare_data
 
 RESULTS = Path(__file__).parent / "results" / "widths_probe.jsonl"
-
-
-def modern_layers(c1: int, c3: int, c5: int):
-    """The modern preset's layer list (presets._modern_layers) with other channel widths."""
-    def build(dtype: np.dtype) -> presets.Layers:
-        return [
-            ("c1", Conv2d(1, c1, 5, pad=2, dtype=dtype, input_grad=False)),
-            ("c1_bn", BatchNorm2d(c1, dtype=dtype)),
-            ("c1_act", ReLU()),
-            ("s2", MaxPool2d()),
-            ("c3", Conv2d(c1, c3, 5, dtype=dtype)),
-            ("c3_bn", BatchNorm2d(c3, dtype=dtype)),
-            ("c3_act", ReLU()),
-            ("s4", MaxPool2d()),
-            ("c5", Conv2d(c3, c5, 5, dtype=dtype)),
-            ("c5_act", ReLU()),
-            ("flatten", Flatten()),
-            ("c5_drop", Dropout(0.1)),
-            ("f6", Linear(c5, 84, dtype=dtype)),
-            ("f6_act", ReLU()),
-            ("f6_drop", Dropout(0.1)),
-            ("output", Linear(84, 10, dtype=dtype)),
-        ]
-    return build
 
 
 def main() -> None:
@@ -63,8 +37,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the preset's recipe")
     args = ap.parse_args()
     c1, c3, c5 = (int(w) for w in args.widths.split(","))
-    presets.PRESETS["modern"] = dataclasses.replace(presets.PRESETS["modern"], build=modern_layers(c1, c3, c5))
-    config = presets.resolve("modern", dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
+    name = f"modern-{c1}-{c3}-{c5}"  # registered for this process only
+    presets.PRESETS[name] = dataclasses.replace(presets.PRESETS["modern"], name=name,
+                                                build=presets.modern_layers(c1, c3, c5))
+    config = presets.resolve(name, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
                              val_split=0.1, epochs=args.epochs)
     model = LeNet5.from_config(config)
     data, val = prepare_data(load_dataset(config.dataset, config.data_dir, progress=False), config)

@@ -233,3 +233,16 @@ def test_checkpoints_written_by_pytorch_load_bfloat16_included(tmp_path):
     loaded, _ = load_checkpoint(tmp_path / "bf16.safetensors")
     expected = state["f6.weight"].to(torch.bfloat16).to(torch.float32).numpy()
     np.testing.assert_array_equal(loaded.params()["f6.weight"], expected)
+
+
+def test_a_loaded_model_keeps_the_label_smoothing_of_its_run(tmp_path, mini_dir):
+    from lenet5 import cli
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "modern", "--epochs", "1", "--train-limit", "64", "--label-smoothing", "0.2",
+                     "--data-dir", str(mini_dir), "--out", str(out), "--quiet", "--no-plots"]) == 0
+    model, _ = load_checkpoint(out / "model.safetensors")
+    assert model.label_smoothing == 0.2
+    # its loss is the smoothed one: on a confident right answer it stays well above the plain loss
+    logits = np.array([[20.0] + [0.0] * 9])
+    assert model.loss(logits, np.array([0]))[0] > 1.0

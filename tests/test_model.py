@@ -170,3 +170,34 @@ def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
     assert evaluate(model, same, tta="flip")["loss"] == pytest.approx(evaluate(model, same)["loss"], rel=1e-6)
     with pytest.raises(Exception, match="test-time augmentation"):
         evaluate(model, split, tta="rotate")
+
+
+def test_fit_refuses_a_recipe_whose_loss_the_model_was_not_built_with(mini_dir):
+    from lenet5 import Lenet5Error
+
+    data = load_dir(mini_dir)
+    with pytest.raises(Lenet5Error, match="label smoothing 0.1 but the model was built with 0.0"):
+        fit(LeNet5("modern", seed=0), data, label_smoothing=0.1, epochs=1, progress=False)
+    with pytest.raises(Lenet5Error, match="criterion 'mse' but the model was built with 'map'"):
+        fit(LeNet5("lecun1998", seed=0), data, criterion="mse", epochs=1, progress=False)
+    with pytest.raises(Lenet5Error, match="label smoothing applies to the cross-entropy criterion"):
+        LeNet5("lecun1998", seed=0, label_smoothing=0.1)
+
+
+def test_optimizer_state_that_does_not_fit_is_refused():
+    from lenet5 import Lenet5Error
+
+    model = LeNet5("seed-tanh", seed=0)
+    opt = SGD(model.params(), model.grads(), lr=0.1, momentum=0.9)
+    model.loss(model.forward(RNG.random((2, 1, 28, 28)).astype(np.float32)), np.array([1, 2]))
+    opt.step()  # velocity now exists for every parameter
+    state = opt.state_dict()
+    opt.load_state_dict(state)  # its own state fits
+    bad = {**state, "velocity.c1.weight": state["velocity.c1.weight"].reshape(5, 5, 1, 6)}
+    with pytest.raises(Lenet5Error, match=r"'velocity.c1.weight' has shape \(5, 5, 1, 6\)"):
+        opt.load_state_dict(bad)
+    partial = {k: v for k, v in state.items() if k != "velocity.output.bias"}
+    with pytest.raises(Lenet5Error, match="'velocity' is missing for output.bias"):
+        opt.load_state_dict(partial)
+    with pytest.raises(Lenet5Error, match="'m.c1.weight' is not"):
+        opt.load_state_dict({**state, "m.c1.weight": state["velocity.c1.weight"]})

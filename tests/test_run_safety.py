@@ -192,7 +192,8 @@ def test_out_of_range_numbers(mini_dir, args, fragment):
     one_line_error(run("train", "--no-plots", "--data-dir", mini_dir, *args), fragment)
 
 
-@pytest.mark.parametrize("damage", ["settings-list", "string-batch", "extra-key", "garbage-rng"])
+@pytest.mark.parametrize("damage", ["settings-list", "string-batch", "extra-key", "garbage-rng", "optim-shape",
+                                    "optim-partial", "optim-unknown"])
 def test_damaged_resume_state_is_a_one_line_error(tmp_path, mini_dir, damage):
     from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
@@ -211,11 +212,20 @@ def test_damaged_resume_state_is_a_one_line_error(tmp_path, mini_dir, damage):
         config["settings"]["batch_size"] = "64"
     elif damage == "extra-key":
         state["surprise"] = 1
+    elif damage == "optim-shape":  # the c1 kernel's velocity saved transposed
+        tensors["optim.velocity.c1.weight"] = np.zeros((5, 5, 1, 6), np.float32)
+    elif damage == "optim-partial":  # velocity for one parameter only
+        tensors["optim.velocity.c1.weight"] = np.zeros((6, 1, 5, 5), np.float32)
+    elif damage == "optim-unknown":
+        tensors["optim.momentum.c1.weight"] = np.zeros((6, 1, 5, 5), np.float32)
     else:
         state["rng_state"] = {"bit_generator": "PCG64", "state": "garbage"}
     (out / "config.json").write_text(json.dumps(config))
     save_file(tensors, str(state_file), metadata={**meta, "train_state": json.dumps(state)})
-    one_line_error(run("train", "--resume", out, "--epochs", 2, "--no-plots"))
+    fragment = {"optim-shape": "train_state.safetensors: optimizer state 'velocity.c1.weight' has shape (5, 5, 1, 6)",
+                "optim-partial": "train_state.safetensors: optimizer state 'velocity' is missing for c1.bias",
+                "optim-unknown": "'momentum.c1.weight' is not '<slot>.<parameter>'"}.get(damage)
+    one_line_error(run("train", "--resume", out, "--epochs", 2, "--no-plots"), *([fragment] if fragment else []))
 
 
 def test_an_unexpected_failure_is_one_line_unless_debug(monkeypatch, capsys):

@@ -342,20 +342,25 @@ def _number(value: Any) -> bool:
 
 
 def _model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """criterion, map_j and dropout from the metadata's settings, each checked for its JSON type."""
+    """criterion, map_j, dropout and label smoothing from the metadata's settings, each checked for
+    its JSON type, so a loaded model's loss is the one its run logged."""
     settings = meta.get("settings")
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
         raise CheckpointError(f"{path}: metadata 'settings' must be a JSON object, got {_kind(settings)}")
     criterion, map_j, dropout = settings.get("criterion"), settings.get("map_j"), settings.get("dropout")
+    smoothing = settings.get("label_smoothing")
     if criterion is not None and not isinstance(criterion, str):
         raise CheckpointError(f"{path}: settings 'criterion' must be a string, got {criterion!r}")
     if map_j is not None and not _number(map_j):
         raise CheckpointError(f"{path}: settings 'map_j' must be a finite number, got {map_j!r}")
     if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
         raise CheckpointError(f"{path}: settings 'dropout' must be a probability in [0, 1), got {dropout!r}")
-    return {"criterion": criterion, "map_j": 0.1 if map_j is None else map_j, "dropout": dropout}
+    if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
+        raise CheckpointError(f"{path}: settings 'label_smoothing' must be a number in [0, 1), got {smoothing!r}")
+    return {"criterion": criterion, "map_j": 0.1 if map_j is None else map_j, "dropout": dropout,
+            "label_smoothing": smoothing or 0.0}
 
 
 def _decode_meta(raw_meta: dict[str, str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .losses import Criterion
 from .presets import Preset, TrainConfig
 
 
@@ -41,6 +42,10 @@ class Engine(Protocol):
     dtype: np.dtype
     rank: int
     world: int
+    #: the criterion it was built with, and that criterion's settings
+    criterion: Criterion
+    map_j: float
+    label_smoothing: float
 
     @property
     def stochastic(self) -> bool: ...

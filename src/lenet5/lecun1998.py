@@ -11,7 +11,8 @@ initialisation) and Appendix C (stochastic diagonal Levenberg-Marquardt).
   style (see ``GLYPHS``), so they are a documented choice, not a transcription;
 - the input coding: background −0.1, ink 1.175, 28×28 digits padded to 32×32;
 - its layers: ``Squash``, ``Subsample2d`` (trainable subsampling), ``RBF`` (the OUTPUT units),
-  each with the second-order backward SDLM needs, and the ±2.4/F initialisation (``init``).
+  each with the second-order backward SDLM needs, and the initialisation (``init``: ±2.4/√F,
+  where the paper prints ±2.4/F; see ``init``).
 The criteria (MAP, MSE) are in ``lenet5.losses``.
 """
 
@@ -94,7 +95,8 @@ def init(rng: np.random.Generator, name: str, p: np.ndarray, layer: Layer) -> np
     sigmoid". With inputs of unit variance, a sum of F terms with weights drawn from ±b has
     standard deviation b·√(F/3): ±2.4/√F gives every unit the same spread, 1.39, at the edge
     of the squashing function's linear range, whereas ±2.4/F gives 1.39/√F (0.07 in C5), so
-    small that every curvature estimate starts far below μ and SDLM's steps are all η/μ.
+    small that nearly every curvature estimate starts far below μ and nearly all of SDLM's steps
+    are η/μ.
     Measured on a validation split (README, "The 1998 network"): ±2.4/√F with η × 0.3 reaches
     99.0% where the printed ±2.4/F, with η × 0.1 (the largest stable factor for it), stays
     near 98.8%; on the test set, 98.72% against 98.07%."""

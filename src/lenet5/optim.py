@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .errors import Lenet5Error
 from .presets import TrainConfig
 
 
@@ -34,6 +35,27 @@ def as_one_vector(arrays: list[np.ndarray]) -> np.ndarray | None:
 
 #: the name ``update`` gets when it updates every parameter at once, as one flat vector
 ALL = "*"
+
+
+def check_state(state: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], slots: tuple[str, ...]) -> None:
+    """Refuse saved optimizer state that does not fit the parameters it is loaded for: keys
+    other than "steps" and "<slot>.<parameter>", shapes other than the parameter's, and a slot
+    saved for some parameters only (every parameter gets its state on the first step)."""
+    saved: dict[str, set[str]] = {}
+    for key, value in state.items():
+        if key == "steps":
+            continue
+        slot, _, name = key.partition(".")
+        if slot not in slots or name not in shapes:
+            raise Lenet5Error(f"optimizer state {key!r} is not '<slot>.<parameter>' of this optimizer "
+                              f"(slots: {', '.join(slots) or 'none'})")
+        if np.shape(value) != tuple(shapes[name]):
+            raise Lenet5Error(f"optimizer state {key!r} has shape {np.shape(value)}, its parameter "
+                              f"{tuple(shapes[name])}")
+        saved.setdefault(slot, set()).add(name)
+    for slot, names in saved.items():
+        if names != set(shapes):
+            raise Lenet5Error(f"optimizer state {slot!r} is missing for {', '.join(sorted(set(shapes) - names))}")
 
 
 class Optimizer:
@@ -107,8 +129,10 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, {k: p.shape for k, p in self.params.items()}, self.slots)
         self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
         self._flat_state = {}
+        self.state = {slot: {} for slot in self.slots}
         for key, value in state.items():
             slot, _, name = key.partition(".")
             if slot in self.state:

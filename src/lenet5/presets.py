@@ -90,25 +90,29 @@ def _seed_layers(act: type[Layer]) -> Callable[[np.dtype], Layers]:
     return build
 
 
-def _modern_layers(dtype: np.dtype) -> Layers:
-    return [
-        ("c1", Conv2d(1, 6, 5, pad=2, dtype=dtype, input_grad=False)),
-        ("c1_bn", BatchNorm2d(6, dtype=dtype)),
-        ("c1_act", ReLU()),
-        ("s2", MaxPool2d()),
-        ("c3", Conv2d(6, 16, 5, dtype=dtype)),
-        ("c3_bn", BatchNorm2d(16, dtype=dtype)),
-        ("c3_act", ReLU()),
-        ("s4", MaxPool2d()),
-        ("c5", Conv2d(16, 120, 5, dtype=dtype)),
-        ("c5_act", ReLU()),
-        ("flatten", Flatten()),
-        ("c5_drop", Dropout(0.1)),
-        ("f6", Linear(120, 84, dtype=dtype)),
-        ("f6_act", ReLU()),
-        ("f6_drop", Dropout(0.1)),
-        ("output", Linear(84, 10, dtype=dtype)),
-    ]
+def modern_layers(c1: int = 6, c3: int = 16, c5: int = 120) -> Callable[[np.dtype], Layers]:
+    """The modern network's layers with C1, C3 and C5 ``c1``, ``c3``, ``c5`` channels wide (the
+    preset: LeNet-5's 6, 16, 120)."""
+    def build(dtype: np.dtype) -> Layers:
+        return [
+            ("c1", Conv2d(1, c1, 5, pad=2, dtype=dtype, input_grad=False)),
+            ("c1_bn", BatchNorm2d(c1, dtype=dtype)),
+            ("c1_act", ReLU()),
+            ("s2", MaxPool2d()),
+            ("c3", Conv2d(c1, c3, 5, dtype=dtype)),
+            ("c3_bn", BatchNorm2d(c3, dtype=dtype)),
+            ("c3_act", ReLU()),
+            ("s4", MaxPool2d()),
+            ("c5", Conv2d(c3, c5, 5, dtype=dtype)),
+            ("c5_act", ReLU()),
+            ("flatten", Flatten()),
+            ("c5_drop", Dropout(0.1)),
+            ("f6", Linear(c5, 84, dtype=dtype)),
+            ("f6_act", ReLU()),
+            ("f6_drop", Dropout(0.1)),
+            ("output", Linear(84, 10, dtype=dtype)),
+        ]
+    return build
 
 
 def _lecun1998_layers(dtype: np.dtype) -> Layers:
@@ -220,7 +224,7 @@ PRESETS: dict[str, Preset] = {
             "modern",
             "LeNet-5 layout with batch norm, ReLU, max pooling and dropout, trained with AdamW, "
             "one-cycle schedule and augmentation (affine for digits, mirror+shift for Fashion-MNIST)",
-            _modern_layers, kaiming_uniform_init, ("ModernLeNet5", {}),
+            modern_layers(), kaiming_uniform_init, ("ModernLeNet5", {}),
             recipe={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "schedule": "onecycle",
                     "epochs": 30, "augment": "auto"},
             options=frozenset({"dropout"}),
@@ -333,4 +337,6 @@ def criterion_for(p: Preset, name: str | None, map_j: float, label_smoothing: fl
     name = name or p.criteria[0]
     if name not in p.criteria:
         raise Lenet5Error(f"preset {p.name!r} has no criterion {name!r}; choose one of: {', '.join(p.criteria)}")
+    if label_smoothing and name != "cross-entropy":
+        raise Lenet5Error(f"label smoothing applies to the cross-entropy criterion, not {p.name}'s {name}")
     return CRITERIA[name](map_j=map_j, label_smoothing=label_smoothing)

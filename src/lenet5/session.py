@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 from .data import Split
 from .engine import Engine
-from .errors import Lenet5Error
+from .errors import CheckpointError, Lenet5Error
 from .presets import DEFAULT_PRESET, TrainConfig, resolve
-from .runs import RunDir
+from .runs import STATE, RunDir
 from .train import DivergenceError, Hooks, Interrupted, TrainState, fit, prepare_data
 
 
@@ -128,7 +128,10 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     run_dir: RunDir | None = None
     if resumed:
         engine.load_state_dict(resumed.weights)
-        optimizer.load_state_dict(resumed.optim)
+        try:
+            optimizer.load_state_dict(resumed.optim)
+        except Lenet5Error as e:
+            raise CheckpointError(f"{resumed.run_dir.path / STATE}: {e}") from None
         state, meta = resumed.state, resumed.meta
         if main:
             run_dir = resumed.run_dir

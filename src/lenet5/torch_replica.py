@@ -27,6 +27,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 from .engine import SingleProcess
 from .lecun1998 import A, S, C3_TABLE, rbf_centres
 from .model import LeNet5
+from .optim import check_state
 from .presets import TrainConfig, criterion_for, get_preset
 
 
@@ -280,6 +281,7 @@ class TorchOptimizer:
         else:
             raise Lenet5Error(f"unknown optimizer {name!r}")
         self._named = dict(model.net.named_parameters())
+        self._slots = ("velocity",) if name == "sgd" else ("m", "v")  # the names lenet5.optim saves
         self.steps = 0
 
     @property
@@ -307,8 +309,9 @@ class TorchOptimizer:
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
         torch_key = {v: k for k, v in self._SLOTS.items()}
+        check_state(state, {name: tuple(p.shape) for name, p in self._named.items()}, self._slots)
+        self.steps = int(np.asarray(state.get("steps", 0)).reshape(-1)[0])
         for key, value in state.items():
             slot, _, name = key.partition(".")
             if slot in torch_key:
