@@ -79,7 +79,9 @@ case "$phase" in
     for entry in "${FINAL[@]}"; do
       IFS='|' read -r name data opts <<<"$entry"
       [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
-      for s in 0 1 2; do train "final/$name-seed$s" "$data" "$opts" --seed "$s"; done
+      # a recipe other than the preset's gets its own directories: "--epochs 100" -> mnist5k-epochs-100
+      tag=$(echo "$opts" | tr -s ' ' '-' | sed 's/--//g; s/^-//; s/-$//')
+      for s in 0 1 2; do train "final/$name${tag:+-$tag}-seed$s" "$data" "$opts" --seed "$s"; done
     done ;;
   *) echo "usage: $0 val|final [NAME...]" >&2; exit 2 ;;
 esac

@@ -85,7 +85,7 @@ def main(root: Path) -> None:
     final = _runs(root / "final")
     if final:
         print(f"Final runs: whole training set, official test set, final epoch ({_cpu()}, one thread per run)\n")
-        print("| dataset | options | test accuracy per seed | mean ± sd | epochs | s/epoch |")
+        print("| runs | options | test accuracy per seed | mean ± sd | epochs | s/epoch |")
         print("|---|---|---|---|---|---|")
         for name, runs in final.items():
             accs = [100 * rows[-1]["test_acc"] for _, _, rows in sorted(runs, key=lambda r: r[0])]
@@ -98,7 +98,7 @@ def main(root: Path) -> None:
         if flip:
             print("\nReported apart: the same Fashion-MNIST networks with test-time flip averaging (each test "
                   "image's outputs averaged with its mirror's: `lenet5 evaluate RUN/model.safetensors --tta flip`)\n")
-            print("| dataset | options | test accuracy per seed, --tta flip | mean ± sd |")
+            print("| runs | options | test accuracy per seed, --tta flip | mean ± sd |")
             print("|---|---|---|---|")
             for name, runs in flip.items():
                 accs = [100 * _flip_accuracy(root / "final" / f"{name}-seed{seed}", config)
