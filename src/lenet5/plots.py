@@ -296,7 +296,7 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
     test set when the caller has it in memory (else it is loaded as the run's settings say)."""
     from .datasets import load_dataset
     from .runs import RunDir
-    from .train import evaluate
+    from .train import confusion_matrix
 
     run = RunDir.open(run_dir)
     plt = _plt()
@@ -315,7 +315,7 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
     caption = (f"{run.path.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
                f"{described.get('train_size', '?')} training images | {settings.get('engine', 'numpy')} engine")
     probs = model.predict(test.images)
-    confusion = np.array(evaluate(model, test)["confusion"])
+    confusion = confusion_matrix(test.labels, probs.argmax(axis=1))
     figures = {
         "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
         **({"errors.png": plot_errors(history, caption)} if model.preset.name == "lecun1998" else {}),

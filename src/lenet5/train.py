@@ -69,6 +69,11 @@ class Progress:
 TTA = ("none", "flip")
 
 
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
+    """(classes, classes) counts: row = true label, column = predicted label."""
+    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+
+
 def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "none") -> dict:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted).
 
@@ -88,7 +93,7 @@ def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "non
             outputs = (outputs + model.infer(np.ascontiguousarray(split.images[idx][:, :, ::-1]))) / 2
         loss, _ = model.loss(outputs, labels)
         total_loss += loss * len(idx)
-        np.add.at(confusion, (labels, outputs.argmax(axis=1)), 1)
+        confusion += confusion_matrix(labels, outputs.argmax(axis=1))
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     return {"n": n, "loss": total_loss / max(n, 1), "accuracy": float(np.trace(confusion) / max(n, 1)),
             "per_class_accuracy": per_class.tolist(), "confusion": confusion.tolist()}
