@@ -201,3 +201,13 @@ def test_optimizer_state_that_does_not_fit_is_refused():
         opt.load_state_dict(partial)
     with pytest.raises(Lenet5Error, match="'m.c1.weight' is not"):
         opt.load_state_dict({**state, "m.c1.weight": state["velocity.c1.weight"]})
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns():
+    from lenet5.train import confusion_matrix
+
+    m = confusion_matrix(np.array([0, 1, 1, 2, 9]), np.array([0, 2, 1, 2, 0]))
+    expected = np.zeros((10, 10), dtype=int)
+    for true, pred in [(0, 0), (1, 2), (1, 1), (2, 2), (9, 0)]:
+        expected[true, pred] += 1
+    assert np.array_equal(m, expected)
