@@ -4,6 +4,7 @@
 # data checksums and test accuracy (benchmarks/ship_pretrained.py).
 #
 #   MNIST=/path/to/mnist benchmarks/pretrained.sh [NAME...]   # default: seed-tanh seed-sigmoid modern modern-fashion
+#   SHIP=0 benchmarks/pretrained.sh NAME                      # train only (benchmarks/results.sh)
 #
 # lecun1998 ships from the paper run (benchmarks/paper.sh): python benchmarks/ship_pretrained.py
 # lecun1998 runs/paper/plain-seed0
@@ -21,5 +22,5 @@ for name in $NAMES; do
   if [ ! -f "$out/metrics.jsonl" ]; then
     python -m lenet5.cli train "${args[@]}" --seed 0 --out "$out" --force --quiet --no-plots
   fi
-  python benchmarks/ship_pretrained.py "$name" "$out"
+  [ "${SHIP:-1}" = 0 ] || python benchmarks/ship_pretrained.py "$name" "$out"
 done
