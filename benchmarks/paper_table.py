@@ -25,9 +25,9 @@ def main(root: str) -> None:
     for path in sorted(Path(root).glob("*-seed*")):
         run = RunDir.open(path)
         history = run.history()
-        if not history:
-            continue
         settings = run.read_config()["settings"]
+        if len(history) < settings["epochs"]:
+            continue  # still training (or stopped): only complete runs count
         model, _ = run.load_model()
         data = load_dataset(settings["dataset"], settings.get("data_dir"), progress=False)
         train_error = 1 - evaluate(model.eval(), data.train)["accuracy"]

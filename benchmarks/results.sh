@@ -2,6 +2,7 @@
 # Every result table of this project, rerun and regenerated: docs/results.md and docs/paper.md.
 #
 #   MNIST=../shared/data/mnist benchmarks/results.sh
+#   benchmarks/results.sh --tables      # only regenerate the tables from the runs there are
 #
 # Runs already complete are kept (each script checks), so a rerun only trains what is missing.
 # Single-threaded runs, two at a time on a 2-core machine; from scratch this is most of a day.
@@ -30,23 +31,25 @@ PY
   python -m lenet5.cli train "$@" --out "$dir" --force --quiet --no-plots
 }
 
+tables_only=0; [ "${1:-}" = "--tables" ] && tables_only=1
+
 # 1. the simplified networks and the notebook's protocol
-for preset in seed-tanh seed-sigmoid; do
+[ $tables_only = 1 ] || for preset in seed-tanh seed-sigmoid; do
   SHIP=0 benchmarks/pretrained.sh "$preset"  # seed 0: trains runs/pretrained/$preset if missing
   mkdir -p "$out" && ln -sfn "../pretrained/$preset" "$out/$preset-seed0"
   for seed in 1 2; do train "$out/$preset-seed$seed" --preset "$preset" --data-dir "$MNIST" --seed "$seed" & done
   wait
 done
-for seed in 0 1 2; do
+[ $tables_only = 1 ] || for seed in 0 1 2; do
   train "$out/notebook-protocol-seed$seed" --preset seed-tanh --data-dir "$MNIST" --train-limit 10000 --epochs 4 \
     --batch-size 64 --lr 0.1 --schedule constant --seed "$seed"
 done
 
 # 2. the modern preset's record (the options each final uses were chosen on validation)
-MNIST5K_FINAL=${MNIST5K_FINAL:---epochs 100} benchmarks/record.sh final
+[ $tables_only = 1 ] || MNIST5K_FINAL=${MNIST5K_FINAL:---epochs 100} benchmarks/record.sh final
 
 # 3. the 1998 paper's table
-benchmarks/paper.sh 0 1 2
+[ $tables_only = 1 ] || benchmarks/paper.sh 0 1 2
 python benchmarks/paper_table.py runs/paper
 
 earlier=$(sed -n '/^## Earlier runs/,$p' docs/results.md 2>/dev/null || true)
