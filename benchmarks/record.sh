@@ -2,7 +2,7 @@
 # The modern preset's record (issue 13): recipes compared on validation splits, then the
 # chosen ones trained on the whole training set for seeds 0, 1, 2 and tested once.
 #
-#   MNIST=../shared/data/mnist benchmarks/record.sh val [NAME...]     # the comparison (--val-split)
+#   MNIST=../shared/data/mnist benchmarks/record.sh val [NAME...]     # the comparison (--val-split, --no-test)
 #   MNIST=../shared/data/mnist benchmarks/record.sh final [NAME...]   # the chosen recipes, 3 seeds
 #   python benchmarks/record_table.py runs/record                     # the tables (docs/results.md)
 #
@@ -75,7 +75,7 @@ case "$phase" in
       [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
       seeds="0"; split=0.1
       [[ $name == mnist5k-* ]] && seeds="0 1 2" && split=0.2  # 1,000 validation images: three seeds
-      for s in $seeds; do train "val/$name-seed$s" "$data" "$opts" --val-split $split --seed "$s"; done
+      for s in $seeds; do train "val/$name-seed$s" "$data" "$opts" --val-split $split --no-test --seed "$s"; done
     done ;;
   final)
     for entry in "${FINAL[@]}"; do

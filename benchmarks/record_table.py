@@ -41,7 +41,7 @@ def _options(config: dict) -> str:
     while i < len(cmd):
         if cmd[i] in skip:
             i += 2
-        elif cmd[i] in ("--force", "--quiet", "--no-plots", "--preset"):
+        elif cmd[i] in ("--force", "--quiet", "--no-plots", "--no-test", "--preset"):
             i += 2 if cmd[i] == "--preset" else 1
         else:
             keep.append(cmd[i])

@@ -131,3 +131,19 @@ def test_compare_table(tmp_path, mini_dir, capsys):
     final = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
     assert f"{100 * final:.2f}%" in lines[2]
     assert cli.main(["compare", str(tmp_path)]) == 2
+
+
+def test_no_test_leaves_the_test_set_alone(tmp_path, mini_dir):
+    out = tmp_path / "val"
+    r = run("train", "--data-dir", mini_dir, "--epochs", 2, "--val-split", 0.2, "--no-test", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "val acc" in r.stdout and "test" not in r.stdout.split("->")[-1]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_acc" in x and "test_acc" not in x and "test_loss" not in x for x in lines)
+    assert json.loads((out / "config.json").read_text())["settings"]["test_each_epoch"] is False
+    figures = {p.name for p in out.glob("*.png")}
+    assert {"curves.png", "kernels.png"} <= figures and not figures & {"confusion.png", "wrong.png", "feature_maps.png"}
+    c = run("compare", out)
+    assert c.returncode == 0, c.stderr
+    e = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir, "--json")  # asked for: it may look
+    assert e.returncode == 0 and json.loads(e.stdout)["n"] == 200

@@ -183,6 +183,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .runs import RunDir
 
@@ -193,7 +197,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     head = ["run", "preset", "dataset", "train images", "epochs", "augment", "final test acc", "best test acc",
             "s/epoch (train)", "total time"]
     table = [[r["run"], r["preset"], r["dataset"], f"{r['train_size']:,}", str(r["epochs"]), r["augment"],
-              f"{100 * r['final_test_acc']:.2f}%", f"{100 * r['best_test_acc']:.2f}%",
+              _percent(r["final_test_acc"]), _percent(r["best_test_acc"]),
               f"{r['train_seconds_per_epoch']:.1f}", f"{r['seconds'] / 60:.1f} min"] for r in rows]
     if args.markdown:
         text = "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -321,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-split", type=fraction, default=None,
                    help="hold out this fraction of the training set for validation; the best "
                         "validation epoch is kept as best.safetensors")
+    t.add_argument("--no-test", dest="test_each_epoch", action="store_const", const=False, default=None,
+                   help="do not evaluate the test set after each epoch (to choose a recipe on --val-split "
+                        "without looking at it); no test figures either")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
     t.add_argument("--force-data", action="store_true",
                    help="with --resume: continue even though the data files changed")

@@ -55,12 +55,15 @@ def plot_curves(history: list[dict], batches: list[dict], caption: str, loss_nam
         ax_loss.plot(x, y, color="tab:blue", alpha=0.15, lw=0.6)
         ax_loss.plot(x, smooth, color="tab:blue", lw=1, label="train (per batch, smoothed)")
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train (epoch mean)")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", color="tab:red", label="test")
+    tested = "test_acc" in history[0]
+    if tested:
+        ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", color="tab:red", label="test")
     ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", color="tab:blue", label="train")
     if "val_acc" in history[0]:
         ax_loss.plot(epochs, [h["val_loss"] for h in history], "^-", color="tab:green", label="validation")
         ax_acc.plot(epochs, [100 * h["val_acc"] for h in history], "^-", color="tab:green", label="validation")
-    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", color="tab:red", label="test")
+    if tested:
+        ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", color="tab:red", label="test")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel=LOSS_LABELS.get(loss_name, loss_name))
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
@@ -83,7 +86,8 @@ def plot_errors(history: list[dict], caption: str, paper: dict[str, float] | Non
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(epochs, [100 * (1 - h["train_acc"]) for h in history], "o-", color="tab:blue",
             label="training set (during the pass)")
-    ax.plot(epochs, [100 * (1 - h["test_acc"]) for h in history], "s-", color="tab:red", label="test set")
+    if "test_acc" in history[0]:
+        ax.plot(epochs, [100 * (1 - h["test_acc"]) for h in history], "s-", color="tab:red", label="test set")
     for name, value in (paper or {}).items():
         ax.axhline(value, color="tab:red" if name == "test" else "tab:blue", ls="--", lw=0.8,
                    label=f"paper, {name}: {value:.2f}%")
@@ -293,10 +297,10 @@ CLASS_NAMES = {"fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coa
 
 def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) -> list[Path]:
     """Write every figure of a run into its directory; returns the paths. ``test``: the run's
-    test set when the caller has it in memory (else it is loaded as the run's settings say)."""
-    from .datasets import load_dataset
+    test set when the caller has it in memory (else it is loaded as the run's settings say).
+    A run trained with ``--no-test`` gets only the figures that do not look at the test set
+    (curves, error rates, kernels)."""
     from .runs import RunDir
-    from .train import confusion_matrix
 
     run = RunDir.open(run_dir)
     plt = _plt()
@@ -307,26 +311,36 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
         raise Lenet5Error(f"{run.path}: metrics.jsonl has no finished epoch to plot")
     model, _ = run.load_model()
     dataset = settings.get("dataset") or "mnist"
-    if test is None:
-        test = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None).test
-    if not 0 <= sample < len(test):
-        raise Lenet5Error(f"--sample {sample}: the test set has {len(test)} images (0-{len(test) - 1})")
-    names = CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
     caption = (f"{run.path.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
                f"{described.get('train_size', '?')} training images | {settings.get('engine', 'numpy')} engine")
-    probs = model.predict(test.images)
-    confusion = confusion_matrix(test.labels, probs.argmax(axis=1))
     figures = {
         "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
         **({"errors.png": plot_errors(history, caption)} if model.preset.name == "lecun1998" else {}),
-        "confusion.png": plot_confusion(confusion, caption, names),
         "kernels.png": plot_kernels(model.params(), caption),
-        "feature_maps.png": plot_feature_maps(model, test.images[sample], int(test.labels[sample]), caption, sample),
-        "wrong.png": plot_wrong(test.images, test.labels, probs, caption, names),
     }
+    if settings.get("test_each_epoch", True):
+        figures.update(_test_figures(model, dataset, settings, test, sample, caption))
     paths = []
     for name, fig in figures.items():
         fig.savefig(run / name, dpi=100, pil_kwargs={"compress_level": 1})  # quick zlib level
         plt.close(fig)
         paths.append(run / name)
     return paths
+
+
+def _test_figures(model, dataset: str, settings: dict, test: Split | None, sample: int, caption: str) -> dict:
+    """The figures of a run that look at its test set: confusion, feature maps, confident mistakes."""
+    from .datasets import load_dataset
+    from .train import confusion_matrix
+
+    if test is None:
+        test = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None).test
+    if not 0 <= sample < len(test):
+        raise Lenet5Error(f"--sample {sample}: the test set has {len(test)} images (0-{len(test) - 1})")
+    names = CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
+    probs = model.predict(test.images)
+    return {
+        "confusion.png": plot_confusion(confusion_matrix(test.labels, probs.argmax(axis=1)), caption, names),
+        "feature_maps.png": plot_feature_maps(model, test.images[sample], int(test.labels[sample]), caption, sample),
+        "wrong.png": plot_wrong(test.images, test.labels, probs, caption, names),
+    }

@@ -164,6 +164,9 @@ class TrainConfig:
     data_dir: str | None = None
     train_limit: int | None = None
     val_split: float = 0.0
+    #: evaluate the test set after every epoch (False: choosing a recipe on ``val_split`` without
+    #: ever looking at the test set; the run's records then carry no test figures)
+    test_each_epoch: bool = True
     engine: str = "numpy"
     device: str = "cpu"
 
@@ -311,6 +314,7 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          f"--train-limit must be an integer >= 1, got {v['train_limit']!r}")
     need(v["dtype"] in ("float32", "float64"), f"--dtype must be float32 or float64, got {v['dtype']!r}")
     need(v["engine"] in ("numpy", "torch"), f"--engine must be numpy or torch, got {v['engine']!r}")
+    need(isinstance(v["test_each_epoch"], bool), f"test_each_epoch must be true or false, got {v['test_each_epoch']!r}")
     need(v["optimizer"] in ("sgd", "adam", "adamw", "sdlm"), f"unknown --optimizer {v['optimizer']!r}")
     need(v["schedule"] in SCHEDULES, f"unknown --schedule {v['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
     need(v["augment"] in AUGMENTS, f"unknown --augment {v['augment']!r}; choose one of: {', '.join(AUGMENTS)}")

@@ -219,8 +219,7 @@ class RunDir:
     def history(self, live: bool = False) -> list[dict]:
         """The finished epochs, from metrics.jsonl. ``live``: read while the run is training
         (a last line still being written is ignored)."""
-        return self._read_jsonl(METRICS, ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"),
-                                live)
+        return self._read_jsonl(METRICS, ("epoch", "train_loss", "train_acc", "seconds"), live)
 
     def batch_losses(self, live: bool = False) -> list[dict]:
         """Per epoch, {"epoch": k, "loss": [loss of every step]}, from batch_metrics.jsonl.
@@ -259,7 +258,7 @@ class RunDir:
     def save_best(self, model, meta: dict[str, Any], record: dict) -> None:
         try:
             save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"], "val_acc": record["val_acc"],
-                                                    "test_acc": record["test_acc"]})
+                                                    "test_acc": record.get("test_acc")})
         except OSError as e:
             raise _os_error(self.best_path, e) from None
 
@@ -311,7 +310,8 @@ class RunDir:
                 "train_size": data.get("train_size"), "test_size": data.get("test_size"),
                 "epochs": len(history), "engine": settings.get("engine", "numpy"),
                 "augment": settings.get("augment", "none"), "optimizer": settings.get("optimizer", "sgd"),
-                "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(h["test_acc"] for h in history),
+                "final_test_acc": history[-1].get("test_acc"),
+                "best_test_acc": max((h["test_acc"] for h in history if "test_acc" in h), default=None),
                 "final_val_acc": history[-1].get("val_acc"),
                 "seconds": sum(h["seconds"] for h in history), "train_seconds_per_epoch": train_seconds / len(history)}
 

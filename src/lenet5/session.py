@@ -163,9 +163,10 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
                 run_dir.save_best(engine, meta, record)
             clock["saving"] = clock.get("saving", 0) + time.perf_counter() - start
             val_text = f"  val acc {100 * record['val_acc']:6.2f}%" if "val_acc" in record else ""
+            test_text = (f"  test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:6.2f}%"
+                         if "test_acc" in record else "")
             print(f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f} acc "
-                  f"{100 * record['train_acc']:6.2f}%{val_text}  test loss {record['test_loss']:.4f} acc "
-                  f"{100 * record['test_acc']:6.2f}%  {record['seconds']:.1f}s", flush=True)
+                  f"{100 * record['train_acc']:6.2f}%{val_text}{test_text}  {record['seconds']:.1f}s", flush=True)
         batch_losses.clear()
 
     stop = StopRequest()

@@ -284,8 +284,8 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
     ``hooks``: per-step and per-epoch callbacks and a stop request; a stop raises
     ``Interrupted`` carrying the state to resume from.
 
-    Returns one record per epoch (epoch, train_loss, train_acc, [val_loss, val_acc,] test_loss,
-    test_acc, seconds, train_seconds).
+    Returns one record per epoch (epoch, train_loss, train_acc, [val_loss, val_acc,] [test_loss,
+    test_acc (unless ``test_each_epoch`` is off),] seconds, train_seconds).
     """
     if isinstance(optimizer, str):
         overrides["optimizer"], optimizer = optimizer, None
@@ -332,9 +332,10 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
         if val is not None:
             v = evaluate(model, val, eval_batch_size)
             record.update(val_loss=v["loss"], val_acc=v["accuracy"])
-        test = evaluate(model, data.test, eval_batch_size)
-        record.update(test_loss=test["loss"], test_acc=test["accuracy"], seconds=time.perf_counter() - start,
-                      train_seconds=train_seconds)
+        if config.test_each_epoch:
+            test = evaluate(model, data.test, eval_batch_size)
+            record.update(test_loss=test["loss"], test_acc=test["accuracy"])
+        record.update(seconds=time.perf_counter() - start, train_seconds=train_seconds)
         if val is not None and (best is None or record["val_acc"] > best):
             record["best"] = True
             best = record["val_acc"]
