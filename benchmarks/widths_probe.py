@@ -5,8 +5,9 @@
 Trains the ``modern`` preset's recipe with C1, C3 and C5 widened or narrowed (the layout
 C1-S2-C3-S4-C5-F6-OUTPUT, F6 = 84 and everything else unchanged) on the same seeded
 ``--val-split`` as ``benchmarks/record.sh val`` (10% of the training set), and appends the
-final epoch's validation accuracy to ``benchmarks/results/widths_probe.jsonl``. Nothing about the
-test set is written: this only decides whether widths are worth making a preset option.
+final epoch's validation accuracy to ``benchmarks/results/widths_probe.jsonl``. The test set is
+never evaluated (``test_each_epoch=False``): this only decides whether widths are worth making a
+preset option.
 
 The widened network is registered as a preset named modern-C1-C3-C5 in this process only (its
 layers from ``lenet5.presets.modern_layers``); the package is not changed.
@@ -41,7 +42,7 @@ def main() -> None:
     presets.PRESETS[name] = dataclasses.replace(presets.PRESETS["modern"], name=name,
                                                 build=presets.modern_layers(c1, c3, c5))
     config = presets.resolve(name, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
-                             val_split=0.1, epochs=args.epochs)
+                             val_split=0.1, epochs=args.epochs, test_each_epoch=False)
     model = LeNet5.from_config(config)
     data, val = prepare_data(load_dataset(config.dataset, config.data_dir, progress=False), config)
     start = time.perf_counter()
