@@ -246,3 +246,17 @@ def test_a_loaded_model_keeps_the_label_smoothing_of_its_run(tmp_path, mini_dir)
     # its loss is the smoothed one: on a confident right answer it stays well above the plain loss
     logits = np.array([[20.0] + [0.0] * 9])
     assert model.loss(logits, np.array([0]))[0] > 1.0
+
+
+def test_widths_in_the_settings_rebuild_the_network_or_are_refused(tmp_path):
+    model = LeNet5("modern", seed=0, widths=(8, 12, 40))
+    save_checkpoint(tmp_path / "w.safetensors", model)  # the Python API records the widths itself
+    loaded, _ = load_checkpoint(tmp_path / "w.safetensors")
+    assert loaded.widths == (8, 12, 40)
+    assert all(np.array_equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    from lenet5.checkpoint import save_tensors
+
+    save_tensors(tmp_path / "bad.safetensors", model.state_dict(),
+                 {"preset": "modern", "settings": json.dumps({"widths": [8, 12]})})
+    with pytest.raises(CheckpointError, match="bad.safetensors: settings 'widths'"):
+        load_checkpoint(tmp_path / "bad.safetensors")

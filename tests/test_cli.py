@@ -147,3 +147,20 @@ def test_no_test_leaves_the_test_set_alone(tmp_path, mini_dir):
     assert c.returncode == 0, c.stderr
     e = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir, "--json")  # asked for: it may look
     assert e.returncode == 0 and json.loads(e.stdout)["n"] == 200
+
+
+def test_widths_train_save_load_and_evaluate(tmp_path, mini_dir):
+    out = tmp_path / "wide"
+    r = run("train", "--preset", "modern", "--widths", "8,12,40", "--data-dir", mini_dir, "--epochs", 1,
+            "--out", out, "--quiet", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    from lenet5 import load_checkpoint
+
+    model, _ = load_checkpoint(out / "model.safetensors")
+    assert model.widths == (8, 12, 40) and model.params()["c5.weight"].shape == (40, 12, 5, 5)
+    e = run("evaluate", out / "model.safetensors", "--data-dir", mini_dir, "--json")
+    assert e.returncode == 0, e.stderr
+    bad = run("train", "--preset", "modern", "--widths", "8,12", "--data-dir", mini_dir)
+    assert bad.returncode == 2 and "--widths" in bad.stderr and "Traceback" not in bad.stderr
+    other = run("train", "--preset", "seed-tanh", "--widths", "8,12,40", "--data-dir", mini_dir)
+    assert other.returncode == 2 and "--widths applies to --preset modern" in other.stderr

@@ -211,3 +211,35 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     for true, pred in [(0, 0), (1, 2), (1, 1), (2, 2), (9, 0)]:
         expected[true, pred] += 1
     assert np.array_equal(m, expected)
+
+
+def test_modern_widths_change_the_channels_and_pass_a_gradient_check():
+    c1, c3, c5 = 7, 11, 30
+    model = LeNet5("modern", seed=2, dtype=np.float64, widths=(c1, c3, c5))
+    # weights + biases of C1, C3, C5, F6, OUTPUT, plus batch norm's scale and shift for C1, C3
+    by_hand = (c1 * 25 + c1) + 2 * c1 + (c3 * c1 * 25 + c3) + 2 * c3 + (c5 * c3 * 25 + c5) + (84 * c5 + 84) + 850
+    assert model.num_parameters() == by_hand
+    x = RNG.random((2, 1, 28, 28))
+    labels = np.array([1, 4])
+
+    def f():
+        model.seed_step([0])
+        return model.loss(model.forward(x), labels)[0]
+
+    model.seed_step([0])
+    model.backward(model.loss(model.forward(x), labels)[1])
+    for name in ("c1.weight", "c3.weight", "c5.bias", "f6.weight"):
+        p = model.params()[name]
+        idx = RNG.choice(p.size, min(p.size, 30), replace=False)
+        assert rel_error(model.grads()[name].reshape(-1)[idx], numerical_grad(f, p, entries=idx)) < 1e-6, name
+
+
+def test_widths_only_for_modern_and_three_positive_integers():
+    from lenet5 import Lenet5Error, resolve
+
+    with pytest.raises(Lenet5Error, match="--widths applies to --preset modern, not seed-tanh"):
+        resolve("seed-tanh", widths=(6, 16, 120))
+    for bad in [(6, 16), (6, 0, 120), (6, 16, 2.5), "6,16,120"]:
+        with pytest.raises(Lenet5Error, match="--widths must be three integers"):
+            resolve("modern", widths=bad)
+    assert resolve("modern", widths=[8, 12, 40]).widths == (8, 12, 40)  # as config.json gives it back

@@ -11,9 +11,10 @@ from lenet5 import SGD, LeNet5, PRESETS, load_dir  # noqa: E402
 PRESET_NAMES = sorted(PRESETS)
 
 
-def pair(preset, dtype_np, dtype_t, seed=0):
+def pair(preset, dtype_np, dtype_t, seed=0, widths=None):
     """The same network in both engines; dropout off so both compute the same function."""
-    model, net = LeNet5(preset, seed=seed, dtype=dtype_np), lt.build(preset, seed=seed, dtype=dtype_t)
+    model = LeNet5(preset, seed=seed, dtype=dtype_np, widths=widths)
+    net = lt.build(preset, seed=seed, dtype=dtype_t, widths=widths)
     for _, layer in model.layers:
         if hasattr(layer, "p"):
             layer.p = 0.0
@@ -48,6 +49,20 @@ def test_gradients_agree_with_autograd(preset, mini_dir):
     loss, d = model.loss(model.forward(x), y)
     model.backward(d)
     t_loss = lt.criterion(preset, net(torch.from_numpy(x)), torch.from_numpy(y))
+    t_loss.backward()
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    for name, p in net.named_parameters():
+        assert rel(model.grads()[name], p.grad.numpy()) < 1e-8, name
+
+
+def test_modern_with_other_widths_agrees_with_autograd(mini_dir):
+    data = load_dir(mini_dir)
+    model, net = pair("modern", np.float64, torch.float64, seed=3, widths=(10, 20, 30))
+    assert net.c3.weight.shape == (20, 10, 5, 5) and net.f6.weight.shape == (84, 30)
+    x, y = model.prepare(data.train.images[:16]), data.train.labels[:16]
+    loss, d = model.loss(model.forward(x), y)
+    model.backward(d)
+    t_loss = lt.criterion("modern", net(torch.from_numpy(x)), torch.from_numpy(y))
     t_loss.backward()
     assert loss == pytest.approx(t_loss.item(), rel=1e-12)
     for name, p in net.named_parameters():

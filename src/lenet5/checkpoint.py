@@ -36,6 +36,7 @@ from safetensors.numpy import save_file
 from .data import open_file, read_into, read_up_to
 from .errors import CheckpointError, Lenet5Error
 from .model import DEFAULT_PRESET, PRESETS, LeNet5
+from .presets import check_widths
 
 FORMAT = "lenet5"
 
@@ -74,9 +75,14 @@ def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
 def save_checkpoint(path: str | Path, model: LeNet5, metadata: dict[str, Any] | None = None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
     """Write the model's weights (plus optional extra arrays) to path, with the preset, dtype
-    and ``metadata``."""
+    and ``metadata``; a model with other channel widths records them in the settings, so it loads
+    back as the same network."""
+    meta = dict(metadata or {})
+    if model.widths is not None:
+        settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+        meta["settings"] = {**settings, "widths": list(model.widths)}
     save_tensors(path, {**model.state_dict(), **(extra or {})},
-                 {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype), **(metadata or {})})
+                 {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype), **meta})
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -342,15 +348,16 @@ def _number(value: Any) -> bool:
 
 
 def _model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """criterion, map_j, dropout and label smoothing from the metadata's settings, each checked for
-    its JSON type, so a loaded model's loss is the one its run logged."""
+    """criterion, map_j, dropout, label smoothing and widths from the metadata's settings, each
+    checked for its JSON type, so a loaded model is the one its run trained (and its loss the one
+    the run logged)."""
     settings = meta.get("settings")
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
         raise CheckpointError(f"{path}: metadata 'settings' must be a JSON object, got {_kind(settings)}")
     criterion, map_j, dropout = settings.get("criterion"), settings.get("map_j"), settings.get("dropout")
-    smoothing = settings.get("label_smoothing")
+    smoothing, widths = settings.get("label_smoothing"), settings.get("widths")
     if criterion is not None and not isinstance(criterion, str):
         raise CheckpointError(f"{path}: settings 'criterion' must be a string, got {criterion!r}")
     if map_j is not None and not _number(map_j):
@@ -359,8 +366,13 @@ def _model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: settings 'dropout' must be a probability in [0, 1), got {dropout!r}")
     if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
         raise CheckpointError(f"{path}: settings 'label_smoothing' must be a number in [0, 1), got {smoothing!r}")
+    if widths is not None:
+        try:
+            widths = check_widths(widths)
+        except Lenet5Error as e:
+            raise CheckpointError(f"{path}: settings 'widths': {e}") from None
     return {"criterion": criterion, "map_j": 0.1 if map_j is None else map_j, "dropout": dropout,
-            "label_smoothing": smoothing or 0.0}
+            "label_smoothing": smoothing or 0.0, "widths": widths}
 
 
 def _decode_meta(raw_meta: dict[str, str]) -> dict[str, Any]:

@@ -36,6 +36,17 @@ def _number(cast, ok, requirement: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, ">= 1")
+
+
+def widths_list(text: str) -> tuple[int, ...]:
+    """An argparse type: 'C1,C3,C5' -> three positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three integers C1,C3,C5, got {text!r}") from None
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected three integers >= 1 (C1,C3,C5), got {text!r}")
+    return values
 non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
@@ -88,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         weights = model.state_dict()
         model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion.name,
-                           map_j=model.map_j)
+                           map_j=model.map_j, label_smoothing=model.label_smoothing, widths=model.widths)
         model.load_state_dict(weights)
     trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
     dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")
@@ -313,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=fraction, default=None,
                    help="cross-entropy presets: mix the one-hot target with the uniform one (default 0)")
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
+    t.add_argument("--widths", type=widths_list, default=None, metavar="C1,C3,C5",
+                   help="modern only: channels of C1, C3, C5 (default LeNet-5's 6,16,120)")
     t.add_argument("--criterion", choices=["map", "mse"], default=None,
                    help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
     t.add_argument("--map-j", type=non_negative_float, default=None,

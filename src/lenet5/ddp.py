@@ -66,7 +66,8 @@ class DDPModel(TorchModel):
 
     def __init__(self, config: TrainConfig, rank: int, world: int) -> None:
         super().__init__(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
-                         criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing)
+                         criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing,
+                         widths=config.widths)
         if config.dropout is not None:
             self.net.p_drop = config.dropout
         self.rank, self.world = rank, world

@@ -36,14 +36,15 @@ class LeNet5(SingleProcess):
     def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
                  dtype: np.dtype | type | str = np.float32, threads: int | None = None,
                  criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, widths: tuple[int, int, int] | None = None) -> None:
         self.preset: Preset = get_preset(preset)
         self.criterion: Criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
         self.map_j, self.label_smoothing = map_j, label_smoothing
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.layers: list[tuple[str, Layer]] = self.preset.build(self.dtype)
+        self.widths = None if widths is None else tuple(widths)
+        self.layers: list[tuple[str, Layer]] = self.preset.layers(self.dtype, self.widths)
         self._flatten_storage()
         self._stochastic = any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
         self.dropout = dropout
@@ -61,7 +62,8 @@ class LeNet5(SingleProcess):
     @classmethod
     def from_config(cls, config: TrainConfig) -> "LeNet5":
         return cls(config.preset, seed=config.seed, dtype=config.dtype, criterion=config.criterion,
-                   map_j=config.map_j, dropout=config.dropout, label_smoothing=config.label_smoothing)
+                   map_j=config.map_j, dropout=config.dropout, label_smoothing=config.label_smoothing,
+                   widths=config.widths)
 
     def running(self):
         """A training pass holds BLAS to one thread: this engine spreads big batches over the
@@ -153,7 +155,8 @@ class LeNet5(SingleProcess):
     def replica(self) -> "LeNet5":
         """A model sharing this one's parameter and buffer arrays, with its own caches and grads."""
         twin = LeNet5(self.preset.name, seed=None, dtype=self.dtype, threads=1, criterion=self.criterion.name,
-                      map_j=self.map_j, dropout=self.dropout, label_smoothing=self.label_smoothing)
+                      map_j=self.map_j, dropout=self.dropout, label_smoothing=self.label_smoothing,
+                      widths=self.widths)
         for (_, mine), (_, theirs) in zip(self.layers, twin.layers):
             theirs.params = mine.params  # the same dicts: shared, always up to date
             theirs.buffers = mine.buffers
@@ -271,4 +274,5 @@ class LeNet5(SingleProcess):
         return rows
 
     def __repr__(self) -> str:
-        return f"LeNet5(preset={self.preset.name!r}, dtype={self.dtype}, params={self.num_parameters()})"
+        widths = f", widths={self.widths}" if self.widths else ""
+        return f"LeNet5(preset={self.preset.name!r}{widths}, dtype={self.dtype}, params={self.num_parameters()})"

@@ -167,6 +167,8 @@ class TrainConfig:
     #: evaluate the test set after every epoch (False: choosing a recipe on ``val_split`` without
     #: ever looking at the test set; the run's records then carry no test figures)
     test_each_epoch: bool = True
+    #: C1, C3, C5 channels (modern only; None: LeNet-5's 6, 16, 120)
+    widths: tuple[int, int, int] | None = None
     engine: str = "numpy"
     device: str = "cpu"
 
@@ -197,7 +199,9 @@ class Preset:
     recipe: dict[str, Any] = field(default_factory=dict)
     #: criteria it can train with, the first being its default (names from lenet5.losses)
     criteria: tuple[str, ...] = ("cross-entropy",)
-    #: optional settings it accepts beyond the common ones: "dropout", "criterion", "sdlm"
+    #: the layers with other channel widths (C1, C3, C5), for a preset that accepts "widths"
+    widen: Callable[[int, int, int], Callable[[np.dtype], Layers]] | None = None
+    #: optional settings it accepts beyond the common ones: "dropout", "criterion", "sdlm", "widths"
     options: frozenset[str] = frozenset()
     #: whether ``init`` draws every parameter itself (biases included) from (rng, name, p, layer)
     init_all: bool = False
@@ -205,6 +209,23 @@ class Preset:
     #: a lean single-image training pass (forward, backward) over a model's live parameters and
     #: gradients, for per-pattern training (``lenet5.persample``); None: the layers do it
     one_image: Callable[[Any], Any] | None = None
+
+    def layers(self, dtype: np.dtype, widths: tuple[int, int, int] | None = None) -> Layers:
+        """Its layer list; ``widths``: C1, C3 and C5 channels other than its own."""
+        if widths is None:
+            return self.build(dtype)
+        if self.widen is None:
+            raise Lenet5Error(f"--widths applies to --preset modern, not {self.name}")
+        return self.widen(*check_widths(widths))(dtype)
+
+
+def check_widths(widths: Any) -> tuple[int, int, int]:
+    """Three channel counts (C1, C3, C5), each an integer from 1 to 1024."""
+    values = tuple(widths) if isinstance(widths, (list, tuple)) else ()
+    if len(values) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 1024
+                                   for w in values):
+        raise Lenet5Error(f"--widths must be three integers from 1 to 1024 (C1,C3,C5 channels), got {widths!r}")
+    return values  # type: ignore[return-value]
 
 
 PRESETS: dict[str, Preset] = {
@@ -230,7 +251,8 @@ PRESETS: dict[str, Preset] = {
             modern_layers(), kaiming_uniform_init, ("ModernLeNet5", {}),
             recipe={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "schedule": "onecycle",
                     "epochs": 30, "augment": "auto"},
-            options=frozenset({"dropout"}),
+            options=frozenset({"dropout", "widths"}),
+            widen=modern_layers,
         ),
         Preset(
             "lecun1998",
@@ -279,6 +301,8 @@ def resolve(preset: str = DEFAULT_PRESET, /, **overrides: Any) -> TrainConfig:
         raise Lenet5Error(f"unknown training option(s): {', '.join(unknown)}")
     given = {k: v for k, v in overrides.items() if v is not None and k != "preset"}
     values = {**TrainConfig().to_json(), **p.recipe, **given, "preset": p.name}
+    if values["widths"] is not None:  # JSON (config.json) gives a list
+        values["widths"] = check_widths(values["widths"])
     if values["augment"] == "auto":
         values["augment"] = "flip" if str(values["dataset"]).startswith("fashion") else "affine"
     _check(p, values, given)
@@ -322,6 +346,7 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          f"--momentum/--nesterov apply to --optimizer sgd, not {v['optimizer']}")
     need(not v["nesterov"] or v["momentum"] > 0, "--nesterov needs --momentum > 0")
     need("dropout" in p.options or "dropout" not in given, f"--dropout applies to --preset modern, not {p.name}")
+    need("widths" in p.options or v["widths"] is None, f"--widths applies to --preset modern, not {p.name}")
     need(v["dropout"] is None or (isinstance(v["dropout"], (int, float)) and 0 <= v["dropout"] < 1),
          f"--dropout must be in [0, 1), got {v['dropout']!r}")
     need("criterion" in p.options or "criterion" not in given,

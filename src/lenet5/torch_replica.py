@@ -54,15 +54,16 @@ class SeedLeNet5(nn.Module):
 class ModernLeNet5(nn.Module):
     """modern: C1-BN-ReLU-maxpool, C3-BN-ReLU-maxpool, C5-ReLU-dropout, F6-ReLU-dropout, OUTPUT."""
 
-    def __init__(self, p_drop: float = 0.1) -> None:
+    def __init__(self, p_drop: float = 0.1, widths: tuple[int, int, int] = (6, 16, 120)) -> None:
         super().__init__()
         self.p_drop = p_drop
-        self.c1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.c1_bn = nn.BatchNorm2d(6)
-        self.c3 = nn.Conv2d(6, 16, 5)
-        self.c3_bn = nn.BatchNorm2d(16)
-        self.c5 = nn.Conv2d(16, 120, 5)
-        self.f6 = nn.Linear(120, 84)
+        c1, c3, c5 = widths
+        self.c1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.c1_bn = nn.BatchNorm2d(c1)
+        self.c3 = nn.Conv2d(c1, c3, 5)
+        self.c3_bn = nn.BatchNorm2d(c3)
+        self.c5 = nn.Conv2d(c3, c5, 5)
+        self.f6 = nn.Linear(c5, 84)
         self.output = nn.Linear(84, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,15 +140,16 @@ def criterion(preset: str, logits: torch.Tensor, labels: torch.Tensor, name: str
     return (torch.logsumexp(torch.cat([logits, extra], 1), 1) - logits[rows, labels]).mean()
 
 
-def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The replica of ``preset``, initialised exactly like ``LeNet5(preset, seed)``.
+def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32,
+          widths: tuple[int, int, int] | None = None) -> nn.Module:
+    """The replica of ``preset``, initialised exactly like ``LeNet5(preset, seed, widths=widths)``.
 
     Initialisation reuses the NumPy engine's initialiser (same RNG stream), so both engines
     start from identical weights for the same seed.
     """
+    reference = LeNet5(preset, seed=seed, dtype=np.float64, widths=widths)  # refuses widths it cannot take
     cls_name, kwargs = get_preset(preset).replica
-    net = globals()[cls_name](**kwargs).to(dtype)
-    reference = LeNet5(preset, seed=seed, dtype=np.float64)
+    net = globals()[cls_name](**kwargs, **({"widths": reference.widths} if widths else {})).to(dtype)
     net.load_state_dict(to_torch_state(reference.state_dict(), dtype))
     return net
 
@@ -180,20 +182,22 @@ class TorchModel(SingleProcess):
 
     def __init__(self, preset: str, seed: int | None = 0, dtype: np.dtype | type = np.float32,
                  device: str = "cpu", net: nn.Module | None = None, criterion: str | None = None,
-                 map_j: float = 0.1, label_smoothing: float = 0.0) -> None:
+                 map_j: float = 0.1, label_smoothing: float = 0.0, widths: tuple[int, int, int] | None = None) -> None:
         self.preset = get_preset(preset)
+        self.widths = None if widths is None else tuple(widths)
         self.criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
         self.map_j, self.label_smoothing = map_j, label_smoothing
         self.dtype = np.dtype(dtype)
         self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         self.device = resolve_device(device)
-        self.net = (net if net is not None else build(preset, seed, self.torch_dtype)).to(self.device)
+        self.net = (net if net is not None else build(preset, seed, self.torch_dtype, self.widths)).to(self.device)
         self._logits: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "TorchModel":
         model = cls(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
-                    criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing)
+                    criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing,
+                    widths=config.widths)
         if config.dropout is not None:
             model.net.p_drop = config.dropout
         return model
