@@ -182,6 +182,8 @@ def test_fit_refuses_a_recipe_whose_loss_the_model_was_not_built_with(mini_dir):
         fit(LeNet5("lecun1998", seed=0), data, criterion="mse", epochs=1, progress=False)
     with pytest.raises(Lenet5Error, match="label smoothing applies to the cross-entropy criterion"):
         LeNet5("lecun1998", seed=0, label_smoothing=0.1)
+    with pytest.raises(Lenet5Error, match=r"widths \(8, 12, 40\) but the model was built with None"):
+        fit(LeNet5("modern", seed=0), data, widths=(8, 12, 40), epochs=1, progress=False)
 
 
 def test_optimizer_state_that_does_not_fit_is_refused():

@@ -46,6 +46,8 @@ class Engine(Protocol):
     criterion: Criterion
     map_j: float
     label_smoothing: float
+    #: C1, C3, C5 channels it was built with (None: its preset's own)
+    widths: tuple[int, int, int] | None
 
     @property
     def stochastic(self) -> bool: ...

@@ -253,15 +253,17 @@ class _Loop:
         return PassResult(totals, len(order), False)
 
 
-def _check_criterion(model: Engine, config: TrainConfig) -> None:
-    """The loss is the engine's own (built with it), so a recipe asking for another one would be
-    silently ignored: refuse it instead."""
+def _check_model(model: Engine, config: TrainConfig) -> None:
+    """The network and its loss are the engine's own (built with it), so a recipe asking for
+    other ones would be silently ignored: refuse it instead."""
     if config.preset != model.preset.name:
         raise Lenet5Error(f"the recipe is for preset {config.preset!r}, the model is {model.preset.name!r}")
-    wanted = {"criterion": config.criterion or model.preset.criteria[0], "label_smoothing": config.label_smoothing}
+    wanted = {"criterion": config.criterion or model.preset.criteria[0], "label_smoothing": config.label_smoothing,
+              "widths": config.widths}
     if wanted["criterion"] in ("map", "mse"):
         wanted["map_j"] = config.map_j
-    built = {"criterion": model.criterion.name, "label_smoothing": model.label_smoothing, "map_j": model.map_j}
+    built = {"criterion": model.criterion.name, "label_smoothing": model.label_smoothing, "map_j": model.map_j,
+             "widths": model.widths}
     for key, value in wanted.items():
         if value != built[key]:
             raise Lenet5Error(f"the recipe asks for {key.replace('_', ' ')} {value!r} but the model was built with "
@@ -293,7 +295,7 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
         config = resolve(model.preset.name, **overrides)
     elif overrides:
         config = config.replace(**overrides)
-    _check_criterion(model, config)
+    _check_model(model, config)
     optimizer = optimizer if optimizer is not None else model.make_optimizer(config)
     state = state or TrainState()
     rng = np.random.default_rng(config.seed)
