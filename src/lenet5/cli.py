@@ -39,14 +39,11 @@ positive_int = _number(int, lambda v: v >= 1, ">= 1")
 
 
 def widths_list(text: str) -> tuple[int, ...]:
-    """An argparse type: 'C1,C3,C5' -> three positive integers."""
+    """An argparse type: 'C1,C3,C5' -> integers (how many and how large: presets.check_widths)."""
     try:
-        values = tuple(int(v) for v in text.split(","))
+        return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three integers C1,C3,C5, got {text!r}") from None
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected three integers >= 1 (C1,C3,C5), got {text!r}")
-    return values
 non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")

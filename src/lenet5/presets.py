@@ -199,9 +199,9 @@ class Preset:
     recipe: dict[str, Any] = field(default_factory=dict)
     #: criteria it can train with, the first being its default (names from lenet5.losses)
     criteria: tuple[str, ...] = ("cross-entropy",)
-    #: the layers with other channel widths (C1, C3, C5), for a preset that accepts "widths"
+    #: the layers with other channel widths (C1, C3, C5); None: the preset takes no --widths
     widen: Callable[[int, int, int], Callable[[np.dtype], Layers]] | None = None
-    #: optional settings it accepts beyond the common ones: "dropout", "criterion", "sdlm", "widths"
+    #: optional settings it accepts beyond the common ones: "dropout", "criterion", "sdlm"
     options: frozenset[str] = frozenset()
     #: whether ``init`` draws every parameter itself (biases included) from (rng, name, p, layer)
     init_all: bool = False
@@ -251,7 +251,7 @@ PRESETS: dict[str, Preset] = {
             modern_layers(), kaiming_uniform_init, ("ModernLeNet5", {}),
             recipe={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "schedule": "onecycle",
                     "epochs": 30, "augment": "auto"},
-            options=frozenset({"dropout", "widths"}),
+            options=frozenset({"dropout"}),
             widen=modern_layers,
         ),
         Preset(
@@ -346,7 +346,7 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          f"--momentum/--nesterov apply to --optimizer sgd, not {v['optimizer']}")
     need(not v["nesterov"] or v["momentum"] > 0, "--nesterov needs --momentum > 0")
     need("dropout" in p.options or "dropout" not in given, f"--dropout applies to --preset modern, not {p.name}")
-    need("widths" in p.options or v["widths"] is None, f"--widths applies to --preset modern, not {p.name}")
+    need(p.widen is not None or v["widths"] is None, f"--widths applies to --preset modern, not {p.name}")
     need(v["dropout"] is None or (isinstance(v["dropout"], (int, float)) and 0 <= v["dropout"] < 1),
          f"--dropout must be in [0, 1), got {v['dropout']!r}")
     need("criterion" in p.options or "criterion" not in given,
