@@ -4,6 +4,7 @@
     INIT=F python benchmarks/lecun1998_eta.py 55000 5e-5 20              # the printed ±2.4/F
     INIT=F MU=0.2 python benchmarks/lecun1998_eta.py 55000 5e-4 20       # ... with μ × 10
     INIT=F HSCALE=500 python benchmarks/lecun1998_eta.py 30000 5e-4 2    # ... h_kk summed, not averaged
+    SEED=1 python benchmarks/lecun1998_eta.py 55000 1e-4 20              # another seed (init and order)
 
 Trains lecun1998 (SDLM, the paper's schedule scaled by LR/5e-4, one pattern per update) on the
 first N_TRAIN full-MNIST training images and evaluates on 5,000 held-out *training* images
@@ -31,7 +32,8 @@ def main(n: int, lr: float, passes: int, augment: str = "none") -> None:
     full = lenet5.load_dir(os.environ.get("MNIST", Path(__file__).resolve().parents[2] / "shared/data/mnist"))
     data = lenet5.Dataset(lenet5.Split(full.train.images[:n], full.train.labels[:n]),
                           lenet5.Split(full.train.images[55000:], full.train.labels[55000:]))
-    model = lenet5.LeNet5("lecun1998", seed=0)
+    seed = int(os.environ.get("SEED", 0))
+    model = lenet5.LeNet5("lecun1998", seed=seed)
     init = os.environ.get("INIT", "sqrtF")
     if init == "F":
         for _, layer in model.layers:  # the preset's own draws, rescaled from ±2.4/√F to ±2.4/F
@@ -56,10 +58,10 @@ def main(n: int, lr: float, passes: int, augment: str = "none") -> None:
     def on_epoch(rec, state):
         fifths = np.array(losses[-n:])[: n // 5 * 5].reshape(5, -1).mean(1)
         w = np.mean([np.abs(v).mean() for k, v in model.params().items() if k.startswith(("c1", "c3"))])
-        print(f"init={init} lr={lr} mu={opt.mu} augment={augment} pass {rec['epoch']}: loss by fifths {np.round(fifths, 2)}, "
+        print(f"init={init} lr={lr} mu={opt.mu} augment={augment} seed={seed} pass {rec['epoch']}: loss by fifths {np.round(fifths, 2)}, "
               f"validation {rec['test_acc']:.4f}, mean |w| C1,C3 {w:.2f}, {time.time() - start:.0f} s", flush=True)
 
-    lenet5.fit(model, data, optimizer=opt, epochs=passes, lr=lr, augment=augment, progress=False,
+    lenet5.fit(model, data, optimizer=opt, epochs=passes, lr=lr, augment=augment, seed=seed, progress=False,
                hooks=lenet5.Hooks(on_batch=lambda e, b, loss: losses.append(loss), on_epoch=on_epoch))
 
 

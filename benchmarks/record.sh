@@ -27,6 +27,7 @@ VAL=(
   "mnist-ls|$MNIST|--label-smoothing 0.1"
   "mnist-60|$MNIST|--epochs 60"
   "mnist-w12-24-80|$MNIST|--widths 12,24,80"
+  "mnist-w16-32-56|$MNIST|--widths 16,32,56"
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"

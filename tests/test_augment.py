@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import AUGMENTS, Augment, bilinear, cut_out, make_augment
+from lenet5.augment import AUGMENTS, Augment, bilinear, cut_out, join_draws, make_augment
 
 RNG = np.random.default_rng(0)
 
@@ -89,3 +89,20 @@ def test_cutout_alone_does_not_move_pixels_and_is_reproducible():
     np.testing.assert_array_equal(a[kept], images[kept])
     assert ((a == 0).sum(axis=(1, 2)) > 0).all()
     assert make_augment("affine", 0) is AUGMENTS["affine"] and make_augment("affine", 5).cutout == 5
+
+
+@pytest.mark.parametrize("name,cutout", [("affine", 0), ("elastic", 6), ("lecun1998", 0), ("flip", 4), ("none", 8)])
+def test_joined_draws_give_the_images_of_separate_calls(name, cutout, mini_dir):
+    """Training augments a chunk of steps in one call from each step's own draws: image for
+    image, the same as calling the transform once per step with that step's generator."""
+    from lenet5 import load_dir
+
+    images = load_dir(mini_dir).test.images[:40]
+    aug = make_augment(name, cutout)
+    sizes = [1, 7, 32]  # steps of unequal size
+    starts = np.cumsum([0] + sizes)
+    separate = [aug(images[a:b], np.random.default_rng([4, k])) for k, (a, b) in enumerate(zip(starts, starts[1:]))]
+    joined = aug.apply(images[:starts[-1]], join_draws([aug.draw(n, np.random.default_rng([4, k]))
+                                                        for k, n in enumerate(sizes)]))
+    np.testing.assert_array_equal(joined, np.concatenate(separate))
+    assert not np.array_equal(joined, images[:starts[-1]])

@@ -49,46 +49,76 @@ class Augment:
                     or self.flip or self.elastic_alpha)
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = len(images)
+        return self.apply(images, self.draw(len(images), rng))
+
+    def draw(self, n: int, rng: np.random.Generator) -> Draws:
+        """The random numbers for ``n`` images, drawn from ``rng`` in a fixed order. Draws of
+        several calls can be joined (``join_draws``) and applied at once: the same images as
+        applying each, at the cost of one batched call (per-image training augments one image
+        per step, where the per-call overhead was most of the work)."""
+        d: Draws = {}
+        if self.moves:
+            d["angle"] = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg, n))
+            d["scale"] = rng.uniform(*self.scale, n)
+            d["shear"] = rng.uniform(-self.shear, self.shear, n)
+            d["shift"] = rng.uniform(-self.shift, self.shift, (n, 2))
+            d["squeeze"] = rng.uniform(-self.squeeze, self.squeeze, n)
+            if self.flip:  # a mirror image, for half the images
+                d["mirror"] = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+            if self.elastic_alpha:
+                d["field"] = rng.uniform(-1, 1, (n, 2, SIZE, SIZE)).astype(np.float32)
+        if self.cutout:
+            d["top"], d["left"] = rng.integers(0, SIZE, n), rng.integers(0, SIZE, n)
+        return d
+
+    def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
+        """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them."""
         out = images
         if self.moves:
-            coords = self.source_coords(n, rng)
+            coords = self.source_coords(d)
             if self.elastic_alpha:
-                coords += self.elastic_alpha * smooth_noise(n, self.elastic_sigma, rng)
+                coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
             out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
         if self.cutout:
-            out = cut_out(out, self.cutout, rng)
+            out = blank_squares(out, self.cutout, d["top"], d["left"])
         return out
 
-    def source_coords(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    @staticmethod
+    def source_coords(d: Draws) -> np.ndarray:
         """For each image and output pixel, where to read the input: (N, 28, 28, 2) as (row, col).
 
-        The forward map is x' = R·H·S·x + t about the image centre (S: scale, H: horizontal
-        shear, R: rotation); we need its inverse, x = (R·H·S)⁻¹(x' − t).
+        The forward map is x' = R·H·Q·S·x + t about the image centre (S: scale, Q: squeezing
+        and mirroring, H: horizontal shear, R: rotation); we need its inverse,
+        x = (R·H·Q·S)⁻¹(x' − t).
         """
-        angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg, n))
-        scale = rng.uniform(*self.scale, n)
-        shear = rng.uniform(-self.shear, self.shear, n)
-        shift = rng.uniform(-self.shift, self.shift, (n, 2))
-        cos, sin = np.cos(angle), np.sin(angle)
+        n = len(d["angle"])
+        cos, sin = np.cos(d["angle"]), np.sin(d["angle"])
         # coordinates are (row, col); rotation by +angle, shear moves columns by shear·row
         rot = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (N, 2, 2)
         shr = np.zeros((n, 2, 2))
         shr[:, 0, 0] = shr[:, 1, 1] = 1
-        shr[:, 1, 0] = shear
+        shr[:, 1, 0] = d["shear"]
         # squeezing: rows stretched by (1 + q) while columns shrink by (1 − q), or the reverse
-        q = rng.uniform(-self.squeeze, self.squeeze, n)
         sq = np.zeros((n, 2, 2))
-        sq[:, 0, 0], sq[:, 1, 1] = 1 + q, 1 - q
-        if self.flip:  # a mirror image, for half the images: columns reversed
-            sq[:, 1, 1] *= np.where(rng.random(n) < 0.5, -1.0, 1.0)
-        forward = rot @ shr @ sq * scale[:, None, None]
+        sq[:, 0, 0], sq[:, 1, 1] = 1 + d["squeeze"], 1 - d["squeeze"]
+        if "mirror" in d:  # columns reversed
+            sq[:, 1, 1] *= d["mirror"]
+        forward = rot @ shr @ sq * d["scale"][:, None, None]
         inverse = np.linalg.inv(forward)
-        d = _GRID[None] - shift[:, None, :]  # (N, 784, 2): output pixel minus shift
+        diff = _GRID[None] - d["shift"][:, None, :]  # (N, 784, 2): output pixel minus shift
         src = np.empty((n, SIZE * SIZE, 2), dtype=np.float32)
         for i in (0, 1):  # a 2x2 matrix-vector product per pixel, written out
-            src[..., i] = inverse[:, i, 0, None] * d[..., 0] + inverse[:, i, 1, None] * d[..., 1] + _CENTRE
+            src[..., i] = inverse[:, i, 0, None] * diff[..., 0] + inverse[:, i, 1, None] * diff[..., 1] + _CENTRE
         return src.reshape(n, SIZE, SIZE, 2)
+
+
+#: an augmentation's random numbers for N images: arrays with N first, by name
+Draws = dict[str, np.ndarray]
+
+
+def join_draws(draws: list[Draws]) -> Draws:
+    """The draws of several calls as the draws of one call over all their images, in order."""
+    return {key: np.concatenate([d[key] for d in draws]) for key in draws[0]} if draws else {}
 
 
 def _gaussian_matrix(sigma: float) -> np.ndarray:
@@ -98,11 +128,11 @@ def _gaussian_matrix(sigma: float) -> np.ndarray:
     return g / g.sum(axis=1, keepdims=True)
 
 
-def smooth_noise(n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Random displacement fields (N, 28, 28, 2): uniform(−1, 1), Gaussian-blurred (Simard et
-    al.'s recipe; multiply by α). The blur is separable: two batched matrix products, G·F·Gᵀ."""
+def smooth(field: np.ndarray, sigma: float) -> np.ndarray:
+    """Random displacement fields (N, 28, 28, 2) from uniform(−1, 1) draws (N, 2, 28, 28),
+    Gaussian-blurred (Simard et al.'s recipe; multiply by α). The blur is separable: two
+    batched matrix products, G·F·Gᵀ."""
     g = _gaussian_matrix(sigma).astype(np.float32)
-    field = rng.uniform(-1, 1, (n, 2, SIZE, SIZE)).astype(np.float32)
     return (g @ field @ g.T).transpose(0, 2, 3, 1)
 
 
@@ -133,8 +163,14 @@ def cut_out(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
     """A copy of uint8 images (N, H, W) with a size×size square set to 0 in each, centred on a
     uniformly drawn pixel (so it may be partly outside the image)."""
     n, h, w = images.shape
-    top = rng.integers(0, h, n) - size // 2
-    left = rng.integers(0, w, n) - size // 2
+    return blank_squares(images, size, rng.integers(0, h, n), rng.integers(0, w, n))
+
+
+def blank_squares(images: np.ndarray, size: int, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """A copy of images (N, H, W) with the size×size square centred on (row[i], col[i]) set to 0
+    in image i."""
+    n, h, w = images.shape
+    top, left = row - size // 2, col - size // 2
     rows = (np.arange(h) >= top[:, None]) & (np.arange(h) < top[:, None] + size)  # (N, H)
     cols = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # (N, W)
     out = images.copy()

@@ -22,12 +22,17 @@ from typing import Any, Callable
 import numpy as np
 
 from ._cpu import blas_single_thread
-from .augment import Augment, make_augment
+from .augment import Augment, join_draws, make_augment
 from .data import Dataset, Split, batches
 from .engine import Engine, Optimizer
 from .errors import Lenet5Error
 from .presets import TrainConfig, resolve
 from .schedules import Schedule, make_schedule
+
+
+#: a training pass prepares its steps in chunks of about this many images (for small batches,
+#: preparing one step at a time cost more than the step: per-image SDLM with distortions)
+CHUNK_IMAGES = 256
 
 
 class DivergenceError(Lenet5Error):
@@ -212,44 +217,54 @@ class _Loop:
                  bar: Progress) -> PassResult:
         """Steps over order[start:] of one epoch. Each step's randomness (augmentation, dropout)
         comes from a generator seeded with (seed, epoch, batch), so any step can be replayed on
-        its own. With augmentation, the next batch is prepared on a helper thread while the
-        current one trains. Stops only after a complete step, so the weights are never left
-        half-updated."""
-        model, hooks = self.model, self.hooks
+        its own. Steps are prepared a chunk at a time (about ``CHUNK_IMAGES`` images: one
+        gather, one augmentation call with every step's own draws, one input coding), and with
+        augmentation the next chunk is prepared on a helper thread while the current one
+        trains. Stops only after a complete step, so the weights are never left half-updated."""
+        model, hooks, augment = self.model, self.hooks, self.augment
+        per_chunk = max(1, CHUNK_IMAGES // max(len(order[0]), 1)) if order else 1
 
-        def inputs(b: int) -> tuple[np.ndarray, np.ndarray]:
-            idx = model.shard(order[b])
+        def inputs(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
+            """(x, labels) of steps first, first + 1, ... of the chunk that starts there."""
+            steps = range(first, min(first + per_chunk, len(order)))
+            shards = [model.shard(order[b]) for b in steps]
+            idx = np.concatenate(shards)
             images = split.images[idx]
-            if self.augment is not None:
-                images = self.augment(images, np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
-            return model.prepare(images), split.labels[idx]
+            if augment is not None:
+                images = augment.apply(images, join_draws([
+                    augment.draw(len(i), np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
+                    for b, i in zip(steps, shards)]))
+            cuts = np.cumsum([len(i) for i in shards])[:-1]
+            return list(zip(np.split(model.prepare(images), cuts), np.split(split.labels[idx], cuts)))
 
         with contextlib.ExitStack() as stack:
             stack.enter_context(model.running())
+            firsts = range(start, len(order), per_chunk)
             pool = pending = None
-            if self.augment is not None:
+            if augment is not None and firsts:
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
                 stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
-                pending = pool.submit(inputs, start) if start < len(order) else None
-            for b in range(start, len(order)):
+                pending = pool.submit(inputs, firsts[0])
+            for c, first in enumerate(firsts):
                 if pending is not None:
-                    x, labels = pending.result()
-                    pending = pool.submit(inputs, b + 1) if b + 1 < len(order) else None
+                    chunk = pending.result()
+                    pending = pool.submit(inputs, firsts[c + 1]) if c + 1 < len(firsts) else None
                 else:
-                    x, labels = inputs(b)
-                self.optimizer.lr = self.lr_at((epoch - 1) * self.steps_per_epoch + b)
-                if model.stochastic:
-                    model.seed_step([self.seed, epoch, b, 1])
-                loss, outputs = train_step(model, self.optimizer, x, labels, len(order[b]))
-                if not math.isfinite(loss):
-                    raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
-                                          "try a smaller learning rate (--lr)")
-                totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
-                if hooks.on_batch is not None:
-                    hooks.on_batch(epoch, b + 1, loss)
-                bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
-                if hooks.should_stop is not None and hooks.should_stop():
-                    return PassResult(totals, b + 1, True)
+                    chunk = inputs(first)
+                for b, (x, labels) in enumerate(chunk, first):
+                    self.optimizer.lr = self.lr_at((epoch - 1) * self.steps_per_epoch + b)
+                    if model.stochastic:
+                        model.seed_step([self.seed, epoch, b, 1])
+                    loss, outputs = train_step(model, self.optimizer, x, labels, len(order[b]))
+                    if not math.isfinite(loss):
+                        raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
+                                              "try a smaller learning rate (--lr)")
+                    totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
+                    if hooks.on_batch is not None:
+                        hooks.on_batch(epoch, b + 1, loss)
+                    bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
+                    if hooks.should_stop is not None and hooks.should_stop():
+                        return PassResult(totals, b + 1, True)
         return PassResult(totals, len(order), False)
 
 
