@@ -20,7 +20,8 @@ ln -s "$(realpath "$MNIST")/train5k-labels-idx1-ubyte.gz" "$five_k/train-labels-
 ln -s "$(realpath "$MNIST")/t10k-images-idx3-ubyte.gz" "$five_k/t10k-images-idx3-ubyte.gz"
 ln -s "$(realpath "$MNIST")/t10k-labels-idx1-ubyte.gz" "$five_k/t10k-labels-idx1-ubyte.gz"
 
-# name | data directory, or dataset:NAME | options  (validation candidates; the chosen ones go in FINAL)
+# name | data directory, or dataset:NAME | options [| seeds]  (validation candidates; the chosen ones go
+# in FINAL). Seeds default to 0 (MNIST 5k: 0 1 2, its 1,000 validation images are few).
 VAL=(
   "mnist-base|$MNIST|"
   "mnist-elastic|$MNIST|--augment elastic"
@@ -28,6 +29,7 @@ VAL=(
   "mnist-60|$MNIST|--epochs 60"
   "mnist-w12-24-80|$MNIST|--widths 12,24,80"
   "mnist-w16-32-56|$MNIST|--widths 16,32,56"
+  "mnist-ema|$MNIST|--ema 0.999|0 1 2"  # each run also logs its live weights: the preset's recipe, paired
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
@@ -75,10 +77,11 @@ want=" ${*:-} "
 case "$phase" in
   val)
     for entry in "${VAL[@]}"; do
-      IFS='|' read -r name data opts <<<"$entry"
+      IFS='|' read -r name data opts seeds <<<"$entry"
       [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
-      seeds="0"; split=0.1
-      [[ $name == mnist5k-* ]] && seeds="0 1 2" && split=0.2  # 1,000 validation images: three seeds
+      split=0.1
+      [[ $name == mnist5k-* ]] && seeds=${seeds:-0 1 2} && split=0.2  # 1,000 validation images: three seeds
+      seeds=${seeds:-0}
       for s in $seeds; do train "val/$name-seed$s" "$data" "$opts" --val-split $split --no-test --seed "$s"; done
     done ;;
   final)

@@ -115,10 +115,11 @@ def test_weights_move_both_ways(tmp_path):
     np.testing.assert_allclose(back.forward(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("levers", [{}, {"label_smoothing": 0.1, "cutout": 8, "augment": "affine"}])
+@pytest.mark.parametrize("levers", [{}, {"label_smoothing": 0.1, "cutout": 8, "augment": "affine", "ema": 0.9}])
 def test_both_engines_through_the_same_training_loop(mini_dir, levers):
     """fit() with the NumPy model and with the torch adapter: same float64 loss curve and
-    weights, also with label smoothing and cutout (both engines get them from the same loop)."""
+    weights, also with label smoothing, cutout and the weight average (both engines get them
+    from the same loop)."""
     from lenet5 import fit
     from lenet5.torch_replica import TorchModel, TorchOptimizer
 
@@ -133,6 +134,7 @@ def test_both_engines_through_the_same_training_loop(mini_dir, levers):
     for a, b in zip(h_np, h_t):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
+        assert a.get("live_test_acc") == b.get("live_test_acc")
     for name, p in t_model.state_dict().items():
         assert rel(np_model.params()[name], p) < 1e-9, name
 

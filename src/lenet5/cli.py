@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also blank a random SIZE x SIZE square of every training image (default 0: off)")
     t.add_argument("--label-smoothing", type=fraction, default=None,
                    help="cross-entropy presets: mix the one-hot target with the uniform one (default 0)")
+    t.add_argument("--ema", type=fraction, default=None, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights with this decay per "
+                        "step, e.g. 0.999 (default 0: off)")
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
     t.add_argument("--widths", type=widths_list, default=None, metavar="C1,C3,C5",
                    help="modern only: channels of C1, C3, C5 (default LeNet-5's 6,16,120)")

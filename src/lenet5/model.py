@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cpu import MicroBatches, blas_single_thread, default_threads
+from .averaging import with_average
 from .engine import SingleProcess
 from .layers import BatchNorm2d, Dropout, Layer
 from .losses import Criterion
@@ -73,7 +74,7 @@ class LeNet5(SingleProcess):
 
     def make_optimizer(self, config: TrainConfig) -> Optimizer:
         """The optimizer ``config`` names, over this model's live parameters and gradients."""
-        return make_optimizer(config, self.params(), self.grads())
+        return with_average(make_optimizer(config, self.params(), self.grads()), self, config.ema)
 
     # -- parameters -----------------------------------------------------------------------
     def _flatten_storage(self) -> None:

@@ -7,6 +7,7 @@ rules follow torch.optim exactly (the parity tests check it), so both engines tr
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -122,6 +123,11 @@ class Optimizer:
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """Called by the training loop before each pass (not on a mid-pass resume). Nothing
         to do for first-order methods; SDLM estimates its curvature here."""
+
+    def evaluating(self, model) -> contextlib.AbstractContextManager:
+        """The weights to evaluate and save are the model's own (``lenet5.averaging.Averaged``
+        swaps its average in)."""
+        return contextlib.nullcontext()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {f"{slot}.{name}": v.copy() for slot, arrays in self.state.items() for name, v in arrays.items()}

@@ -158,6 +158,8 @@ class TrainConfig:
     map_j: float = 0.1
     label_smoothing: float = 0.0
     cutout: int = 0
+    #: decay of an exponential moving average of the weights, evaluated and saved (0: off)
+    ema: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     dataset: str = "mnist"
@@ -318,13 +320,14 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
     for key in ("epochs", "batch_size"):
         need(isinstance(v[key], int) and not isinstance(v[key], bool) and v[key] >= 1,
              f"--{key.replace('_', '-')} must be an integer >= 1, got {v[key]!r}")
-    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split", "label_smoothing"):
+    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split", "label_smoothing", "ema"):
         need(isinstance(v[key], (int, float)) and not isinstance(v[key], bool) and math.isfinite(v[key])
              and v[key] >= 0, f"--{key.replace('_', '-')} must be a finite number >= 0, got {v[key]!r}")
     need(v["lr"] > 0, f"--lr must be > 0, got {v['lr']}")
     need(v["momentum"] < 1, f"--momentum must be in [0, 1), got {v['momentum']}")
     need(v["val_split"] < 1, f"--val-split must be in [0, 1), got {v['val_split']}")
     need(v["label_smoothing"] < 1, f"--label-smoothing must be in [0, 1), got {v['label_smoothing']}")
+    need(v["ema"] < 1, f"--ema must be in [0, 1) (a decay per step, e.g. 0.999), got {v['ema']}")
     need(not v["label_smoothing"] or (v["criterion"] or p.criteria[0]) == "cross-entropy",
          f"--label-smoothing applies to the cross-entropy criterion, not {p.name}'s "
          f"{v['criterion'] or p.criteria[0]}")

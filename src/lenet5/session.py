@@ -160,7 +160,7 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
             run_dir.log_epoch(record, batch_losses)
             run_dir.save(engine, optimizer, st, meta)
             if record.get("best"):
-                run_dir.save_best(engine, meta, record)
+                run_dir.save_best(engine, optimizer, meta, record)
             clock["saving"] = clock.get("saving", 0) + time.perf_counter() - start
             val_text = f"  val acc {100 * record['val_acc']:6.2f}%" if "val_acc" in record else ""
             test_text = (f"  test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:6.2f}%"

@@ -12,6 +12,8 @@ PyTorch is optional: importing this module without it raises a clear error.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .errors import Lenet5Error
@@ -24,7 +26,8 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise Lenet5Error("PyTorch is not installed; install it with: pip install 'lenet5[torch]' "
                       "(CPU-only: pip install torch==2.13.0)") from e
 
-from .engine import SingleProcess
+from .averaging import with_average
+from .engine import Optimizer, SingleProcess
 from .lecun1998 import A, S, C3_TABLE, rbf_centres
 from .model import LeNet5
 from .optim import check_state
@@ -202,9 +205,10 @@ class TorchModel(SingleProcess):
             model.net.p_drop = config.dropout
         return model
 
-    def make_optimizer(self, config: TrainConfig) -> "TorchOptimizer":
-        return TorchOptimizer(self, config.optimizer, lr=config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay, nesterov=config.nesterov)
+    def make_optimizer(self, config: TrainConfig) -> Optimizer:
+        return with_average(TorchOptimizer(self, config.optimizer, lr=config.lr, momentum=config.momentum,
+                                           weight_decay=config.weight_decay, nesterov=config.nesterov),
+                            self, config.ema)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return self.preset.prepare(images, self.dtype)
@@ -303,6 +307,10 @@ class TorchOptimizer:
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """First-order methods need nothing before a pass."""
+
+    def evaluating(self, model) -> contextlib.AbstractContextManager:
+        """The weights to evaluate and save are the model's own."""
+        return contextlib.nullcontext()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {"steps": np.array(self.steps, dtype=np.int64)}

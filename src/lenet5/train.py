@@ -23,6 +23,7 @@ import numpy as np
 
 from ._cpu import blas_single_thread
 from .augment import Augment, join_draws, make_augment
+from .averaging import Averaged
 from .data import Dataset, Split, batches
 from .engine import Engine, Optimizer
 from .errors import Lenet5Error
@@ -301,8 +302,12 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
     ``hooks``: per-step and per-epoch callbacks and a stop request; a stop raises
     ``Interrupted`` carrying the state to resume from.
 
+    With ``ema`` (a decay per step) the figures are those of the averaged weights
+    (``lenet5.averaging``), which the model holds when fit returns; ``live_val_acc`` and
+    ``live_test_acc`` are those of the last step's weights.
+
     Returns one record per epoch (epoch, train_loss, train_acc, [val_loss, val_acc,] [test_loss,
-    test_acc (unless ``test_each_epoch`` is off),] seconds, train_seconds).
+    test_acc (unless ``test_each_epoch`` is off),] [live_val_acc, live_test_acc,] seconds, train_seconds).
     """
     if isinstance(optimizer, str):
         overrides["optimizer"], optimizer = optimizer, None
@@ -311,7 +316,10 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
     elif overrides:
         config = config.replace(**overrides)
     _check_model(model, config)
-    optimizer = optimizer if optimizer is not None else model.make_optimizer(config)
+    if optimizer is None:
+        optimizer = model.make_optimizer(config)
+    elif config.ema and not isinstance(optimizer, Averaged):  # the recipe averages: so does a given optimizer
+        optimizer = Averaged(optimizer, model, config.ema)
     state = state or TrainState()
     rng = np.random.default_rng(config.seed)
     if state.rng_state is not None:
@@ -346,12 +354,16 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
         train_seconds = time.perf_counter() - start
         loss_sum, correct, seen = model.all_sum([totals.loss, totals.correct, totals.seen])
         record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        if val is not None:
-            v = evaluate(model, val, eval_batch_size)
-            record.update(val_loss=v["loss"], val_acc=v["accuracy"])
-        if config.test_each_epoch:
-            test = evaluate(model, data.test, eval_batch_size)
-            record.update(test_loss=test["loss"], test_acc=test["accuracy"])
+        splits = {"val": val, "test": data.test if config.test_each_epoch else None}
+        with optimizer.evaluating(model):  # the network the run saves (with --ema: the average)
+            for key, split in splits.items():
+                if split is not None:
+                    e = evaluate(model, split, eval_batch_size)
+                    record.update({f"{key}_loss": e["loss"], f"{key}_acc": e["accuracy"]})
+        if config.ema:  # the last step's weights too, for comparison
+            for key, split in splits.items():
+                if split is not None:
+                    record[f"live_{key}_acc"] = evaluate(model, split, eval_batch_size)["accuracy"]
         record.update(seconds=time.perf_counter() - start, train_seconds=train_seconds)
         if val is not None and (best is None or record["val_acc"] > best):
             record["best"] = True
@@ -362,6 +374,8 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
             loop.hooks.on_epoch(record, state)
         if result.stopped and epoch < config.epochs:  # asked to stop on the epoch's last step
             raise Interrupted(state)
+    if isinstance(optimizer, Averaged):  # the trained network is the one evaluated and saved
+        model.load_state_dict(optimizer.average)
     return history
 
 
