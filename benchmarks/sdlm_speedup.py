@@ -1,6 +1,6 @@
 """Per-pattern SDLM training speed, this tree against an earlier commit, measured in one run.
 
-    python benchmarks/sdlm_speedup.py [--old REV] [--images N] [--repeats R]
+    python benchmarks/sdlm_speedup.py [--old REV] [--images N] [--repeats R] [--augment NAME]
 
 Issue 17 asks for per-pattern training "at least 3x faster" than when it was filed. The only
 honest way to say that on a noisy shared machine is to run both versions of the code in the
@@ -10,7 +10,8 @@ a fresh single-threaded process (as ``benchmarks/paper.sh`` trains), for R repea
 
 Each process trains lecun1998 with its preset's own recipe (SDLM, MAP, one image per update)
 for one pass over the first N full-MNIST training images through ``lenet5.fit`` and reports
-N / train_seconds (the loop's own figure: the curvature estimate, input coding, every step).
+N / train_seconds (the loop's own figure: the curvature estimate, input coding, every step);
+``--augment lecun1998`` trains as ``--distort`` does.
 Prints each repeat and the median images/s of each side, and their ratio. Needs
 ../shared/data/mnist (or MNIST=/path).
 """
@@ -33,15 +34,15 @@ full = lenet5.load_dir(sys.argv[2])
 data = lenet5.Dataset(lenet5.Split(full.train.images[:n], full.train.labels[:n]),
                       lenet5.Split(full.test.images[:10], full.test.labels[:10]))
 model = lenet5.LeNet5("lecun1998", seed=0)
-history = lenet5.fit(model, data, epochs=1, progress=False)
+history = lenet5.fit(model, data, epochs=1, augment=sys.argv[3], progress=False)
 print(n / history[0]["train_seconds"])
 """
 
 
-def rate(src: Path, n: int, mnist: str) -> float:
+def rate(src: Path, n: int, mnist: str, augment: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(src), "LENET5_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(n), mnist], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", WORKER, str(n), mnist, augment], env=env, check=True,
                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     return float(out.stdout.split()[-1])
 
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--old", default="ad99999", help="the earlier commit (default: ad99999)")
     ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--augment", default="none", help="e.g. lecun1998 (as --distort); default none")
     args = ap.parse_args()
     mnist = os.environ.get("MNIST", str(ROOT.parent / "shared/data/mnist"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,14 +64,15 @@ def main() -> None:
             rates: dict[str, list[float]] = {name: [] for name in sides}
             for r in range(args.repeats):
                 for name, src in sides.items():
-                    rates[name].append(rate(src, args.images, mnist))
+                    rates[name].append(rate(src, args.images, mnist, args.augment))
                 print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " images/s",
                       flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
     med = {name: statistics.median(v) for name, v in rates.items()}
     for name, m in med.items():
-        print(f"{name:>16s}: {m:6.0f} images/s (median of {args.repeats}, {args.images} images, one thread)")
+        print(f"{name:>16s}: {m:6.0f} images/s (median of {args.repeats}, {args.images} images, one thread, "
+              f"augment {args.augment})")
     old_rate, new_rate = med.values()
     print(f"this tree / old: {new_rate / old_rate:.2f}x")
 

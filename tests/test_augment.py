@@ -91,7 +91,8 @@ def test_cutout_alone_does_not_move_pixels_and_is_reproducible():
     assert make_augment("affine", 0) is AUGMENTS["affine"] and make_augment("affine", 5).cutout == 5
 
 
-@pytest.mark.parametrize("name,cutout", [("affine", 0), ("elastic", 6), ("lecun1998", 0), ("flip", 4), ("none", 8)])
+@pytest.mark.parametrize("name,cutout", [("affine", 0), ("elastic", 6), ("lecun1998", 0), ("lecun1998-pool", 0),
+                                         ("flip", 4), ("none", 8)])
 def test_joined_draws_give_the_images_of_separate_calls(name, cutout, mini_dir):
     """Training augments a chunk of steps in one call from each step's own draws: image for
     image, the same as calling the transform once per step with that step's generator."""
@@ -106,3 +107,15 @@ def test_joined_draws_give_the_images_of_separate_calls(name, cutout, mini_dir):
                                                         for k, n in enumerate(sizes)]))
     np.testing.assert_array_equal(joined, np.concatenate(separate))
     assert not np.array_equal(joined, images[:starts[-1]])
+
+
+def test_the_paper_pool_leaves_one_image_in_ten_as_it_is_and_distorts_the_rest_alike():
+    """lecun1998-pool draws like the paper's 60,000 originals + 540,000 distortions: each image
+    is its original with probability 0.1, else exactly what lecun1998 makes of it."""
+    images = RNG.integers(0, 256, (4000, 28, 28), dtype=np.uint8)
+    pooled = AUGMENTS["lecun1998-pool"](images, np.random.default_rng(5))
+    distorted = AUGMENTS["lecun1998"](images, np.random.default_rng(5))
+    clean = (pooled == images).all(axis=(1, 2))
+    assert 0.085 < clean.mean() < 0.115  # 400 ± 19 expected
+    np.testing.assert_array_equal(pooled[~clean], distorted[~clean])
+    assert not (distorted == images).all(axis=(1, 2)).any()

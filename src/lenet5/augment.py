@@ -41,6 +41,8 @@ class Augment:
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0
     cutout: int = 0
+    #: the share of images left exactly as they are (drawn per image)
+    clean: float = 0.0
 
     @property
     def moves(self) -> bool:
@@ -69,6 +71,8 @@ class Augment:
                 d["field"] = rng.uniform(-1, 1, (n, 2, SIZE, SIZE)).astype(np.float32)
         if self.cutout:
             d["top"], d["left"] = rng.integers(0, SIZE, n), rng.integers(0, SIZE, n)
+        if self.clean:
+            d["clean"] = rng.random(n) < self.clean
         return d
 
     def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
@@ -81,6 +85,8 @@ class Augment:
             out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
         if self.cutout:
             out = blank_squares(out, self.cutout, d["top"], d["left"])
+        if self.clean:
+            out = np.where(d["clean"][:, None, None], images, out)
         return out
 
     @staticmethod
@@ -192,6 +198,9 @@ AUGMENTS = {
     "elastic": Augment(elastic_alpha=34.0),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
+    # ... drawn as from the paper's pool of 60,000 originals and 540,000 distortions: one image
+    # in ten left as it is
+    "lecun1998-pool": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1, clean=0.1),
     # for pictures of things, where a mirror image is the same thing (not for digits)
     "flip": Augment(shift=1.0, rotate_deg=0.0, scale=(1.0, 1.0), shear=0.0, flip=True),
 }
