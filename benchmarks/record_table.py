@@ -3,7 +3,9 @@
     python benchmarks/record_table.py runs/record > runs/record/tables.md
 
 Validation runs (``val/NAME-seedS``): the final epoch's validation accuracy, averaged over the
-seeds run, with the options that differ from the preset's recipe. Final runs
+seeds run (and each seed's), with the options that differ from the preset's recipe; runs with
+``--ema`` also give their last step's weights (``live_val_acc``): the preset's recipe in the
+same runs, a paired comparison. Final runs
 (``final/NAME-seedS``): each seed's final-epoch test accuracy, their mean ± sample standard
 deviation, the parameters and the seconds per epoch (training only; the machine is named).
 """
@@ -74,13 +76,20 @@ def main(root: Path) -> None:
     val = _runs(root / "val")
     if val:
         print("Validation (final epoch; the test set plays no part in the choice)\n")
-        print("| candidate | options | seeds | validation images | validation accuracy |")
-        print("|---|---|---|---|---|")
+        print("| candidate | options | seeds | validation images | validation accuracy | per seed | "
+              "last step's weights (--ema runs) |")
+        print("|---|---|---|---|---|---|---|")
         for name, runs in val.items():
+            runs = sorted(runs, key=lambda r: r[0])
             accs = [rows[-1]["val_acc"] for _, _, rows in runs]
+            live = [rows[-1].get("live_val_acc") for _, _, rows in runs]
             n_val = runs[0][1].get("data", {}).get("val_size", "?")
+            per_seed = ", ".join(f"{100 * a:.2f}" for a in accs) if len(accs) > 1 else ""
+            live_text = ""
+            if None not in live:
+                live_text = f"{100 * statistics.mean(live):.2f}% ({', '.join(f'{100 * a:.2f}' for a in live)})"
             print(f"| {name} | `{_options(runs[0][1])}` | {len(runs)} | {n_val} | "
-                  f"{100 * statistics.mean(accs):.2f}% |")
+                  f"{100 * statistics.mean(accs):.2f}% | {per_seed} | {live_text} |")
         print()
     final = _runs(root / "final")
     if final:
@@ -94,6 +103,11 @@ def main(root: Path) -> None:
             per_seed = ", ".join(f"{a:.2f}" for a in accs)
             print(f"| {name} | `{_options(runs[0][1])}` | {per_seed} | {statistics.mean(accs):.2f} ± {sd:.2f}% "
                   f"({len(accs)} seeds) | {len(runs[0][2])} | {secs:.0f} |")
+            live = [rows[-1].get("live_test_acc") for _, _, rows in sorted(runs, key=lambda r: r[0])]
+            if None not in live:  # --ema: the same runs' last-step weights, reported apart
+                print(f"| {name} (last step's weights, reported apart) | | "
+                      f"{', '.join(f'{100 * a:.2f}' for a in live)} | {100 * statistics.mean(live):.2f} ± "
+                      f"{100 * statistics.stdev(live) if len(live) > 1 else 0.0:.2f}% | | |")
         flip = {name: runs for name, runs in final.items() if runs[0][1]["settings"]["dataset"].startswith("fashion")}
         if flip:
             print("\nReported apart: the same Fashion-MNIST networks with test-time flip averaging (each test "
