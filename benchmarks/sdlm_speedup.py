@@ -11,7 +11,7 @@ a fresh single-threaded process (as ``benchmarks/paper.sh`` trains), for R repea
 Each process trains lecun1998 with its preset's own recipe (SDLM, MAP, one image per update)
 for one pass over the first N full-MNIST training images through ``lenet5.fit`` and reports
 N / train_seconds (the loop's own figure: the curvature estimate, input coding, every step);
-``--augment lecun1998`` trains as ``--distort`` does.
+``--augment lecun1998`` distorts every image (``--distort``: lecun1998-pool, nine in ten).
 Prints each repeat and the median images/s of each side, and their ratio. Needs
 ../shared/data/mnist (or MNIST=/path).
 """
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--old", default="ad99999", help="the earlier commit (default: ad99999)")
     ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--augment", default="none", help="e.g. lecun1998 (as --distort); default none")
+    ap.add_argument("--augment", default="none", help="e.g. lecun1998; default none")
     args = ap.parse_args()
     mnist = os.environ.get("MNIST", str(ROOT.parent / "shared/data/mnist"))
     with tempfile.TemporaryDirectory() as tmp:

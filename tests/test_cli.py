@@ -164,3 +164,10 @@ def test_widths_train_save_load_and_evaluate(tmp_path, mini_dir):
     assert bad.returncode == 2 and "--widths" in bad.stderr and "Traceback" not in bad.stderr
     other = run("train", "--preset", "seed-tanh", "--widths", "8,12,40", "--data-dir", mini_dir)
     assert other.returncode == 2 and "--widths applies to --preset modern" in other.stderr
+
+
+def test_distort_draws_from_the_papers_pool():
+    """--distort is the 1998 paper's distortions with one image in ten left as it is (its
+    training set held 60,000 originals beside 540,000 distortions)."""
+    args = cli.build_parser().parse_args(["train", "--preset", "lecun1998", "--distort"])
+    assert args.augment == "lecun1998-pool"

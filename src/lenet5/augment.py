@@ -7,7 +7,9 @@ The randomness comes from the generator passed in; the training loop seeds one p
 
 - affine: shift ±2 px, rotation ±10°, scale 0.9-1.1, horizontal shear ±0.2;
 - lecun1998: the 1998 paper's distortions: translation (±2 px), scaling (0.9-1.1), squeezing
-  (±10%) and horizontal shear (±0.2), no rotation (``lenet5 train --distort``);
+  (±10%) and horizontal shear (±0.2), no rotation;
+- lecun1998-pool: the same, one image in ten left as it is, as when drawing from the paper's
+  training set of 60,000 originals and 540,000 distortions (``lenet5 train --distort``);
 - flip: a random mirror image (half the time) and a shift of ±1 px — for Fashion-MNIST,
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a

@@ -312,10 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear warm-up before the schedule (not with onecycle; default 0)")
     t.add_argument("--weight-decay", type=non_negative_float, default=None, help="default 0 (modern: 0.05)")
     t.add_argument("--augment", choices=sorted([*AUGMENTS, "auto"]), default=None,
-                   help="random distortions of training images: none (default), affine, elastic, flip, lecun1998; "
+                   help="random distortions of training images: none (default), affine, elastic, flip, lecun1998, "
+                        "lecun1998-pool; "
                         "auto (modern's default): flip for fashion-mnist, affine otherwise")
-    t.add_argument("--distort", action="store_const", const="lecun1998", dest="augment",
-                   help="the 1998 paper's distortions (translation, scaling, squeezing, shear): --augment lecun1998")
+    t.add_argument("--distort", action="store_const", const="lecun1998-pool", dest="augment",
+                   help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in ten "
+                        "left as it is, as from its pool of originals and distortions: --augment lecun1998-pool")
     t.add_argument("--cutout", type=non_negative_int, default=None,
                    help="also blank a random SIZE x SIZE square of every training image (default 0: off)")
     t.add_argument("--label-smoothing", type=fraction, default=None,
