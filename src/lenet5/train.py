@@ -223,7 +223,7 @@ class _Loop:
         augmentation the next chunk is prepared on a helper thread while the current one
         trains. Stops only after a complete step, so the weights are never left half-updated."""
         model, hooks, augment = self.model, self.hooks, self.augment
-        per_chunk = max(1, CHUNK_IMAGES // max(len(order[0]), 1)) if order else 1
+        per_chunk = max(1, CHUNK_IMAGES // len(order[0])) if order else 1  # batches are never empty
 
         def inputs(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
             """(x, labels) of steps first, first + 1, ... of the chunk that starts there."""
