@@ -31,8 +31,6 @@ VAL=(
   "mnist-w16-32-56|$MNIST|--widths 16,32,56|0 1 2"
   "mnist-ema|$MNIST|--ema 0.999|0 1 2"  # each run also logs its live weights: the preset's recipe, paired
   "mnist-drop0|$MNIST|--dropout 0|0 1 2"
-  "mnist-drop25|$MNIST|--dropout 0.25|0 1 2"
-  "mnist-50|$MNIST|--epochs 50|0 1 2"
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
