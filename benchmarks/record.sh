@@ -4,6 +4,7 @@
 #
 #   MNIST=../shared/data/mnist benchmarks/record.sh val [NAME...]     # the comparison (--val-split, --no-test)
 #   MNIST=../shared/data/mnist benchmarks/record.sh final [NAME...]   # the chosen recipes, 3 seeds
+#     (SEEDS="0 2" ... final: only those seeds, e.g. to run two at once on two cores)
 #   python benchmarks/record_table.py runs/record                     # the tables (docs/results.md)
 #
 # Each run is single-threaded (LENET5_THREADS=1), so two can share a 2-core machine.
@@ -91,7 +92,7 @@ case "$phase" in
       [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
       # a recipe other than the preset's gets its own directories: "--epochs 100" -> mnist5k-epochs-100
       tag=$(echo "$opts" | tr -s ' ' '-' | sed 's/--//g; s/^-//; s/-$//')
-      for s in 0 1 2; do train "final/$name${tag:+-$tag}-seed$s" "$data" "$opts" --seed "$s"; done
+      for s in ${SEEDS:-0 1 2}; do train "final/$name${tag:+-$tag}-seed$s" "$data" "$opts" --seed "$s"; done
     done ;;
   *) echo "usage: $0 val|final [NAME...]" >&2; exit 2 ;;
 esac
