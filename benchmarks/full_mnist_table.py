@@ -100,7 +100,7 @@ def main() -> None:
             mean = statistics.mean(accs)
             spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
             secs = statistics.median(r["train_seconds"] for _, rows in group for r in rows)
-            params = LeNet5(settings["preset"], seed=None).num_parameters()
+            params = LeNet5(settings["preset"], seed=None, widths=settings.get("widths")).num_parameters()
             train = config["data"].get("train_size")
             shown = label or (f"`{opts}`" if opts else "")
             if train != 60000:

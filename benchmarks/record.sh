@@ -4,7 +4,7 @@
 #
 #   MNIST=../shared/data/mnist benchmarks/record.sh val [NAME...]     # the comparison (--val-split, --no-test)
 #   MNIST=../shared/data/mnist benchmarks/record.sh final [NAME...]   # the chosen recipes, 3 seeds
-#     (SEEDS="0 2" ... final: only those seeds, e.g. to run two at once on two cores)
+#     (SEEDS="0 2" ... val|final: only those seeds, e.g. to run two at once on two cores)
 #   python benchmarks/record_table.py runs/record                     # the tables (docs/results.md)
 #
 # Each run is single-threaded (LENET5_THREADS=1), so two can share a 2-core machine.
@@ -32,6 +32,7 @@ VAL=(
   "mnist-w16-32-56|$MNIST|--widths 16,32,56|0 1 2"
   "mnist-ema|$MNIST|--ema 0.999|0 1 2"  # each run also logs its live weights: the preset's recipe, paired
   "mnist-drop0|$MNIST|--dropout 0|0 1 2"
+  "mnist-w16-32-56-wd0.01|$MNIST|--widths 16,32,56 --weight-decay 0.01|0 1 2"
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
@@ -83,7 +84,7 @@ case "$phase" in
       [[ "$want" == "  " || "$want" == *" $name "* ]] || continue
       split=0.1
       [[ $name == mnist5k-* ]] && seeds=${seeds:-0 1 2} && split=0.2  # 1,000 validation images: three seeds
-      seeds=${seeds:-0}
+      seeds=${SEEDS:-${seeds:-0}}
       for s in $seeds; do train "val/$name-seed$s" "$data" "$opts" --val-split $split --no-test --seed "$s"; done
     done ;;
   final)
