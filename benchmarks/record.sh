@@ -33,6 +33,7 @@ VAL=(
   "mnist-ema|$MNIST|--ema 0.999|0 1 2"  # each run also logs its live weights: the preset's recipe, paired
   "mnist-drop0|$MNIST|--dropout 0|0 1 2"
   "mnist-w16-32-56-wd0.01|$MNIST|--widths 16,32,56 --weight-decay 0.01|0 1 2"
+  "mnist-w16-32-56-drop0|$MNIST|--widths 16,32,56 --dropout 0|0 1 2"
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
