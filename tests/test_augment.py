@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import AUGMENTS, Augment, bilinear, cut_out, join_draws, make_augment
+from lenet5.augment import AUGMENTS, Augment, bilinear, cut_out, join_draws, make_augment, smooth
 
 RNG = np.random.default_rng(0)
 
@@ -49,7 +49,7 @@ def test_rotation_turns_a_bar_through_the_whole_range():
     assert np.abs(angle).max() > 80 and np.abs(angle).min() < 10  # from near-horizontal to near-vertical
 
 
-@pytest.mark.parametrize("name", ["affine", "elastic"])
+@pytest.mark.parametrize("name", ["affine", "elastic", "elastic-mild"])
 def test_reproducible_and_mass_preserving(name, mini_dir):
     from lenet5 import load_dir
 
@@ -91,7 +91,7 @@ def test_cutout_alone_does_not_move_pixels_and_is_reproducible():
     assert make_augment("affine", 0) is AUGMENTS["affine"] and make_augment("affine", 5).cutout == 5
 
 
-@pytest.mark.parametrize("name,cutout", [("affine", 0), ("elastic", 6), ("lecun1998", 0), ("lecun1998-pool", 0),
+@pytest.mark.parametrize("name,cutout", [("affine", 0), ("elastic", 6), ("elastic-mild", 0), ("lecun1998", 0), ("lecun1998-pool", 0),
                                          ("flip", 4), ("none", 8)])
 def test_joined_draws_give_the_images_of_separate_calls(name, cutout, mini_dir):
     """Training augments a chunk of steps in one call from each step's own draws: image for
@@ -119,3 +119,22 @@ def test_the_paper_pool_leaves_one_image_in_ten_as_it_is_and_distorts_the_rest_a
     assert 0.085 < clean.mean() < 0.115  # 400 ± 19 expected
     np.testing.assert_array_equal(pooled[~clean], distorted[~clean])
     assert not (distorted == images).all(axis=(1, 2)).any()
+
+
+def test_elastic_fields_bend_by_the_displacement_their_alpha_gives():
+    """With the affine map switched off, the only move is α·smooth(field): a pixel's source lies
+    α·rms(smoothed uniform field) away on average per axis, measured here on a ramp image whose
+    value is its column (the value read minus the pixel's own column is the column shift)."""
+    ramp = np.tile(np.arange(28, dtype=np.uint8) * 9, (200, 28, 1))  # value = 9 * column
+    still = dict(shift=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shear=0.0)
+    interior = (slice(None), slice(8, 20), slice(8, 20))  # away from the zero border
+    shifts = {}
+    for alpha in (10.0, 34.0):
+        aug = Augment(**still, elastic_alpha=alpha)
+        d = aug.draw(200, np.random.default_rng(1))
+        moved = aug.apply(ramp, d) / 9 - np.arange(28)
+        shifts[alpha] = np.sqrt((moved[interior] ** 2).mean())
+        # the expected RMS from the field itself, computed independently of bilinear sampling
+        assert abs(shifts[alpha] - alpha * np.sqrt((smooth(d["field"], 4.0)[..., 1][interior] ** 2).mean())) < 0.05
+    assert 0.3 < shifts[10.0] < 0.8 and 1.2 < shifts[34.0] < 2.4
+    assert AUGMENTS["elastic-mild"].elastic_alpha == 10.0 and AUGMENTS["elastic"].elastic_alpha == 34.0

@@ -13,7 +13,9 @@ The randomness comes from the generator passed in; the training loop seeds one p
 - flip: a random mirror image (half the time) and a shift of ±1 px — for Fashion-MNIST,
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
-  Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map.
+  Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map
+  (1.7 px root-mean-square displacement per axis, on top of the affine map's);
+- elastic-mild: the same with α = 10 (0.5 px): a gentler bend for a small network.
 
 Any of them can add cutout (DeVries & Taylor 2017, ``--cutout SIZE``): a SIZE×SIZE square at a
 random place in each image (it may hang over the edge) set to the background.
@@ -198,6 +200,7 @@ AUGMENTS = {
     "none": None,
     "affine": Augment(),
     "elastic": Augment(elastic_alpha=34.0),
+    "elastic-mild": Augment(elastic_alpha=10.0),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
     # for pictures of things, where a mirror image is the same thing (not for digits)
