@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the pretrained weights shipped in src/lenet5/pretrained/: each preset trained on full
+# Build the pretrained weights shipped in src/lenet5/weights/: each preset trained on full
 # MNIST with its default recipe (modern also on Fashion-MNIST), then packed with its command,
 # data checksums and test accuracy (benchmarks/ship_pretrained.py).
 #

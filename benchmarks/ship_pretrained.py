@@ -1,4 +1,4 @@
-"""Pack a finished run as a pretrained model: src/lenet5/pretrained/NAME.safetensors + MANIFEST.json.
+"""Pack a finished run as a pretrained model: src/lenet5/weights/NAME.safetensors + MANIFEST.json.
 
     python benchmarks/ship_pretrained.py NAME RUN_DIR
 
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lenet5 import save_checkpoint  # noqa: E402
 from lenet5.datasets import load_dataset  # noqa: E402
-from lenet5.pretrained import DIRECTORY, MANIFEST  # noqa: E402
+from lenet5.zoo import DIRECTORY, MANIFEST  # noqa: E402
 from lenet5.runs import RunDir  # noqa: E402
 from lenet5.train import evaluate  # noqa: E402
 

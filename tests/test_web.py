@@ -200,12 +200,12 @@ def test_pretrained_models_load_when_first_used(trained_run, tmp_path, monkeypat
             raise OSError("disk on fire")
         return load_checkpoint(trained_run / "model.safetensors")
 
-    fake = types.ModuleType("lenet5.pretrained")
+    fake = types.ModuleType("lenet5.zoo")
     fake.available = lambda: ["seed-tanh", "broken"]
     fake.manifest = lambda: {"seed-tanh": {"preset": "seed-tanh", "dataset": "mnist", "test_accuracy": 0.99}}
     fake.load = load
-    monkeypatch.setitem(sys.modules, "lenet5.pretrained", fake)
-    monkeypatch.setattr(lenet5, "pretrained", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "lenet5.zoo", fake)
+    monkeypatch.setattr(lenet5, "zoo", fake, raising=False)
     with TestClient(create_app([], runs_dir=tmp_path / "runs")) as c:
         models = c.get("/api/models").json()["models"]
         assert [(m["name"], m["loaded"], m["preset"], m["test_acc"]) for m in models] == [

@@ -22,12 +22,13 @@ from .model import LeNet5
 from .optim import SGD, Adam, AdamW
 from .presets import PRESETS, TrainConfig, get_preset, resolve
 from .train import Hooks, evaluate, fit
+from .zoo import pretrained
 
 __version__ = "0.2.0"
 
 __all__ = [
     "Adam", "AdamW", "AvgPool2d", "CheckpointError", "Conv2d", "DataError", "Dataset", "Flatten", "Hooks",
     "Layer", "LeNet5", "Lenet5Error", "Linear", "PRESETS", "SGD", "Sigmoid", "Split", "Tanh", "TrainConfig",
-    "evaluate", "fit", "get_preset", "load_checkpoint", "load_dataset", "load_dir", "read_idx", "resolve",
+    "evaluate", "fit", "get_preset", "load_checkpoint", "load_dataset", "load_dir", "pretrained", "read_idx", "resolve",
     "save_checkpoint", "softmax_cross_entropy",
 ]

@@ -76,9 +76,9 @@ def _load_model(checkpoint: Path | None, model_name: str | None, preset: str | N
         raise Lenet5Error("give a checkpoint file or --model NAME (pretrained), not both" if checkpoint
                           else "give a checkpoint file, or --model NAME for pretrained weights")
     if model_name is not None:
-        from . import pretrained
+        from . import zoo
 
-        model, meta = pretrained.load(model_name)
+        model, meta = zoo.load(model_name)
         return model, meta, f"pretrained {model_name}"
     from .checkpoint import load_checkpoint
 
@@ -164,9 +164,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from . import pretrained
+    from . import zoo
 
-    entries = pretrained.manifest()
+    entries = zoo.manifest()
     if args.json:
         print(json.dumps(entries))
         return 0

@@ -303,12 +303,12 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
 
 
 def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool = True) -> None:
-    """Pretrained models from ``lenet5.pretrained``: ``names`` loaded now (errors are one line),
+    """Pretrained models from ``lenet5.zoo``: ``names`` loaded now (errors are one line),
     the other available ones listed and loaded when first used."""
-    from .. import pretrained
+    from .. import zoo
     for name in names:
         try:
-            model, meta = pretrained.load(name)
+            model, meta = zoo.load(name)
         except Lenet5Error:
             raise
         except Exception as e:  # KeyError, ValueError, OSError: say which name
@@ -317,7 +317,7 @@ def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool
     if not list_all:
         return
     try:  # the manifest describes each model, so the list can show it before it is loaded
-        available, described = pretrained.available(), pretrained.manifest()
+        available, described = zoo.available(), zoo.manifest()
     except Lenet5Error:  # an unreadable manifest: no more models to list
         return
     for name in available:
@@ -327,4 +327,4 @@ def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool
                     if v is not None}
             if entry.get("dataset"):
                 meta["data"] = {"dataset": entry["dataset"]}
-            registry.add(name, None, meta, source="pretrained", loader=lambda n=name: pretrained.load(n))
+            registry.add(name, None, meta, source="pretrained", loader=lambda n=name: zoo.load(n))

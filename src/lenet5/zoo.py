@@ -1,9 +1,10 @@
-"""Pretrained weights shipped inside the package: use the network without training it.
+"""The model zoo: pretrained weights shipped inside the package, to use the network untrained.
 
-    >>> model, meta = lenet5.pretrained.load("modern")      # or "seed-tanh", "lecun1998", ...
-    >>> model.predict(images)                                # uint8 (N, 28, 28) -> probabilities
+    >>> model = lenet5.pretrained("modern")          # or "seed-tanh", "lecun1998", "modern-fashion"
+    >>> model.predict(images)                        # uint8 (N, 28, 28) -> probabilities
+    >>> model, meta = lenet5.zoo.load("modern")      # with its metadata (command, data, accuracy)
 
-Each model is a plain safetensors state dict (``src/lenet5/pretrained/NAME.safetensors``) whose
+Each model is a plain safetensors state dict (``src/lenet5/weights/NAME.safetensors``) whose
 metadata records the preset, the command line that trained it, the data files' checksums and
 its accuracy on the official test set. ``MANIFEST.json`` lists every file with its SHA-256;
 ``load`` checks the file against it before reading, so a damaged install is an error, not a
@@ -19,7 +20,7 @@ from typing import Any
 
 from .errors import CheckpointError
 
-DIRECTORY = Path(__file__).parent / "pretrained"
+DIRECTORY = Path(__file__).parent / "weights"
 MANIFEST = DIRECTORY / "MANIFEST.json"
 
 
@@ -62,3 +63,8 @@ def load(name: str):
 
     model, meta = load_checkpoint(path(name))
     return model.eval(), meta
+
+
+def pretrained(name: str):
+    """Pretrained model ``name`` (a ``LeNet5`` in inference mode); ``available()`` lists them."""
+    return load(name)[0]
