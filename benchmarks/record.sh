@@ -37,6 +37,7 @@ VAL=(
   "mnist-w16-32-56-drop0-lecun1998|$MNIST|--widths 16,32,56 --dropout 0 --augment lecun1998|0 1 2"
   "mnist-w16-32-56-drop0-elastic-mild|$MNIST|--widths 16,32,56 --dropout 0 --augment elastic-mild|0 1 2"
   "mnist-w16-32-56-drop0-60|$MNIST|--widths 16,32,56 --dropout 0 --epochs 60|0 1 2"
+  "mnist-w20-40-38-drop0|$MNIST|--widths 20,40,38 --dropout 0|0 1 2"  # parameters moved from C5 to C1, C3
   "fashion-base|dataset:fashion-mnist|"
   "fashion-cutout|dataset:fashion-mnist|--cutout 10"
   "fashion-cutout-ls|dataset:fashion-mnist|--cutout 10 --label-smoothing 0.1"
