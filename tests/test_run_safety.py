@@ -181,7 +181,7 @@ def test_compare_output_and_damaged_metrics_are_one_line_errors(tmp_path, mini_d
     (out / "metrics.jsonl").write_text(text[: len(text) // 2])
     one_line_error(run("compare", out), "metrics.jsonl: line 1 is not valid JSON")
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
-    one_line_error(run("plot", out), "metrics.jsonl: line 1 lacks")
+    one_line_error(run("plot", out), "metrics.jsonl: line 1: 'train_loss' is missing")
 
 
 @pytest.mark.parametrize("args,fragment", [

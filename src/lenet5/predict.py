@@ -40,6 +40,30 @@ class ImageError(Lenet5Error):
     """A picture that cannot be read or holds no digit."""
 
 
+class NotFiniteError(Lenet5Error):
+    """A network's outputs overflowed to infinity or NaN: its weights cannot give a result."""
+
+
+def network_outputs(model, images: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, class probabilities) of ``model`` on uint8 (N, 28, 28) ``images``, both finite.
+
+    Weights that are finite but huge (3e38) overflow inside the network; that is refused as one
+    error naming ``source`` (the checkpoint), never shown as ``nan%`` or sent as NaN in JSON, and
+    without the RuntimeWarnings the overflow would print."""
+    with np.errstate(all="ignore"):
+        logits = model.infer(images)
+        probs = model.criterion.probabilities(logits)
+    require_finite(source, logits, probs)
+    return logits, probs
+
+
+def require_finite(source: str, *arrays: np.ndarray) -> None:
+    """Raise ``NotFiniteError`` naming ``source`` unless every value of ``arrays`` is finite."""
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise NotFiniteError(f"{source}: the network's outputs are not finite numbers (its weights are too large "
+                             "and overflow); this model cannot give a prediction")
+
+
 def _pil():
     try:
         from PIL import Image
