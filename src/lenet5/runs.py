@@ -199,12 +199,11 @@ class RunDir:
         try:
             RunDir(path).read_config()
             check_file(path / LOCK, RunFileError, "lock file")
-        except Lenet5Error as e:
+        except Lenet5Error:
             names = _listing(path)
-            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-            raise Lenet5Error(f"--out {clip(path)}: --force replaces only an earlier lenet5 run, and this directory "
-                              f"is not one ({clip(e, 120)}); it holds {clip(shown, 120)}. Choose another "
-                              "directory") from None
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise Lenet5Error(f"--out {clip(path)}: not a lenet5 run (no valid {CONFIG} and {LOCK}), so --force "
+                              f"will not touch it; it holds {clip(shown, 100)}. Choose another directory") from None
 
     def _own_names(self) -> list[str]:
         """The names of the files a lenet5 run writes that are present here (temporaries included)."""
