@@ -4,9 +4,9 @@
 
 Each case builds its input in a fresh temporary directory, runs ``lenet5`` as a subprocess and
 records: the exit status (for the web cases, the HTTP status), how many lines it wrote to stderr
-and how long the first one is, the peak resident memory of the process (``os.wait4``'s rusage:
-the child alone, not this script), and a check of what must hold (files outside the run left
-as they were, no RuntimeWarning, no traceback, ...). A case passes when the command exits 2 with
+and how long the first one is, the peak resident memory of the process (its own VmHWM), and a
+check of what must hold (files outside the run left as they were, no RuntimeWarning, no
+traceback, ...). A case passes when the command exits 2 with
 one short stderr line, or gives a correct result, and its check holds.
 """
 
@@ -42,11 +42,25 @@ class Result:
         self.status, self.stderr, self.rss_mb, self.check = status, stderr, rss_mb, check
 
 
+#: runs ``lenet5.cli`` as ``python -m`` would, then writes its own peak RSS (VmHWM) to a file: the
+#: rusage of a child is no good here, as Linux carries the parent's peak into it across exec
+WRAPPER = """
+import atexit, os, runpy, sys
+def peak():
+    with open("/proc/self/status") as f, open(os.environ["PROBE_PEAK_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
+atexit.register(peak)
+sys.argv = ["lenet5", *sys.argv[1:]]
+runpy.run_module("lenet5.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def lenet5(*args, cwd: Path | None = None, timeout: float = 120) -> tuple[int | str, str, str, float]:
     """(exit status or 'hung', stdout, stderr, peak RSS in MB) of ``python -m lenet5.cli args``."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "lenet5.cli", *map(str, args)], stdout=out, stderr=err,
-                             stdin=subprocess.DEVNULL, cwd=cwd, env=ENV)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as peak:
+        p = subprocess.Popen([sys.executable, "-c", WRAPPER, *map(str, args)], stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, cwd=cwd, env={**ENV, "PROBE_PEAK_FILE": peak.name})
         deadline, status, usage = time.monotonic() + timeout, None, None
         while status is None:
             pid, raw, usage = os.wait4(p.pid, os.WNOHANG)
@@ -61,7 +75,9 @@ def lenet5(*args, cwd: Path | None = None, timeout: float = 120) -> tuple[int | 
         p.returncode = 0  # reaped by wait4 above
         out.seek(0)
         err.seek(0)
-        return status, out.read().decode(errors="replace"), err.read().decode(errors="replace"), usage.ru_maxrss / 1024
+        peak_kb = peak.read().strip()  # none if it was killed: then rusage, an upper bound
+        rss = int(peak_kb) / 1024 if peak_kb else usage.ru_maxrss / 1024
+        return status, out.read().decode(errors="replace"), err.read().decode(errors="replace"), rss
 
 
 # --------------------------------------------------------------------------- shared inputs
@@ -488,7 +504,7 @@ def main() -> None:
     header = (f"# hostile_probe.py: {len(rows)} cases, {failed} failing\n"
               f"# command: python benchmarks/hostile_probe.py --out {args.out}\n"
               f"# CPU: {cpu}; Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}\n"
-              "# peak RSS: the lenet5 process alone (os.wait4 rusage; web cases: the server's VmHWM)\n\n")
+              "# peak RSS: the lenet5 process's own VmHWM (read at its exit; web cases: the server's)\n\n")
     if args.out:
         args.out.write_text(header + text)
     print(header + text)
