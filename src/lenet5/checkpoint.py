@@ -163,7 +163,8 @@ def _parse_entry(name: str, value: Any, data_len: int) -> _Entry:
         raise ValueError(f"{clip(name, 60)}: shape {clip_repr(shape)} is not a list of sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1] <= data_len):
-        raise ValueError(f"{clip(name, 60)}: data_offsets {clip_repr(offsets)} lie outside the {data_len}-byte data section")
+        raise ValueError(f"{clip(name, 60)}: data_offsets {clip_repr(offsets)} lie outside the "
+                         f"{data_len}-byte data section")
     nbytes = math.prod(shape) * np.dtype(ST_DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise ValueError(f"{clip(name, 60)}: shape {shape} of {dtype} needs {nbytes:,} bytes, "
@@ -404,7 +405,8 @@ def _model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
         raise CheckpointError(f"{path}: settings 'dropout' must be a probability in [0, 1), got {clip_repr(dropout)}")
     if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
-        raise CheckpointError(f"{path}: settings 'label_smoothing' must be a number in [0, 1), got {clip_repr(smoothing)}")
+        raise CheckpointError(f"{path}: settings 'label_smoothing' must be a number in [0, 1), "
+                              f"got {clip_repr(smoothing)}")
     if widths is not None:
         try:
             widths = check_widths(widths)

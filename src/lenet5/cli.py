@@ -79,8 +79,9 @@ def batch_sizes(text: str) -> str:
         if value < 1:
             raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {clip(part, 40)!r}")
         if value > MAX_BENCH_BATCH:
-            raise argparse.ArgumentTypeError(f"at most {MAX_BENCH_BATCH:,} images per batch, got {value:,} (its float32 "
-                                             f"inputs alone would take {_bytes(value * IMAGE_BYTES * 4)})")
+            raise argparse.ArgumentTypeError(f"at most {MAX_BENCH_BATCH:,} images per batch, got {value:,} "
+                                             f"(its float32 inputs alone would take "
+                                             f"{_bytes(value * IMAGE_BYTES * 4)})")
     return text
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
@@ -104,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise Lenet5Error("--out cannot be used with --resume: a resumed run continues in its own directory")
     if args.distort:
         if args.augment not in (None, "lecun1998-pool"):
-            raise Lenet5Error(f"--distort is --augment lecun1998-pool; it cannot be combined with --augment {args.augment}")
+            raise Lenet5Error("--distort is --augment lecun1998-pool; it cannot be combined with "
+                              f"--augment {args.augment}")
         args.augment = "lecun1998-pool"
     options = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
     if args.nesterov is False:

@@ -424,7 +424,7 @@ class RunDir:
 
     def load_model(self, best: bool = False):
         """(model, metadata) of the run's final (or best) checkpoint."""
-        return load_checkpoint(self.best_path if best else self.model_path)
+        return load_checkpoint(self._inside(BEST if best else MODEL))
 
     # -- a table row -------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -29,8 +29,9 @@ INSTALL_HINT = "lenet5 serve needs: pip install 'lenet5[web]'"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 #: the largest request head (request line and headers together) the server reads
 MAX_HEADER_BYTES = 32 * 1024
-#: connections served at once (each costs at most MAX_HEADER_BYTES of buffer before its request is read)
-MAX_CONNECTIONS = 64
+#: connections served at once (each costs at most MAX_HEADER_BYTES of buffer before its request is
+#: read): room for benchmarks/web_load.py's 64 clients and the page's event streams
+MAX_CONNECTIONS = 128
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
