@@ -494,7 +494,7 @@ def main() -> None:
                                                              or "cut off" in str(r.status))
             one_line = expect_ok or len(lines) <= 1 or name.startswith("web")
             short = all(len(x) <= 400 for x in lines)
-            if any("unexpected " in x for x in lines):  # the CLI's last-resort handler: a bug by its own word
+            if any("rerun with --debug" in x for x in lines):  # the CLI's last-resort handler: a bug by its own word
                 r.check = (r.check + "; " if r.check else "") + "only the last-resort handler caught it"
             ok = good_exit and one_line and short and r.rss_mb < 300 and r.check is None
             rows.append((name, str(r.status), len(lines), len(lines[0]) if lines else 0, f"{r.rss_mb:.0f}",
