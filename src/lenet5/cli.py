@@ -88,6 +88,16 @@ fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 non_negative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
+class _Distort(argparse.Action):
+    """--distort: the same as --augment lecun1998-pool, and refused beside any other --augment."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if namespace.augment not in (None, "lecun1998-pool"):
+            parser.error(f"--distort is --augment lecun1998-pool; it cannot be combined with --augment "
+                         f"{namespace.augment}")
+        namespace.augment, namespace.distort = "lecun1998-pool", True
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage block) and exit with status 2."""
 
@@ -103,11 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.out:
         raise Lenet5Error("--out cannot be used with --resume: a resumed run continues in its own directory")
-    if args.distort:
-        if args.augment not in (None, "lecun1998-pool"):
-            raise Lenet5Error("--distort is --augment lecun1998-pool; it cannot be combined with "
-                              f"--augment {args.augment}")
-        args.augment = "lecun1998-pool"
+    if args.distort and args.augment != "lecun1998-pool":  # --augment X after --distort
+        raise Lenet5Error(f"--distort is --augment lecun1998-pool; it cannot be combined with --augment {args.augment}")
     options = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
     if args.nesterov is False:
         options.pop("nesterov", None)
@@ -360,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random distortions of training images: none (default), affine, elastic, flip, lecun1998, "
                         "lecun1998-pool; "
                         "auto (modern's default): flip for fashion-mnist, affine otherwise")
-    t.add_argument("--distort", action="store_true",
+    t.add_argument("--distort", action=_Distort, nargs=0, default=False,
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in ten "
                         "left as it is, as from its pool of originals and distortions: --augment lecun1998-pool")
     t.add_argument("--cutout", type=non_negative_int, default=None,
@@ -491,7 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import os_error
 
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # a bad argument (its one line is printed) or --help
+            return e.code if isinstance(e.code, int) else 2
         # floating-point trouble is checked where it matters (a loss that diverges, weights and
         # outputs that are not finite) and reported as one line: no RuntimeWarnings beside it
         with np.errstate(all="ignore"):
