@@ -272,3 +272,18 @@ def test_contradicting_options_are_refused(tmp_path, capsys, mini_dir, args, fra
     code = cli.main(["train", "--data-dir", str(mini_dir), "--quiet", "--no-plots", *argv])
     assert_one_line(code, capsys.readouterr().err, fragment)
     assert not (tmp_path / "other").exists()
+
+
+def test_show_input_never_writes_through_a_symlink(tmp_path):
+    import numpy as np
+
+    from lenet5.predict import ImageError, save_inputs
+
+    seen, outside = tmp_path / "seen", tmp_path / "precious.txt"
+    seen.mkdir()
+    outside.write_text("precious\n")
+    (seen / "7-input.png").symlink_to(outside)
+    with pytest.raises(ImageError, match="symlink"):
+        save_inputs([np.zeros((28, 28), np.uint8)], ["7.png"], seen)
+    assert outside.read_text() == "precious\n"
+    assert [p.name for p in save_inputs([np.zeros((28, 28), np.uint8)], ["8.png"], seen)] == ["8-input.png"]

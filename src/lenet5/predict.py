@@ -259,11 +259,14 @@ def prepare_files(sources: Iterable[Source]) -> np.ndarray:
 
 def save_input(image: np.ndarray, path: str | Path) -> None:
     """Write a 28×28 uint8 network input as a PNG."""
+    from .checkpoint import atomic_write  # never through a symlink, never over anything but a file
+
     Image = _pil()
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")
     try:
-        Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(path)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+        atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    except Lenet5Error as e:
+        raise ImageError(str(e)) from None
 
 
 def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: str | Path,
