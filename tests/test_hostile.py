@@ -770,3 +770,19 @@ def test_the_server_cuts_off_endless_request_headers_in_bounded_memory(modern_ck
         server.wait(timeout=30)
         log.seek(0)
         assert "Traceback" not in log.read()
+
+
+def test_serve_start_up_skips_a_run_whose_config_is_a_fifo(modern_ckpt, tmp_path):
+    """--runs-dir is listed at start-up: a FIFO config.json there must not block it."""
+    import threading
+
+    bad = tmp_path / "runs" / "bad-run"
+    bad.mkdir(parents=True)
+    os.mkfifo(bad / "config.json")
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("app", web.create_app(
+        [modern_ckpt], runs_dir=tmp_path / "runs", list_pretrained=False)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert "app" in result, "create_app blocked on the FIFO"
+    assert result["app"].state.training.runs == {}
