@@ -504,3 +504,289 @@ else:
         assert load_checkpoint(scratch / "model.safetensors")[0].preset.name == "seed-tanh"
         assert len(read_notebook_npz(scratch / "nb.npz")) == 10 == len(read_notebook_npz(scratch / "nbz.npz"))
         assert all(load_grey(data).shape == (20, 24) for data in PICTURES.values())
+
+
+# --------------------------------------------------------------------------- issue 28: metadata, outputs, sizes, server
+def cli_in_child(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lenet5.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_short_line(r: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2 and one stderr line of readable length, no traceback, no warning beside it."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert len(lines[0]) <= 500 and "Warning" not in r.stderr and "unexpected" not in r.stderr, lines[0][:600]
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def rewritten(src: Path, dst: Path, meta_change=None, tensor_change=None) -> Path:
+    """A copy of the checkpoint src with its metadata and/or tensors changed."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(src), "np") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(src))
+    if meta_change:
+        meta = meta_change(meta, json)
+    if tensor_change:
+        tensors = {k: tensor_change(v) for k, v in tensors.items()}
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def modern_ckpt(scratch) -> Path:
+    path = scratch / "modern.safetensors"
+    save_checkpoint(path, LeNet5("modern", seed=0), {"settings": {"preset": "modern"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def digit_png(scratch) -> Path:
+    from PIL import Image
+
+    img = np.zeros((28, 28), np.uint8)
+    img[6:9, 6:22] = 255
+    img[8:24, 17:20] = 255
+    Image.fromarray(img).save(scratch / "seven.png")
+    return scratch / "seven.png"
+
+
+def with_widths(widths):
+    """Declare other widths where a checkpoint records its network (its model spec), and in its
+    settings, where checkpoints of earlier versions recorded them."""
+    def change(meta, json):
+        settings = json.loads(meta.get("settings", "{}"))
+        model = json.loads(meta.get("model", '{"preset": "modern"}'))
+        return {**meta, "settings": json.dumps({**settings, "widths": list(widths)}),
+                "model": json.dumps({**model, "widths": list(widths)})}
+    return change
+
+
+def test_metadata_widths_are_checked_against_the_tensors_before_allocation(modern_ckpt, scratch):
+    wide = rewritten(modern_ckpt, scratch / "wide.safetensors", with_widths((1024, 1024, 1024)))
+    assert wide.stat().st_size < 300_000
+    out, peak = reader_in_child(f"load_checkpoint({str(wide)!r})")
+    assert out.startswith("ERROR") and "declares widths [1024, 1024, 1024]" in out and "c1.weight" in out, out
+    assert peak < 150, peak  # 642 MB before the check
+
+
+if "given" in globals():
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(widths=st.tuples(st.integers(1, 1024), st.integers(1, 1024), st.integers(1, 1024)))
+    def test_property_declared_widths_load_only_when_they_are_the_tensors_own(modern_ckpt, tmp_path, widths):
+        """Whatever widths the metadata declares, a 6,16,120 checkpoint loads only under its own widths,
+        and refusing any other costs no allocation of the declared size (traced by tracemalloc)."""
+        import tracemalloc
+
+        path = rewritten(modern_ckpt, tmp_path / "w.safetensors", with_widths(widths))
+        tracemalloc.start()
+        try:
+            result = outcome(lambda: load_checkpoint(path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result == ("loaded" if widths == (6, 16, 120) else "error")
+        assert peak < 20 * MiB, peak
+
+
+@pytest.mark.parametrize("value,dtype", [(3e38, np.float32), (-3e38, np.float32), (1e300, np.float64)])
+def test_huge_weights_are_refused_in_one_line_without_warnings(tmp_path, digit_png, value, dtype):
+    ckpt = LeNet5("seed-tanh", seed=0)
+    src = tmp_path / "ok.safetensors"
+    save_checkpoint(src, ckpt, {})
+    huge = rewritten(src, tmp_path / "huge.safetensors",
+                     tensor_change=lambda v: np.full_like(v, value, dtype=dtype) if v.dtype.kind == "f" else v)
+    line = assert_one_short_line(cli_in_child("predict", huge, digit_png), "huge.safetensors")
+    assert "not finite" in line or "NaN or infinite" in line, line
+
+
+def test_non_finite_outputs_are_an_error_naming_the_model(tmp_path):
+    """Weights 3e38 are finite (so they load) but overflow inside the network: refused, never nan%."""
+    from lenet5.predict import NotFiniteError, network_outputs
+
+    model = LeNet5("seed-tanh", seed=0)
+    with np.errstate(over="ignore"):
+        model.load_state_dict({k: np.full_like(v, 3e38) for k, v in model.state_dict().items()})
+    images = np.full((2, 28, 28), 200, np.uint8)
+    with pytest.raises(NotFiniteError, match="^my.safetensors: .*not finite"):
+        network_outputs(model, images, "my.safetensors")
+    logits, probs = network_outputs(LeNet5("seed-tanh", seed=0), images, "ok")  # finite weights: finite outputs
+    assert np.isfinite(logits).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("option,value,fragment", [("--infer-images", "1000000000000", "at most 1,000,000"),
+                                                   ("--batch-sizes", "1000000000", "at most 16,384"),
+                                                   ("--batch-sizes", "64,99999999999999999999", "at most 16,384"),
+                                                   ("--batch-sizes", "64,x" + "9" * 100_000, "positive integers")],
+                         ids=["infer-images", "batch-size", "batch-size-20-digits", "batch-size-100k-chars"])
+def test_bench_size_options_have_ceilings_naming_the_memory(option, value, fragment):
+    line = assert_one_short_line(cli_in_child("bench", option, value), option, fragment)
+    assert "B" in line or "positive" in line  # the memory it would need, in bytes
+
+
+def test_a_huge_header_value_is_echoed_short(tmp_path, digit_png):
+    import json
+
+    header = json.dumps({"w" * 300_000: {"dtype": "F" * 2_000_000, "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "h.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    assert len(assert_one_short_line(cli_in_child("predict", path, digit_png), "h.safetensors")) < 400
+
+
+if "given" in globals():
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(field=st.sampled_from(["dtype", "shape", "data_offsets", "name", "__metadata__"]),
+           text=st.text(min_size=300, max_size=3000))
+    def test_property_header_values_of_any_length_give_short_messages(tmp_path, field, text):
+        import json
+
+        entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+        name = text if field == "name" else "w"
+        header = {name: {**entry, field: text} if field not in ("name", "__metadata__") else entry}
+        if field == "__metadata__":
+            header["__metadata__"] = {"preset": text}
+        raw = json.dumps(header).encode()
+        path = tmp_path / "h.safetensors"
+        path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4))
+        try:
+            load_checkpoint(path)
+        except Lenet5Error as e:
+            assert len(str(e)) < 400 and "\n" not in str(e), str(e)[:500]
+
+
+# --------------------------------------------------------------------------- the web server
+web = pytest.importorskip("starlette") and __import__("lenet5.web.app", fromlist=["create_app"])
+
+
+@pytest.fixture
+def web_app(modern_ckpt, tmp_path):
+    return web.create_app([modern_ckpt], runs_dir=tmp_path / "runs", list_pretrained=False)
+
+
+def test_deeply_nested_json_is_a_400(web_app, caplog):
+    from starlette.testclient import TestClient
+
+    with TestClient(web_app, raise_server_exceptions=False) as c:
+        for body in (b"[" * 16_000, b'{"a":' * 2000 + b"1" + b"}" * 2000):
+            r = c.post("/api/train/stop", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+def test_non_finite_outputs_are_a_422_with_a_message(modern_ckpt, tmp_path, caplog):
+    from starlette.testclient import TestClient
+
+    huge = rewritten(modern_ckpt, tmp_path / "huge.safetensors",
+                     tensor_change=lambda v: np.full_like(v, 3e38) if v.dtype.kind == "f" else v)
+    app = web.create_app([huge], runs_dir=tmp_path / "runs", list_pretrained=False)
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[5:23, 12:16] = 255
+    with TestClient(app, raise_server_exceptions=False) as c:
+        model_id = c.get("/api/models").json()["models"][0]["id"]
+        r = c.post(f"/api/predict?model={model_id}&w=28&h=28", content=pixels.tobytes(),
+                   headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 422 and "not finite" in r.json()["error"], r.text
+    assert "NaN" not in r.text and "Traceback" not in caplog.text
+
+
+def test_a_client_that_leaves_mid_upload_is_one_log_line(web_app, caplog):
+    """Drive the ASGI app directly: the body's first chunk, then the client is gone."""
+    import asyncio
+    import logging
+
+    messages = [{"type": "http.request", "body": b"\x89PNG" + bytes(1000), "more_body": True},
+                {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"),
+                                          (b"content-length", b"100000")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {}}
+    with caplog.at_level(logging.INFO, logger="lenet5.web"):
+        asyncio.run(web_app(scope, receive, send))
+    records = [r for r in caplog.records if r.name == "lenet5.web"]
+    assert len(records) == 1 and "disconnected" in records[0].getMessage(), caplog.text
+    assert "Traceback" not in caplog.text and records[0].exc_info is None
+
+
+def test_serve_runs_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_one_short_line(cli_in_child("serve", "--runs-dir", tmp_path / "file", "--port", "0", "--no-browser",
+                                       timeout=60), "not a directory")
+
+
+def test_the_server_cuts_off_endless_request_headers_in_bounded_memory(modern_ckpt, tmp_path):
+    """Eight clients sending header lines without end: each is cut off by the head-size limit."""
+    import socket
+    import time
+
+    log = open(tmp_path / "server.log", "w+")
+    server = subprocess.Popen([sys.executable, "-m", "lenet5.cli", "serve", str(modern_ckpt), "--port", "0",
+                               "--no-browser", "--runs-dir", str(tmp_path / "runs")], stderr=log,
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline, port = time.monotonic() + 60, None
+        while port is None and time.monotonic() < deadline:
+            log.seek(0)
+            text = log.read()
+            if "serving http://127.0.0.1:" in text:
+                port = int(text.split("serving http://127.0.0.1:")[1].split("/")[0])
+            time.sleep(0.1)
+        assert port, text
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+        line = b"X-Filler: " + b"a" * 4000 + b"\r\n"
+        cut = set()
+        for c in conns:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for _ in range(2000):  # 8 MB a client, if nothing cut it off
+            for i, c in enumerate(conns):
+                if i not in cut:
+                    try:
+                        c.sendall(line)
+                    except OSError:
+                        cut.add(i)
+            if len(cut) == len(conns):
+                break
+        assert cut == set(range(8))
+        with open(f"/proc/{server.pid}/status") as f:
+            peak_mb = next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+        assert peak_mb < RSS_LIMIT_MB, peak_mb
+        for c in conns:
+            c.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.seek(0)
+        assert "Traceback" not in log.read()
+
+
+def test_serve_start_up_skips_a_run_whose_config_is_a_fifo(modern_ckpt, tmp_path):
+    """--runs-dir is listed at start-up: a FIFO config.json there must not block it."""
+    import threading
+
+    bad = tmp_path / "runs" / "bad-run"
+    bad.mkdir(parents=True)
+    os.mkfifo(bad / "config.json")
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("app", web.create_app(
+        [modern_ckpt], runs_dir=tmp_path / "runs", list_pretrained=False)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert "app" in result, "create_app blocked on the FIFO"
+    assert result["app"].state.training.runs == {}

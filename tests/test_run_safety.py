@@ -182,7 +182,7 @@ def test_compare_output_and_damaged_metrics_are_one_line_errors(tmp_path, mini_d
     (out / "metrics.jsonl").write_text(text[: len(text) // 2])
     one_line_error(run("compare", out), "metrics.jsonl: line 1 is not valid JSON")
     (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
-    one_line_error(run("plot", out), "metrics.jsonl: line 1 lacks")
+    one_line_error(run("plot", out), "metrics.jsonl: line 1: 'train_loss' is missing")
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -250,3 +250,52 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, mini_dir, tmp_path, cap
     assert cli.main(["train", "--no-plots", "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "lenet5: interrupted" and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- issue 28: a run's parts must agree
+@pytest.mark.parametrize("swap", ["state", "config"])
+def test_resume_of_a_run_whose_state_is_another_presets_is_one_line(tmp_path, mini_dir, swap):
+    tanh, modern = tmp_path / "tanh", tmp_path / "modern"
+    assert train(tanh, mini_dir, "--epochs", "1", "--train-limit", "32") == 0
+    assert train(modern, mini_dir, "--preset", "modern", "--epochs", "1", "--train-limit", "32") == 0
+    if swap == "state":
+        (tanh / "train_state.safetensors").write_bytes((modern / "train_state.safetensors").read_bytes())
+    else:
+        config = json.loads((tanh / "config.json").read_text())
+        config["settings"]["preset"] = "modern"
+        (tanh / "config.json").write_text(json.dumps(config))
+    r = run("train", "--resume", tanh, "--epochs", 2, "--no-plots", "--force-data")
+    one_line_error(r, "train_state.safetensors", "state dict mismatch")
+    assert "unexpected KeyError" not in r.stderr and "rerun with --debug" not in r.stderr
+
+
+def test_resume_checks_config_widths_against_the_state_before_building_the_model(tmp_path, mini_dir):
+    """config.json saying widths 1024,1024,1024 beside a 6,16,120 state: refused before the
+    ~640 MB model they describe is allocated (run in a fresh interpreter to measure)."""
+    out = tmp_path / "r"
+    assert train(out, mini_dir, "--preset", "modern", "--epochs", "1", "--train-limit", "32") == 0
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["widths"] = [1024, 1024, 1024]
+    (out / "config.json").write_text(json.dumps(config))
+    code = f"""
+from lenet5 import cli
+status = cli.main(["train", "--resume", {str(out)!r}, "--epochs", "2", "--no-plots", "--quiet"])
+print(status, next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+"""  # VmHWM: ru_maxrss would carry pytest's own peak into the child
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    status, rss_kb = r.stdout.split()
+    assert status == "2" and "declares widths [1024, 1024, 1024]" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert int(rss_kb) < 300_000, rss_kb
+
+
+def test_a_resumed_run_never_writes_through_symlinks(tmp_path, mini_dir):
+    out = tmp_path / "r"
+    assert train(out, mini_dir, "--epochs", "1", "--train-limit", "32") == 0
+    outside = tmp_path / "precious.txt"
+    outside.write_text("precious\n")
+    (out / "metrics.jsonl").rename(tmp_path / "m.jsonl")
+    (out / "metrics.jsonl").symlink_to(outside)
+    r = run("train", "--resume", out, "--epochs", 2, "--no-plots", "--quiet")
+    one_line_error(r, "metrics.jsonl", "symlink")
+    assert outside.read_text() == "precious\n"

@@ -208,7 +208,7 @@ def test_live_reads_ignore_only_an_unterminated_last_line(tmp_path):
             run.history(live=live)
     path.write_text(json.dumps({"epoch": 2}) + "\n")
     for live in (False, True):
-        with pytest.raises(Lenet5Error, match=r"metrics\.jsonl: line 1 lacks"):
+        with pytest.raises(Lenet5Error, match=r"metrics\.jsonl: line 1: 'train_loss' is missing"):
             run.history(live=live)
     (tmp_path / "batch_metrics.jsonl").write_text('{"epoch": 1, "loss": [0.5]}\n{"epoch": 2, "lo')
     assert run.batch_losses(live=True) == [{"epoch": 1, "loss": [0.5]}]

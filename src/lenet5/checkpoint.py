@@ -18,6 +18,7 @@ import json
 import lzma
 import math
 import os
+import stat
 import struct
 import tempfile
 import tokenize
@@ -33,8 +34,8 @@ import numpy as np
 from numpy.lib import format as npformat
 from safetensors.numpy import save_file
 
-from .data import open_file, read_into, read_up_to
-from .errors import CheckpointError, Lenet5Error
+from .data import file_kind, open_file, read_into, read_up_to
+from .errors import CheckpointError, Lenet5Error, clip, clip_repr, os_error
 from .model import DEFAULT_PRESET, PRESETS, LeNet5
 from .presets import ModelSpec
 
@@ -47,18 +48,56 @@ def _umask() -> int:
     return mask
 
 
+#: the longest file name most file systems allow, in bytes
+NAME_MAX = 255
+
+
+def check_replaceable(path: str | Path) -> Path:
+    """path, if writing it replaces nothing but a regular file: a directory, device node, FIFO,
+    socket or symlink of that name is refused (replacing a symlink would not write where it
+    points; following it could write anywhere), as is a name longer than ``NAME_MAX`` bytes."""
+    path = Path(path)
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise Lenet5Error(f"{clip(path)}: file name is {len(os.fsencode(path.name))} bytes long, "
+                          f"more than the {NAME_MAX} a file system allows")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        parent = path.parent
+        if not parent.is_dir():
+            raise Lenet5Error(f"{clip(path)}: cannot write, "
+                              + ("its directory does not exist" if not os.path.lexists(parent)
+                                 else f"{clip(parent.name, 60)} is not a directory")) from None
+        return path
+    except OSError as e:
+        raise os_error(path, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Lenet5Error(f"{clip(path)}: is {file_kind(st.st_mode)}; refusing to replace it with a file")
+    return path
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call write(tmp_path), then rename tmp over path: readers see the old file or the new one.
 
-    The file gets the permissions an ordinary new file would (0666 less the umask), not the
-    private 0600 that mkstemp (and safetensors' own writer) use."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    Only a regular file (or nothing) is ever replaced (``check_replaceable``); every failure is
+    one ``Lenet5Error`` line naming the path. The file gets the permissions an ordinary new file
+    would (0666 less the umask), not the private 0600 that mkstemp (and safetensors' own writer) use."""
+    path = check_replaceable(path)
+    # the temporary name stays within NAME_MAX however long the final one is
+    prefix = "." + os.fsdecode(os.fsencode(path.name)[:NAME_MAX - 20]) + "."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise os_error(path.parent, e) from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        check_replaceable(path)  # once more: it may have changed while writing
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise os_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -102,7 +141,7 @@ class _Entry:
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+        raise ValueError(f"duplicate key {clip_repr(next(k for k in keys if keys.count(k) > 1))}")
     return dict(pairs)
 
 
@@ -113,18 +152,19 @@ def _is_int(v: Any) -> bool:
 def _parse_entry(name: str, value: Any, data_len: int) -> _Entry:
     """One tensor's header entry, checked against the data section; ValueError if wrong."""
     if not isinstance(value, dict):
-        raise ValueError(f"entry {name!r} is not an object")
+        raise ValueError(f"entry {clip_repr(name)} is not an object")
     dtype, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
     if dtype not in ST_DTYPES:
-        raise ValueError(f"{name}: unsupported dtype {dtype!r}")
+        raise ValueError(f"{clip(name, 60)}: unsupported dtype {clip_repr(dtype)}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ValueError(f"{name}: shape {shape!r} is not a list of sizes")
+        raise ValueError(f"{clip(name, 60)}: shape {clip_repr(shape)} is not a list of sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1] <= data_len):
-        raise ValueError(f"{name}: data_offsets {offsets!r} lie outside the {data_len}-byte data section")
+        raise ValueError(f"{clip(name, 60)}: data_offsets {clip_repr(offsets)} lie outside the "
+                         f"{data_len}-byte data section")
     nbytes = math.prod(shape) * np.dtype(ST_DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
-        raise ValueError(f"{name}: shape {shape} of {dtype} needs {nbytes:,} bytes, "
+        raise ValueError(f"{clip(name, 60)}: shape {shape} of {dtype} needs {nbytes:,} bytes, "
                          f"data_offsets give {offsets[1] - offsets[0]:,}")
     return _Entry(dtype, tuple(shape), offsets[0], offsets[1])
 
@@ -194,8 +234,8 @@ class _Safetensors:
         try:
             yield
         except (ValueError, OSError, EOFError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{self.path}: not a readable safetensors checkpoint ({reason})") from None
+            reason = clip(str(e).splitlines()[0]) if str(e) else type(e).__name__
+            raise CheckpointError(f"{clip(self.path)}: not a readable safetensors checkpoint ({reason})") from None
 
     def read(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         with self._errors():
@@ -239,27 +279,27 @@ def _read_npy(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndar
         version = npformat.read_magic(fp)
         readers = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
         if version not in readers:
-            raise CheckpointError(f"{path}: member {name!r}: unsupported .npy version {version}")
+            raise CheckpointError(f"{path}: member {clip_repr(name)}: unsupported .npy version {version}")
         try:  # numpy parses the header as a Python literal: a mangled one warns or fails in many ways
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 shape, fortran, dtype = readers[version](fp)
         except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{path}: member {name!r} has an invalid .npy header ({reason})") from None
+            raise CheckpointError(f"{path}: member {clip_repr(name)} has an invalid .npy header ({reason})") from None
         if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
-            raise CheckpointError(f"{path}: member {name!r} holds {dtype} data, not numbers "
+            raise CheckpointError(f"{path}: member {clip_repr(name)} holds {dtype} data, not numbers "
                                   "(Python objects are never unpickled)")
         if any(d < 0 for d in shape):
-            raise CheckpointError(f"{path}: member {name!r} has an invalid shape {shape}")
+            raise CheckpointError(f"{path}: member {clip_repr(name)} has an invalid shape {shape}")
         nbytes = math.prod(shape) * dtype.itemsize
         held = info.file_size - fp.tell()
         if nbytes != held:
-            raise CheckpointError(f"{path}: member {name!r} declares shape {shape} ({nbytes:,} bytes) "
+            raise CheckpointError(f"{path}: member {clip_repr(name)} declares shape {shape} ({nbytes:,} bytes) "
                                   f"but holds {held:,} bytes")
         out = np.empty(nbytes, dtype=np.uint8)
         if read_into(fp, out) != nbytes or fp.read(1):
-            raise CheckpointError(f"{path}: member {name!r} is truncated")
+            raise CheckpointError(f"{path}: member {clip_repr(name)} is truncated")
     arr = out.view(dtype)
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
@@ -282,11 +322,11 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
             for info in infos:
                 name = info.filename
                 if not name.endswith(".npy"):
-                    raise CheckpointError(f"{path}: member {name!r} is not a .npy array")
+                    raise CheckpointError(f"{path}: member {clip_repr(name)} is not a .npy array")
                 if name[:-4] in arrays:
-                    raise CheckpointError(f"{path}: member {name!r} appears twice")
+                    raise CheckpointError(f"{path}: member {clip_repr(name)} appears twice")
                 if info.file_size > MAX_NPZ_MEMBER:
-                    raise CheckpointError(f"{path}: member {name!r} declares {info.file_size:,} bytes "
+                    raise CheckpointError(f"{path}: member {clip_repr(name)} declares {info.file_size:,} bytes "
                                           f"uncompressed, more than the {MAX_NPZ_MEMBER:,} allowed")
                 arrays[name[:-4]] = _read_npy(path, zf, info)
     except CheckpointError:
@@ -360,13 +400,13 @@ def _spec(path: Path, preset: str | None, meta: dict[str, Any], dtype: np.dtype 
         raise CheckpointError(f"{path}: metadata 'model' must be a JSON object, got {_kind(recorded)}")
     name = preset or recorded.get("preset")
     if not isinstance(name, str):
-        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {repr(name)[:80]}")
+        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {clip_repr(name)}")
     if name not in PRESETS:
-        raise CheckpointError(f"{path}: unknown preset {name[:80]!r} (known: {', '.join(PRESETS)})")
+        raise CheckpointError(f"{path}: unknown preset {clip_repr(name)} (known: {', '.join(PRESETS)})")
     try:
         return ModelSpec.from_json({**recorded, "preset": name, "dtype": np.dtype(dtype).name})
     except Lenet5Error as e:
-        raise CheckpointError(f"{path}: the recorded network does not fit preset {name!r}: {e}") from None
+        raise CheckpointError(f"{path}: the recorded network does not fit preset {name!r}: {clip(e)}") from None
 
 
 def _decode_meta(raw_meta: dict[str, str]) -> dict[str, Any]:
@@ -392,6 +432,26 @@ def _build_model(path: Path, preset: str | None, meta: dict[str, Any], dtype: np
     return LeNet5.from_spec(_spec(path, preset, meta, dtype), seed=None)
 
 
+#: the tensors whose leading dimensions are the channel widths (C1, C3, C5): (out, in, k, k)
+WIDTH_TENSORS = {"c1.weight": (0, None), "c3.weight": (1, 0), "c5.weight": (2, 1)}
+
+
+def check_widths_fit(path: str | Path, widths: tuple[int, int, int] | None,
+                     shapes: dict[str, tuple[int, ...]]) -> None:
+    """Declared channel widths must be the ones the file's own tensors have, checked before any
+    model is built: metadata alone must never make a reader allocate (a few hundred kB file
+    declaring widths 1024,1024,1024 would otherwise cost most of a gigabyte)."""
+    if widths is None:
+        return
+    for name, (out, into) in WIDTH_TENSORS.items():
+        want = (widths[out],) if into is None else (widths[out], widths[into])
+        shape = shapes.get(name)
+        if shape is None or tuple(shape[:len(want)]) != want:
+            found = "is missing" if shape is None else f"has shape {tuple(shape)}"
+            raise CheckpointError(f"{clip(path)}: metadata declares widths {list(widths)}, but {name} {found} "
+                                  f"(expected {want} leading)")
+
+
 def _check_names(path: Path, model: LeNet5, names: Iterable[str]) -> list[str]:
     """The model's tensor names, if the file holds exactly those (plus optimizer state, "optim.*")."""
     own = list(model.state_dict())
@@ -399,7 +459,7 @@ def _check_names(path: Path, model: LeNet5, names: Iterable[str]) -> list[str]:
     missing, unexpected = sorted(set(own) - present), sorted(present - set(own))
     if missing or unexpected:
         raise CheckpointError(f"{path}: state dict mismatch for preset {model.preset.name!r}: "
-                              f"missing {missing or 'none'}, unexpected {unexpected or 'none'}")
+                              f"missing {clip(missing or 'none', 100)}, unexpected {clip(unexpected or 'none', 100)}")
     return own
 
 
@@ -409,9 +469,10 @@ def _load_state(path: Path, model: LeNet5, state: dict[str, np.ndarray]) -> None
     for key, value in state.items():
         _check_values(path, key, value, own[key])
     try:
-        model.load_state_dict(state)
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range: refused below
+            model.load_state_dict(state)
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+        raise CheckpointError(f"{path}: {clip(e.args[0] if e.args else e)}") from None
     for key, p in model.state_dict().items():
         if p.dtype.kind == "f" and not np.all(np.isfinite(p)):
             raise CheckpointError(f"{path}: {key} contains NaN or infinite values")
@@ -435,7 +496,9 @@ def load_checkpoint(path: str | Path, preset: str | None = None,
     else:
         with _Safetensors(path) as st:
             meta = _decode_meta(st.meta)
-            model = _build_model(path, preset, meta, dtype)
+            spec = _spec(path, preset, meta, dtype)
+            check_widths_fit(path, spec.widths, {k: e.shape for k, e in st.entries.items()})
+            model = LeNet5.from_spec(spec, seed=None)
             state = st.read(_check_names(path, model, st.entries))
     _load_state(path, model, state)
     return model, meta

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Lenet5Error
+from .errors import Lenet5Error, clip, clip_repr
 
 
 # --------------------------------------------------------------------------- argument types
@@ -28,9 +28,9 @@ def _number(cast, ok, requirement: str):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}, "
-                                             f"got {text!r}") from None
+                                             f"got {clip_repr(text)}") from None
         if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {clip(text, 60)}")
         return value
     return parse
 
@@ -43,18 +43,66 @@ def widths_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three integers C1,C3,C5, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected three integers C1,C3,C5, got {clip_repr(text)}") from None
 non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
+
+#: ceilings of bench's size options: every size a user can ask for names the memory it would take
+MAX_INFER_IMAGES = 1_000_000
+MAX_BENCH_BATCH = 16_384
+IMAGE_BYTES = 28 * 28  # one uint8 image; float32 in the network: four times that
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return ""  # pragma: no cover
+
+
+def infer_images(text: str) -> int:
+    """An argparse type: how many images bench infers, at most MAX_INFER_IMAGES."""
+    value = positive_int(text)
+    if value > MAX_INFER_IMAGES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_INFER_IMAGES:,} images, got {value:,} (they alone would take "
+                                         f"{_bytes(value * IMAGE_BYTES)} as bytes, four times that as float32)")
+    return value
+
+
+def batch_sizes(text: str) -> str:
+    """An argparse type: comma-separated batch sizes for bench, each from 1 to MAX_BENCH_BATCH."""
+    for part in text.split(","):
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {clip(part, 40)!r}")
+        if value > MAX_BENCH_BATCH:
+            raise argparse.ArgumentTypeError(f"at most {MAX_BENCH_BATCH:,} images per batch, got {value:,} "
+                                             f"(its float32 inputs alone would take "
+                                             f"{_bytes(value * IMAGE_BYTES * 4)})")
+    return text
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 non_negative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+class _Distort(argparse.Action):
+    """--distort: the same as --augment lecun1998-pool, and refused beside any other --augment."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if namespace.augment not in (None, "lecun1998-pool"):
+            parser.error(f"--distort is --augment lecun1998-pool; it cannot be combined with --augment "
+                         f"{namespace.augment}")
+        namespace.augment, namespace.distort = "lecun1998-pool", True
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage block) and exit with status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {clip(message, 300)}\n")
 
 
 # --------------------------------------------------------------------------- commands
@@ -63,6 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .presets import CONFIG_FIELDS
     from .session import train
 
+    if args.resume and args.out:
+        raise Lenet5Error("--out cannot be used with --resume: a resumed run continues in its own directory")
+    if args.distort and args.augment != "lecun1998-pool":  # --augment X after --distort
+        raise Lenet5Error(f"--distort is --augment lecun1998-pool; it cannot be combined with --augment {args.augment}")
     options = {k: getattr(args, k) for k in CONFIG_FIELDS if getattr(args, k, None) is not None}
     if args.nesterov is False:
         options.pop("nesterov", None)
@@ -121,18 +173,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .losses import probabilities
-    from .predict import prepare_files, save_inputs
+    from .predict import network_outputs, prepare_files, save_inputs
 
     inputs = list(args.inputs)
     checkpoint = None if args.model else Path(inputs.pop(0))
     if not inputs:
         raise Lenet5Error("no picture given: lenet5 predict CKPT IMAGE... (or --model NAME IMAGE...)")
-    model, _, _ = _load_model(checkpoint, args.model)
+    model, _, label = _load_model(checkpoint, args.model)
     args.images = inputs
     images = prepare_files(args.images)
-    logits = model.infer(images)
-    probs = probabilities(model.preset.output, logits)
+    logits, probs = network_outputs(model, images, clip(label))
     rbf = model.preset.output == "rbf"  # outputs are minus the RBF distances
     if args.show_input:
         save_inputs(images, args.images, args.show_input)
@@ -206,7 +256,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     head = ["run", "preset", "dataset", "train images", "epochs", "augment", "final test acc", "best test acc",
             "s/epoch (train)", "total time"]
-    table = [[r["run"], r["preset"], r["dataset"], f"{r['train_size']:,}", str(r["epochs"]), r["augment"],
+    table = [[str(r["run"]), str(r["preset"]), str(r["dataset"] or "-"),
+              "-" if r["train_size"] is None else f"{r['train_size']:,}", str(r["epochs"]), str(r["augment"]),
               _percent(r["final_test_acc"]), _percent(r["best_test_acc"]),
               f"{r['train_seconds_per_epoch']:.1f}", f"{r['seconds'] / 60:.1f} min"] for r in rows]
     if args.markdown:
@@ -317,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random distortions of training images: none (default), affine, elastic, flip, lecun1998, "
                         "lecun1998-pool; "
                         "auto (modern's default): flip for fashion-mnist, affine otherwise")
-    t.add_argument("--distort", action="store_const", const="lecun1998-pool", dest="augment",
+    t.add_argument("--distort", action=_Distort, nargs=0, default=False,
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in ten "
                         "left as it is, as from its pool of originals and distortions: --augment lecun1998-pool")
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
@@ -422,10 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training and inference speed: the NumPy engine vs every installed peer "
                                      "(PyTorch, torch.compile, JAX, ONNX Runtime)")
     b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    b.add_argument("--batch-sizes", default="64", help="comma-separated, e.g. 1,16,64,256,1024")
+    b.add_argument("--batch-sizes", type=batch_sizes, default="64",
+                   help=f"comma-separated, e.g. 1,16,64,256,1024 (each at most {MAX_BENCH_BATCH:,})")
     b.add_argument("--steps", type=positive_int, default=100, help="training steps per repetition")
     b.add_argument("--repeats", type=positive_int, default=5, help="interleaved repetitions per engine")
-    b.add_argument("--infer-images", type=positive_int, default=10000)
+    b.add_argument("--infer-images", type=infer_images, default=10000, help=f"at most {MAX_INFER_IMAGES:,}")
     b.add_argument("--profile", action="store_true", help="per-layer forward/backward time of a training step")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
@@ -436,21 +488,34 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere on the line: show the traceback of an unexpected failure
     argv = [a for a in argv if a != "--debug"]
+    from .errors import os_error
+
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # a bad argument (its one line is printed) or --help
+            return e.code if isinstance(e.code, int) else 2
+        # floating-point trouble is checked where it matters (a loss that diverges, weights and
+        # outputs that are not finite) and reported as one line: no RuntimeWarnings beside it
+        with np.errstate(all="ignore"):
+            return args.func(args)
     except Lenet5Error as e:
-        print(f"lenet5: error: {e}", file=sys.stderr)
+        print(f"lenet5: error: {clip(e, 400)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lenet5: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `lenet5 ... | head`
         return 0
+    except OSError as e:  # a file-system refusal no reader foresaw: still the path and the reason
+        if debug:
+            raise
+        print(f"lenet5: error: {clip(os_error(None, e), 400)}", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug or an unforeseen input: still one line, unless --debug
         if debug:
             raise
-        print(f"lenet5: error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"lenet5: error: unexpected {type(e).__name__}: {clip(e, 300)} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 2
 

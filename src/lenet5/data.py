@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import DataError, Lenet5Error
+from .errors import DataError, Lenet5Error, clip, os_reason
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -88,7 +88,7 @@ def _os_problem(path: Path, e: OSError, what: str = "file") -> str:
         return f"unreadable ({e.strerror or 'Permission denied'})"
     if e.errno == errno.ENOTDIR:
         return f"no such {what} (a parent is not a directory)"
-    return f"cannot read ({e.strerror or e})"
+    return f"cannot read ({os_reason(e)})"
 
 
 def check_file(path: str | Path, error: type[Lenet5Error] = DataError, what: str = "file") -> int:
@@ -102,15 +102,49 @@ def check_file(path: str | Path, error: type[Lenet5Error] = DataError, what: str
     try:
         st = os.stat(path)
     except OSError as e:
-        raise error(f"{path}: {_os_problem(path, e, what)}") from None
+        raise error(f"{clip(path)}: {_os_problem(path, e, what)}") from None
     except ValueError as e:  # a NUL byte in the name
-        raise error(f"{path}: invalid file name ({e})") from None
+        raise error(f"{clip(path)}: invalid file name ({e})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise error(f"{path}: is a directory, expected {_a(what)}")
+        raise error(f"{clip(path)}: is a directory, expected {_a(what)}")
     if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
-        raise error(f"{path}: is not a regular file ({kind}), expected {_a(what)}")
+        raise error(f"{clip(path)}: is not a regular file ({file_kind(st.st_mode)}), expected {_a(what)}")
     return st.st_size
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` (of ``lstat``) is, in words: "a regular file", "a symlink", ..."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_bounded(path: str | Path, limit: int, error: type[Lenet5Error] = DataError, what: str = "file") -> bytes:
+    """The whole content of a regular file of at most ``limit`` bytes (see check_file for what
+    else is refused); a larger one is an error before anything is read, and a file that grows
+    while being read is cut off at ``limit`` + 1 bytes."""
+    path = Path(path)
+    size = check_file(path, error, what)
+    if size > limit:
+        raise error(f"{clip(path)}: {size:,} bytes, more than the {limit:,} allowed for {_a(what)}")
+    try:
+        # O_NONBLOCK: should the file be swapped for a FIFO after the check, open does not block
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise error(f"{clip(path)}: {_os_problem(path, e, what)}") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise error(f"{clip(path)}: is not a regular file, expected {_a(what)}")
+            data = read_up_to(f, limit + 1)
+        except OSError as e:
+            raise error(f"{clip(path)}: {_os_problem(path, e, what)}") from None
+    if len(data) > limit:
+        raise error(f"{clip(path)}: grew past the {limit:,} bytes allowed for {_a(what)} while being read")
+    return data
 
 
 def open_file(path: str | Path, error: type[Lenet5Error] = DataError, what: str = "file") -> tuple[BinaryIO, int]:

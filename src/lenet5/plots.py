@@ -300,6 +300,7 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
     test set when the caller has it in memory (else it is loaded as the run's settings say).
     A run trained with ``--no-test`` gets only the figures that do not look at the test set
     (curves, error rates, kernels)."""
+    from .checkpoint import atomic_write
     from .runs import RunDir
 
     run = RunDir.open(run_dir)
@@ -324,7 +325,9 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
         figures.update(_test_figures(model, dataset, settings, test, sample, caption))
     paths = []
     for name, fig in figures.items():
-        fig.savefig(run / name, dpi=100, pil_kwargs={"compress_level": 1})  # quick zlib level
+        # through the run's one writer: never through a symlink or over anything but a file
+        atomic_write(run / name, lambda tmp: fig.savefig(tmp, format="png", dpi=100,
+                                                         pil_kwargs={"compress_level": 1}))  # quick zlib level
         plt.close(fig)
         paths.append(run / name)
     return paths

@@ -25,6 +25,7 @@ import numpy as np
 
 from .data import open_file
 from .errors import Lenet5Error
+from .losses import probabilities
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest picture we decode
 MAX_BYTES = 100 << 20  # the largest upload read from a stream that cannot seek
@@ -38,6 +39,30 @@ Source = Union[str, Path, bytes, bytearray, memoryview, BinaryIO]
 
 class ImageError(Lenet5Error):
     """A picture that cannot be read or holds no digit."""
+
+
+class NotFiniteError(Lenet5Error):
+    """A network's outputs overflowed to infinity or NaN: its weights cannot give a result."""
+
+
+def network_outputs(model, images: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, class probabilities) of ``model`` on uint8 (N, 28, 28) ``images``, both finite.
+
+    Weights that are finite but huge (3e38) overflow inside the network; that is refused as one
+    error naming ``source`` (the checkpoint), never shown as ``nan%`` or sent as NaN in JSON, and
+    without the RuntimeWarnings the overflow would print."""
+    with np.errstate(all="ignore"):
+        logits = model.infer(images)
+        probs = probabilities(model.preset.output, logits)
+    require_finite(source, logits, probs)
+    return logits, probs
+
+
+def require_finite(source: str, *arrays: np.ndarray) -> None:
+    """Raise ``NotFiniteError`` naming ``source`` unless every value of ``arrays`` is finite."""
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise NotFiniteError(f"{source}: the network's outputs are not finite numbers (its weights are too large "
+                             "and overflow); this model cannot give a prediction")
 
 
 def _pil():
@@ -235,11 +260,14 @@ def prepare_files(sources: Iterable[Source]) -> np.ndarray:
 
 def save_input(image: np.ndarray, path: str | Path) -> None:
     """Write a 28×28 uint8 network input as a PNG."""
+    from .checkpoint import atomic_write  # never through a symlink, never over anything but a file
+
     Image = _pil()
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")
     try:
-        Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(path)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+        atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    except Lenet5Error as e:
+        raise ImageError(str(e)) from None
 
 
 def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: str | Path,

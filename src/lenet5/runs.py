@@ -19,17 +19,19 @@ left behind and cuts the metrics back to the epoch it resumes from.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
+import math
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
-
-from .checkpoint import atomic_write, load_checkpoint, read_safetensors, save_checkpoint, save_tensors
-from .errors import Lenet5Error
+from .checkpoint import (atomic_write, check_widths_fit, load_checkpoint, read_safetensors,
+                         save_checkpoint, save_tensors)
+from .data import check_file, file_kind, read_bounded
+from .errors import Lenet5Error, RunFileError, clip, clip_repr, os_error
 from .presets import CONFIG_FIELDS, TrainConfig, resolve
 from .train import TrainState
 
@@ -41,14 +43,90 @@ METRICS = "metrics.jsonl"
 BATCH_METRICS = "batch_metrics.jsonl"
 LOCK = ".lock"
 RUN_FILES = (MODEL, STATE, BEST, CONFIG, METRICS, BATCH_METRICS)
+#: the figures ``lenet5.plots`` draws into a run
+FIGURES = ("curves.png", "errors.png", "kernels.png", "confusion.png", "feature_maps.png", "wrong.png")
+#: the largest file of each kind a reader accepts: far above what any run writes (metrics.jsonl:
+#: ~300 bytes an epoch; batch_metrics.jsonl: ~20 bytes a step, 60,000 steps an epoch at batch
+#: size 1), far below what would strain memory
+LIMITS = {CONFIG: 1 << 20, METRICS: 16 << 20, BATCH_METRICS: 64 << 20}
 
 
-def _os_error(path: Path, e: OSError) -> Lenet5Error:
-    """A one-line error for a file-system failure, naming the path and what went wrong."""
-    reason = {errno.ENOSPC: "no space left on device", errno.EACCES: "permission denied",
-              errno.EROFS: "read-only file system", errno.ENOTDIR: "a parent is not a directory",
-              errno.ELOOP: "symlink loop", errno.EPERM: "operation not permitted"}.get(e.errno, e.strerror or str(e))
-    return Lenet5Error(f"{path}: {reason}")
+# --------------------------------------------------------------------------- value checks
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: what each checked key must hold: (test, description)
+NUMBER = (lambda v: _is_number(v) and not math.isnan(v), "a number")
+SECONDS = (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number of seconds >= 0")
+FRACTION = (lambda v: _is_number(v) and 0 <= v <= 1, "a fraction in [0, 1]")
+COUNT = (_is_count, "an integer >= 0")
+TEXT = (lambda v: isinstance(v, str), "a string")
+FLAG = (lambda v: isinstance(v, bool), "true or false")
+OBJECT = (lambda v: isinstance(v, dict), "an object")
+LOSSES = (lambda v: isinstance(v, list) and all(_is_number(x) for x in v), "a list of numbers")
+OPTIONAL_TEXT = (lambda v: v is None or isinstance(v, str), "a string or null")
+
+#: keys every reader relies on, by file (required ones first, then the optional ones' types)
+CONFIG_KEYS = {"settings": OBJECT, "data": OBJECT}
+SETTINGS_KEYS = {"preset": TEXT}
+SETTINGS_TYPES = {"engine": TEXT, "augment": TEXT, "optimizer": TEXT, "dataset": TEXT, "epochs": COUNT,
+                  "test_each_epoch": FLAG, "data_dir": OPTIONAL_TEXT, "world_size": COUNT}
+DATA_TYPES = {"dataset": TEXT, "source": TEXT, "train_size": COUNT, "test_size": COUNT, "val_size": COUNT,
+              "files": OBJECT}
+METRICS_KEYS = {"epoch": COUNT, "train_loss": NUMBER, "train_acc": FRACTION, "seconds": SECONDS}
+METRICS_TYPES = {"train_seconds": SECONDS, "test_loss": NUMBER, "test_acc": FRACTION, "val_loss": NUMBER,
+                 "val_acc": FRACTION, "best": FLAG}
+BATCH_KEYS = {"epoch": COUNT, "loss": LOSSES}
+
+
+def check_keys(where: str, obj: dict, required: dict, optional: dict | None = None) -> dict:
+    """obj, if each required key is present and every listed key holds the type it must; else
+    one ``RunFileError`` line naming ``where`` (the file, and line) and the key."""
+    for key, (ok, what) in required.items():
+        if key not in obj:
+            raise RunFileError(f"{where}: '{key}' is missing")
+        if not ok(obj[key]):
+            raise RunFileError(f"{where}: '{key}' must be {what}, got {clip_repr(obj[key])}")
+    for key, (ok, what) in (optional or {}).items():
+        if key in obj and not ok(obj[key]):
+            raise RunFileError(f"{where}: '{key}' must be {what}, got {clip_repr(obj[key])}")
+    return obj
+
+
+def _listing(path: Path) -> list[str]:
+    """The names in a directory, sorted; one-line error if it cannot be listed."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError as e:
+        raise os_error(path, e) from None
+
+
+def _is_own(name: str) -> bool:
+    """Whether a file name is one a lenet5 run writes (its files, figures, their temporaries)."""
+    ours = (*RUN_FILES, *FIGURES)
+    return name in ours or name.endswith(".tmp") and any(name.startswith(f".{o}.") for o in ours)
+
+
+def _open_private(path: Path, flags: int) -> BinaryIO:
+    """A run's own file opened for writing: never through a symlink, never anything but a regular
+    file (O_NONBLOCK: a FIFO planted there cannot make open block)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise Lenet5Error(f"{clip(path)}: is a symlink; a run's own files must be regular files") from None
+        raise os_error(path, e) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise Lenet5Error(f"{clip(path)}: is {file_kind(mode)}; a run's own files must be regular files")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+b" if flags & os.O_RDWR else "ab")
 
 
 class RunDir:
@@ -56,7 +134,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock: TextIO | None = None
+        self._lock: BinaryIO | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -75,58 +153,90 @@ class RunDir:
     # -- creating, locking ------------------------------------------------------------------
     @classmethod
     def create(cls, out: str | Path | None, preset: str, force: bool = False) -> "RunDir":
-        """A new run directory, locked. An existing non-empty ``out`` needs ``force``, which
-        removes the earlier run's files first (after taking the lock)."""
+        """A new run directory, locked. An existing non-empty ``out`` needs ``force``, and must be
+        an earlier lenet5 run (see ``_check_replaceable_run``); then, with its lock held, the files a
+        run writes are removed from it, and nothing else."""
         if out is None:
             base = Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{preset}"
             path, n = base, 1
-            while path.exists():
+            while os.path.lexists(path):
                 n += 1
                 path = base.with_name(f"{base.name}-{n}")
         else:
             path = Path(out)
-            if path.is_symlink() and not path.exists():
-                raise Lenet5Error(f"--out {path}: is a dangling symlink")
-            if path.exists() and not path.is_dir():
-                raise Lenet5Error(f"--out {path}: exists and is not a directory")
-            if path.is_dir() and any(path.iterdir()) and not force:
-                raise Lenet5Error(f"--out {path}: directory is not empty; choose another or pass --force to overwrite")
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if os.path.islink(path):
+                    raise Lenet5Error(f"--out {clip(path)}: is a dangling symlink") from None
+                st = None
+            except OSError as e:
+                raise Lenet5Error(f"--out {os_error(path, e)}") from None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                raise Lenet5Error(f"--out {clip(path)}: exists and is not a directory")
+            if st is not None and _listing(path):
+                if not force:
+                    raise Lenet5Error(f"--out {clip(path)}: directory is not empty; choose another or pass --force "
+                                      "to overwrite the lenet5 run in it")
+                cls._check_replaceable_run(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _os_error(path, e) from None
+            raise os_error(path, e) from None
         run = cls(path)
         run.lock()
         if force:
-            run._remove(*RUN_FILES, *(p.name for p in path.glob("*.png")), *(p.name for p in path.glob(".*.tmp")))
+            run._remove(*run._own_names())
         return run
+
+    @staticmethod
+    def _check_replaceable_run(path: Path) -> None:
+        """--force replaces only a lenet5 run: a directory with a readable config.json and a .lock,
+        both regular files (or one holding nothing but files a run writes, as a run stopped
+        before its config was written leaves). Anything else is refused, saying what is there."""
+        if all(_is_own(n) or n == LOCK for n in _listing(path)):
+            return
+        try:
+            RunDir(path).read_config()
+            check_file(path / LOCK, RunFileError, "lock file")
+        except Lenet5Error:
+            names = _listing(path)
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise Lenet5Error(f"--out {clip(path)}: not a lenet5 run (no valid {CONFIG} and {LOCK}), so --force "
+                              f"will not touch it; it holds {clip(shown, 100)}. Choose another directory") from None
+
+    def _own_names(self) -> list[str]:
+        """The names of the files a lenet5 run writes that are present here (temporaries included)."""
+        return [n for n in _listing(self.path) if _is_own(n)]
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         """An existing run directory (for resume, plot, compare)."""
         path = Path(path)
-        if not path.is_dir():
-            raise Lenet5Error(f"{path}: no such run directory" if not path.exists() else f"{path}: not a directory")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise Lenet5Error(f"{clip(path)}: no such run directory") from None
+        except OSError as e:
+            raise os_error(path, e) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise Lenet5Error(f"{clip(path)}: not a directory")
         return cls(path)
 
     def lock(self) -> None:
         """Hold an exclusive lock for the life of this process: one run per directory."""
         lock_path = self.path / LOCK
-        try:
-            f = open(lock_path, "a+")
-        except OSError as e:
-            raise _os_error(lock_path.parent, e) from None
+        f = _open_private(lock_path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
+            holder = clip(f.read(64).decode("utf-8", "replace").strip(), 20) or "?"
             f.close()
-            raise Lenet5Error(f"{self.path}: in use by another lenet5 run (process {holder}); "
+            raise Lenet5Error(f"{clip(self.path)}: in use by another lenet5 run (process {holder}); "
                               "wait for it to finish or stop it first") from None
         f.seek(0)
         f.truncate()
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()}\n".encode())
         f.flush()
         self._lock = f
 
@@ -140,20 +250,34 @@ class RunDir:
             try:
                 (self.path / name).unlink(missing_ok=True)
             except OSError as e:
-                raise _os_error(self.path / name, e) from None
+                raise os_error(self.path / name, e) from None
 
     def _write_text(self, name: str, text: str) -> None:
-        try:
-            atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text))
-        except OSError as e:
-            raise _os_error(self.path / name, e) from None
+        atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text))
 
     def _append(self, name: str, line: str) -> None:
         try:
-            with open(self.path / name, "a") as f:
-                f.write(line)
+            with _open_private(self.path / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
+                f.write(line.encode())
         except OSError as e:
-            raise _os_error(self.path / name, e) from None
+            raise os_error(self.path / name, e) from None
+
+    def _read(self, name: str) -> bytes | None:
+        """The bytes of one of the run's files (None if there is none): a regular file, within the
+        run directory (a symlink may point only inside it), at most ``LIMITS[name]`` bytes."""
+        path = self._inside(name)
+        if not os.path.lexists(path):
+            return None
+        return read_bounded(path, LIMITS[name], RunFileError, "run file")
+
+    def _inside(self, name: str) -> Path:
+        """The path of one of the run's files, refused if it is a symlink leading out of the run."""
+        path = self.path / name
+        if os.path.islink(path):
+            inside, target = os.path.realpath(self.path), os.path.realpath(path)
+            if os.path.commonpath([inside, target]) != inside:
+                raise RunFileError(f"{clip(path)}: is a symlink to {clip(target, 80)}, outside the run directory")
+        return path
 
     # -- config ------------------------------------------------------------------------------
     def write_config(self, config: TrainConfig, data: dict[str, Any], command: list[str], world: int = 1) -> dict:
@@ -165,19 +289,26 @@ class RunDir:
         return meta
 
     def read_config(self) -> dict[str, Any]:
-        """config.json as written by ``write_config``, checked for the keys readers rely on."""
+        """config.json as written by ``write_config``, checked for the keys (and their types)
+        readers rely on."""
         path = self.path / CONFIG
+        data = self._read(CONFIG)
+        if data is None:
+            raise RunFileError(f"{clip(path)}: missing (not a run directory?)")
         try:
-            config = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise Lenet5Error(f"{path}: missing (not a run directory?)") from None
-        except OSError as e:
-            raise _os_error(path, e) from None
+            config = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RunFileError(f"{clip(path)}: not UTF-8 text (byte {e.start})") from None
         except ValueError as e:
-            raise Lenet5Error(f"{path}: not valid JSON ({e})") from None
-        if not (isinstance(config, dict) and isinstance(config.get("settings"), dict)
-                and isinstance(config.get("data"), dict)):
-            raise Lenet5Error(f"{path}: expected an object with 'settings' and 'data' objects")
+            raise RunFileError(f"{clip(path)}: not valid JSON ({clip(e, 80)})") from None
+        except RecursionError:
+            raise RunFileError(f"{clip(path)}: not valid JSON (nested too deeply)") from None
+        if not isinstance(config, dict):
+            raise RunFileError(f"{clip(path)}: expected an object with 'settings' and 'data' objects")
+        where = clip(path)
+        check_keys(where, config, CONFIG_KEYS)
+        check_keys(f"{where}: settings", config["settings"], SETTINGS_KEYS, SETTINGS_TYPES)
+        check_keys(f"{where}: data", config["data"], {}, DATA_TYPES)
         return config
 
     def train_config(self) -> TrainConfig:
@@ -189,46 +320,40 @@ class RunDir:
             raise Lenet5Error(f"{self.path / CONFIG}: {e}") from None
 
     # -- metrics -----------------------------------------------------------------------------
-    def _read_jsonl(self, name: str, required: tuple[str, ...], live: bool = False) -> list[dict]:
-        """The records of a JSONL file (none if it is missing). ``live``: the file may still be
-        being appended to, so a last line without its newline is left for a later read."""
+    def _read_jsonl(self, name: str, required: dict, optional: dict, live: bool = False) -> list[dict]:
+        """The records of a JSONL file (none if it is missing), each checked against ``required``
+        and ``optional`` (see ``check_keys``). ``live``: the file may still be being appended to,
+        so a last line without its newline is left for a later read."""
         path = self.path / name
-        try:
-            data = path.read_bytes() if path.exists() else b""
-        except OSError as e:
-            raise _os_error(path, e) from None
+        data = self._read(name) or b""
         if live and not data.endswith(b"\n"):
             data = data[:data.rfind(b"\n") + 1]
         try:
             lines = data.decode("utf-8").splitlines()
         except UnicodeDecodeError as e:
-            raise Lenet5Error(f"{path}: not UTF-8 text (byte {e.start})") from None
+            raise RunFileError(f"{clip(path)}: not UTF-8 text (byte {e.start})") from None
         records = []
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
-            except ValueError:
-                raise Lenet5Error(f"{path}: line {i} is not valid JSON (truncated?)") from None
-            if not isinstance(rec, dict) or any(k not in rec for k in required):
-                raise Lenet5Error(f"{path}: line {i} lacks {', '.join(required)}")
-            records.append(rec)
+            except (ValueError, RecursionError):
+                raise RunFileError(f"{clip(path)}: line {i} is not valid JSON (truncated?)") from None
+            if not isinstance(rec, dict):
+                raise RunFileError(f"{clip(path)}: line {i} is not a JSON object")
+            records.append(check_keys(f"{clip(path)}: line {i}", rec, required, optional))
         return records
 
     def history(self, live: bool = False) -> list[dict]:
         """The finished epochs, from metrics.jsonl. ``live``: read while the run is training
         (a last line still being written is ignored)."""
-        return self._read_jsonl(METRICS, ("epoch", "train_loss", "train_acc", "seconds"), live)
+        return self._read_jsonl(METRICS, METRICS_KEYS, METRICS_TYPES, live)
 
     def batch_losses(self, live: bool = False) -> list[dict]:
         """Per epoch, {"epoch": k, "loss": [loss of every step]}, from batch_metrics.jsonl.
         ``live``: as for ``history``."""
-        records = self._read_jsonl(BATCH_METRICS, ("epoch", "loss"), live)
-        for rec in records:
-            if not isinstance(rec["loss"], list):
-                raise Lenet5Error(f"{self.path / BATCH_METRICS}: 'loss' of epoch {rec['epoch']} is not a list")
-        return records
+        return self._read_jsonl(BATCH_METRICS, BATCH_KEYS, {}, live)
 
     def log_epoch(self, record: dict, batch_losses: list[float]) -> None:
         """Append one finished epoch to metrics.jsonl and its step losses to batch_metrics.jsonl."""
@@ -252,7 +377,7 @@ class RunDir:
             target = self.model_path
             save_checkpoint(target, model, info)
         except OSError as e:
-            raise _os_error(target, e) from None
+            raise os_error(target, e) from None
         return self.model_path
 
     def save_best(self, model, optimizer, meta: dict[str, Any], record: dict) -> None:
@@ -260,19 +385,21 @@ class RunDir:
             save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"],
                                                     "val_acc": record["val_acc"], "test_acc": record.get("test_acc")})
         except OSError as e:
-            raise _os_error(self.best_path, e) from None
+            raise os_error(self.best_path, e) from None
 
     def load_resume(self) -> tuple[TrainConfig, dict[str, Any], dict, dict, TrainState]:
         """(config, config.json, weights, optimizer state, training state) of a stopped run."""
         config_json = self.read_config()
         config = self.train_config()
-        state_path = self.path / STATE
-        if not state_path.is_file():
-            raise Lenet5Error(f"{self.path}: no {STATE} yet (the run stopped before its first epoch ended); "
+        state_path = self._inside(STATE)
+        if not os.path.lexists(state_path):
+            raise Lenet5Error(f"{clip(self.path)}: no {STATE} yet (the run stopped before its first epoch ended); "
                               "start it again")
         tensors, meta = read_safetensors(state_path)
         weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         optim = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
+        # the config's widths decide the model built next: they must be the state's own
+        check_widths_fit(state_path, getattr(config, "widths", None), {k: v.shape for k, v in weights.items()})
         try:
             state = TrainState.from_json(json.loads(meta.get("train_state", "null")))
         except ValueError as e:
@@ -295,7 +422,7 @@ class RunDir:
 
     def load_model(self, best: bool = False):
         """(model, metadata) of the run's final (or best) checkpoint."""
-        return load_checkpoint(self.best_path if best else self.model_path)
+        return load_checkpoint(self._inside(BEST if best else MODEL))
 
     # -- a table row -------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .data import Split
 from .engine import Engine
-from .errors import CheckpointError, Lenet5Error
+from .errors import CheckpointError, Lenet5Error, clip
 from .presets import DEFAULT_PRESET, REMOVED_AUGMENTS, REMOVED_OPTIONS, TrainConfig, resolve
 from .runs import STATE, RunDir
 from .train import DivergenceError, Hooks, Interrupted, TrainState, fit, prepare_data
@@ -142,11 +142,15 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
 
     run_dir: RunDir | None = None
     if resumed:
-        engine.load_state_dict(resumed.weights)
+        try:
+            engine.load_state_dict(resumed.weights)
+        except (KeyError, ValueError) as e:  # the state of another preset or widths than config.json's
+            raise CheckpointError(f"{resumed.run_dir.path / STATE}: does not fit the run's config.json "
+                                  f"({clip(e.args[0] if e.args else e, 150)})") from None
         try:
             optimizer.load_state_dict(resumed.optim)
-        except Lenet5Error as e:
-            raise CheckpointError(f"{resumed.run_dir.path / STATE}: {e}") from None
+        except (Lenet5Error, KeyError, ValueError) as e:
+            raise CheckpointError(f"{resumed.run_dir.path / STATE}: {clip(e.args[0] if e.args else e, 150)}") from None
         state, meta = resumed.state, resumed.meta
         if main:
             run_dir = resumed.run_dir

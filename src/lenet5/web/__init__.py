@@ -27,6 +27,11 @@ from ..errors import Lenet5Error
 
 INSTALL_HINT = "lenet5 serve needs: pip install 'lenet5[web]'"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
+#: the largest request head (request line and headers together) the server reads
+MAX_HEADER_BYTES = 32 * 1024
+#: connections served at once (each costs at most MAX_HEADER_BYTES of buffer before its request is
+#: read): room for benchmarks/web_load.py's 64 clients and the page's event streams
+MAX_CONNECTIONS = 128
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -126,8 +131,13 @@ def serve(models: Sequence[str | Path] = (), host: str = "127.0.0.1", port: int 
             app.state.closing = True
             super().handle_exit(sig, frame)
 
+    # Bounded by construction: h11 (not httptools, which buffers headers without a limit) refuses
+    # a request head over MAX_HEADER_BYTES (which also bounds how many header lines fit), bodies
+    # are capped by the app (read_body), and at most MAX_CONNECTIONS connections are served at
+    # once (uvicorn answers 503 beyond that).
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=3,
-                            lifespan="on")
+                            lifespan="on", http="h11", h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                            limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)
     server = Server(config)
     if open_browser or ready is not None:
         def when_started() -> None:

@@ -38,13 +38,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import Lenet5Error
-from ..predict import ImageError
+from ..data import check_dir
+from ..errors import Lenet5Error, clip
+from ..predict import ImageError, NotFiniteError
 from . import prepare
 from .models import ModelEntry, ModelRegistry, UnknownModel, analyse, load_path, model_details
 from .training import DATASETS, MAX_EPOCHS, TrainingError, TrainingManager
@@ -76,7 +77,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"upload too large ({int(declared):,} bytes; the limit is {limit:,})")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in request.stream():  # ClientDisconnect if the client leaves: see client_left
         size += len(chunk)
         if size > limit:
             raise HTTPException(413, f"upload too large (over {limit:,} bytes)")
@@ -93,6 +94,8 @@ async def read_json(request: Request) -> dict[str, Any]:
         value = json.loads(body or b"{}")
     except ValueError:
         raise HTTPException(400, "the body is not valid JSON") from None
+    except RecursionError:  # 16 kB of "[" is enough to exhaust the parser's stack
+        raise HTTPException(400, "the body is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise HTTPException(400, "the body must be a JSON object")
     return value
@@ -164,6 +167,8 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
         model, meta, name = load_path(path)
         registry.add(name, model, meta)
     add_pretrained(registry, pretrained, list_pretrained)
+    if runs_dir and os.path.lexists(runs_dir):
+        check_dir(runs_dir, Lenet5Error, "--runs-dir")
     runs_path = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp(prefix="lenet5-serve-runs-"))
     training = TrainingManager(runs_path, registry, nice=train_nice)
     training.discover()
@@ -261,12 +266,17 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
 
     async def lenet5_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, UnknownModel):
-            return error(str(exc), 404)
+            return error(clip(exc), 404)
         if isinstance(exc, TrainingError):
-            return error(str(exc), exc.status)
-        if isinstance(exc, ImageError):
-            return error(str(exc), 422)
-        return error(str(exc), 400)
+            return error(clip(exc), exc.status)
+        if isinstance(exc, (ImageError, NotFiniteError)):
+            return error(clip(exc), 422)
+        return error(clip(exc), 400)
+
+    async def client_left(request: Request, exc: Exception) -> Response:
+        # nobody is there to read an answer: one line in the log, no traceback
+        LOG.warning("%s %s: the client disconnected before its request was read", request.method, request.url.path)
+        return Response(status_code=400)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         LOG.exception("error in %s %s", request.method, request.url.path, exc_info=exc)
@@ -295,7 +305,7 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Lenet5Error: lenet5_error,
-                                        Exception: server_error})
+                                        ClientDisconnect: client_left, Exception: server_error})
     app.state.registry = registry
     app.state.training = training
     app.state.closing = False  # set when the server shuts down: event streams then end at once

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import Lenet5Error
 from ..model import LeNet5
+from ..predict import require_finite
 from ..runs import RunDir
 
 #: the paper's stages, in order; each is shown as the output of its last layer (after the activation)
@@ -294,10 +295,13 @@ def analyse(model: LeNet5, image: np.ndarray) -> dict:
     stages = stage_layers(model)
     keep = list(stages.values())
     model.eval()
-    logits = model.forward(model.prepare(image[None]), keep=keep).astype(np.float64)
-    probs = probabilities(model, logits)[0]
-    logits = logits[0]
-    quantized = quantize_stages([model.activations[layer][0] for layer in stages.values()])
+    with np.errstate(all="ignore"):  # overflow is refused just below, without warnings in the log
+        logits = model.forward(model.prepare(image[None]), keep=keep).astype(np.float64)
+        probs = probabilities(model, logits)
+    activations = [model.activations[layer][0] for layer in stages.values()]
+    require_finite("this model", logits, probs, *activations)  # JSON never carries NaN
+    probs, logits = probs[0], logits[0]
+    quantized = quantize_stages(activations)
     maps = {stage: {"layer": layer, **q} for (stage, layer), q in zip(stages.items(), quantized)}
     out = {"probs": rounded(probs, 5), "outputs": rounded(logits, 4), "prediction": int(logits.argmax()),
            "maps": maps}
