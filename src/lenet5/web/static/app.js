@@ -213,6 +213,8 @@ function onPointerMove(event) {
 function onPointerUp() {
   if (!drawingState.current) return;
   drawingState.current = null;
+  clearTimeout(state.throttle);
+  state.throttle = null;
   predictNow();
 }
 
@@ -333,6 +335,7 @@ function shrinkGrey(grey, w, h, side = 112) {
 
 async function sendPrediction() {
   state.inFlight = true;
+  document.body.dataset.predicting = "1";  // "0" once the answer about the latest picture is shown
   state.again = false;
   const modelId = state.modelId;
   const generation = state.generation;
@@ -356,6 +359,7 @@ async function sendPrediction() {
   } finally {
     state.inFlight = false;
     if (state.again) predictNow();
+    else document.body.dataset.predicting = "0";
   }
 }
 
@@ -459,7 +463,8 @@ function renderDigits(result) {
 function renderBars(result) {
   const bars = $("bars");
   const classes = state.details ? state.details.classes : [...Array(10).keys()].map(String);
-  const rbf = !!(state.details && state.details.output === "rbf");
+  // an answer from the model shown before this one has no distances: its bars wait for the next
+  const rbf = !!(state.details && state.details.output === "rbf" && result && result.rbf_distances);
   if (bars.children.length !== classes.length) {
     bars.replaceChildren(...classes.map((name, k) => el("div", {class: "bar-row", "data-class": String(k)}, [
       el("span", {class: "bar-label", text: name, title: name}),
@@ -488,7 +493,7 @@ function outputNote(result) {
   let text = "This network does not output probabilities. Its OUTPUT layer compares F6's 84 values, seen as a " +
     "7×12 picture, with a stored picture of each digit (below) and reports the distance d: the smaller, the " +
     "closer. The nearest digit wins.";
-  if (!result) return text;
+  if (!result || !result.rbf_distances) return text;
   const order = result.rbf_distances.map((d, k) => [d, k]).sort((a, b) => a[0] - b[0]);
   const [[d0, k0], [d1, k1]] = order;
   text += ` Here the nearest is ${className(k0)} at d ${fmt(d0, 1)}; the next, ${className(k1)}, is at d ${fmt(d1, 1)}.` +
@@ -734,10 +739,10 @@ async function setupTraining() {
 }
 
 // the runs this server knows (earlier ones in its runs folder too); Resume acts on the one chosen
-function setRuns(runs) {
+function setRuns(runs, prefer = null) {
   state.train.runs = runs;
   const select = $("train-run");
-  const keep = select.value;
+  const keep = prefer || select.value;
   select.replaceChildren(...runs.map((r) => el("option", {value: r.id,
     text: `${r.name} · ${r.done}/${r.settings.epochs ?? "?"} epochs${r.resumable ? " · can resume" : ""}`})));
   const resumable = runs.filter((r) => r.resumable);
@@ -746,8 +751,8 @@ function setRuns(runs) {
   $("train-runs").hidden = !runs.length;
 }
 
-async function refreshRuns() {
-  try { setRuns((await api("/api/train")).runs); } catch (err) { /* the next state change tries again */ }
+async function refreshRuns(prefer = null) {
+  try { setRuns((await api("/api/train")).runs, prefer); } catch (err) { /* the next state change tries again */ }
   updateTrainButtons();
 }
 
@@ -779,6 +784,7 @@ function followTraining() {
       started: performance.now()};
     $("train-log").textContent = "";
     renderTraining();
+    refreshRuns(data.run.id);  // the run going now is the one the Runs list shows
   });
   source.addEventListener("state", (e) => onTrainState(JSON.parse(e.data)));
   source.addEventListener("batches", (e) => {
