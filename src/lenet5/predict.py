@@ -184,7 +184,6 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     A picture too small or thin to show a digit, or whose ink is a speck or a single line,
     raises ImageError "no digit found" rather than letting the network guess.
     """
-    Image = _pil()
     grey = np.asarray(grey, dtype=np.float64)
     if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
         size = "x".join(map(str, grey.shape[::-1]))
@@ -204,6 +203,19 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     if min(h, w) < 2 or max(h, w) < MIN_INK_EXTENT:
         what = "a single line" if min(h, w) < 2 else "a speck"
         raise ImageError(f"{name}: no digit found (the ink is {what}, {w}x{h} pixels)")
+    box, image = mnist_input(ink)
+    return {"picture": grey, "ink": ink, "box": box, "input": image}
+
+
+def mnist_input(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's preparation of one digit's ink (H, W), bright on black in [0, 1], cropped to it.
+
+    Returns ``box`` (the ink scaled, keeping its aspect ratio, so its longer side is 20 pixels,
+    float [0, 1]) and ``input`` (uint8 (28, 28): the box placed so its centre of mass is at the
+    centre, (14, 14)): what the network sees.
+    """
+    Image = _pil()
+    h, w = ink.shape
     scale = 20 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     box = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.LANCZOS), dtype=np.float64)
@@ -216,7 +228,7 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     top = int(np.clip(round(14 - cy), 0, 28 - box.shape[0]))  # MNIST: centre of mass at (14, 14)
     left = int(np.clip(round(14 - cx), 0, 28 - box.shape[1]))
     out[top:top + box.shape[0], left:left + box.shape[1]] = box
-    return {"picture": grey, "ink": ink, "box": box, "input": np.round(out * 255).astype(np.uint8)}
+    return box, np.round(out * 255).astype(np.uint8)
 
 
 def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
