@@ -150,7 +150,7 @@ def mouse_strokes(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
         page.mouse.move(box["x"] + x0 * sx, box["y"] + y0 * sy)
         page.mouse.down()
         for x, y in points[1:]:
-            page.mouse.move(box["x"] + x * sx, box["y"] + y * sy, steps=2)
+            page.mouse.move(box["x"] + x * sx, box["y"] + y * sy)
         page.mouse.up()
 
 
@@ -210,7 +210,7 @@ def save(page: Page, tmp: Path, name: str, selector: str | None = None, full: bo
 NUMBER = (2, 0, 2, 6)
 
 
-def number_strokes(height: float = 80, left: float = 18, top: float = 100, step: float = 64):
+def number_strokes(height: float = 80, left: float = 12, top: float = 100, step: float = 62):
     return [s for i, d in enumerate(NUMBER) for s in placed(d, left + i * step, top, height)]
 
 
