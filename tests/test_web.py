@@ -332,7 +332,19 @@ def test_bad_requests_get_json_4xx(client):
 
 def test_pictures_that_cannot_be_read_are_said_in_plain_words(client):
     model_id = first_model(client)
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def png_header(w: int, h: int) -> bytes:  # a PNG that claims its size, and has no pixels
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
     cases = {b"%PDF-1.4 a document": "not a picture", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40: "not a picture",
+             png_header(9000, 9000): "too large", png_header(30000, 30000): "too large",
+             png_header(300, 200): "could not be decoded",
              png_bytes(Image.new("L", (50, 50), 255)): "No digit found"}
     for body, words in cases.items():
         r = client.post(f"/api/predict?model={model_id}", content=body)

@@ -63,6 +63,9 @@ def grey_from_bytes(data: bytes, name: str = "upload") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:  # the header only: the size before any decoding
             w, h = im.size
+    except Image.DecompressionBombError:  # Pillow refuses to open pictures of extreme sizes at all
+        raise PictureError(f"The picture is far too large; the limit is {predict.MAX_PIXELS // 1_000_000} "
+                           "megapixels.") from None
     except Exception:  # Pillow signals "not a picture" with many exception types
         raise PictureError("This file is not a picture the page can read: try a PNG or JPEG photo.") from None
     if w * h > predict.MAX_PIXELS:
@@ -70,8 +73,8 @@ def grey_from_bytes(data: bytes, name: str = "upload") -> np.ndarray:
                            f"the limit is {predict.MAX_PIXELS // 1_000_000} megapixels.")
     try:
         return predict.load_grey(data, name)
-    except ImageError as e:
-        raise PictureError("This picture could not be decoded (the file may be damaged).", str(e)) from None
+    except ImageError:  # no detail: Pillow's own words can hold a Python repr
+        raise PictureError("This picture could not be decoded: the file may be damaged or cut short.") from None
 
 
 def read_digits(grey: np.ndarray, name: str) -> tuple[list[digits.Digit], dict[str, np.ndarray]]:

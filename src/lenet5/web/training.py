@@ -149,7 +149,7 @@ class TrainingManager:
 
     def __init__(self, runs_dir: Path, registry: ModelRegistry, nice: int = 10,
                  python: str = sys.executable, data_dir: str | Path | None = None) -> None:
-        self.runs_dir = Path(runs_dir)
+        self.runs_dir = Path(runs_dir).absolute()  # workers and later reads agree whatever the cwd
         self.data_dir = Path(data_dir) if data_dir else None  # MNIST's files, for runs on "mnist"
         self.registry = registry
         self.nice = nice
