@@ -406,13 +406,19 @@ function readingText(result) {
   return names.every((n) => n.length === 1) ? names.join("") : names.join(" · ");
 }
 
-const STEP_NAMES = {picture: "the picture", ink: "ink, cropped", box: "scaled into 20×20", input: "centred in 28×28"};
+// the stages of `lenet5 predict`'s reading, in the order they happen; a stage it adds later is
+// shown after these, under its own name
+const STEP_NAMES = {picture: "the picture", paper: "the paper's brightness", ink: "ink", mask: "ink mask",
+  lines: "ruled lines found", kept: "strokes kept", box: "scaled into 20×20", input: "centred in 28×28"};
+const STEP_ORDER = Object.keys(STEP_NAMES);
 
 // the stages of finding the digits, as the server names them; on the picture, each digit's box
 function renderSteps(result) {
   const steps = $("steps");
   if (!result) { steps.replaceChildren(); return; }
-  steps.replaceChildren(...result.steps.map((step) => {
+  const rank = (name) => (STEP_ORDER.includes(name) ? STEP_ORDER.indexOf(name) : STEP_ORDER.length);
+  const ordered = [...result.steps].sort((a, b) => rank(a.name) - rank(b.name));
+  steps.replaceChildren(...ordered.map((step) => {
     const c = el("canvas", {class: "pixelated", "data-step": step.name});
     paintStep(c, step);
     if (step.name === "picture") drawBoxes(c, result);
@@ -465,6 +471,7 @@ function renderBars(result) {
   const classes = state.details ? state.details.classes : [...Array(10).keys()].map(String);
   // an answer from the model shown before this one has no distances: its bars wait for the next
   const rbf = !!(state.details && state.details.output === "rbf" && result && result.rbf_distances);
+  bars.classList.toggle("rbf", rbf);
   if (bars.children.length !== classes.length) {
     bars.replaceChildren(...classes.map((name, k) => el("div", {class: "bar-row", "data-class": String(k)}, [
       el("span", {class: "bar-label", text: name, title: name}),
