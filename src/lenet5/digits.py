@@ -44,6 +44,7 @@ from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input, prepare_
 
 CLEAN_SHARE = 0.9  # a drawing: at least this share of pixels is within CLEAN_TOLERANCE of the background
 CLEAN_TOLERANCE = 0.02
+DARK_PAPER = 0.35  # a photo darker than this overall is of a board (or dark paper), not of white paper
 PAPER_WINDOW = 1 / 8  # the paper's local brightness: window (share of the picture's longer side)
 HIGH, LOW = 0.5, 0.25  # hysteresis levels, as shares of the strongest ink
 NOISE_FLOOR = 0.07  # ink weaker than this (paper grain, JPEG noise) is never ink
@@ -120,9 +121,11 @@ def _window(grey: np.ndarray, f: int) -> int:
 
 
 def dark_on_light(grey: np.ndarray) -> bool:
-    """Is the writing darker than the paper? The writing is the minority of any neighbourhood,
-    so it is what strays furthest from the local median, one way or the other. (The mean
-    brightness cannot tell: a shadow may cover most of a page.)"""
+    """Is the writing darker than the paper? Paper, even in a shadow, is lighter than mid-grey
+    (DARK_PAPER); a dark picture holds light writing if what strays furthest from the local
+    median (the writing is the minority of any neighbourhood) is lighter, not darker."""
+    if np.median(grey) >= DARK_PAPER:
+        return True
     nd = _ndimage()
     small, f = _shrink(grey)
     footprint = np.zeros((2 * _window(grey, f) + 1,) * 2, bool)
