@@ -63,13 +63,15 @@ def _crop(alpha: np.ndarray) -> np.ndarray:
     return alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
-def digit_alpha(image: np.ndarray, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A digit's ink coverage in [0, 1], cropped and scaled smoothly to ``height`` pixels."""
+def digit_alpha(image: np.ndarray, height: int, rng: np.random.Generator, level: float = 0.3) -> np.ndarray:
+    """A digit's ink coverage in [0, 1], cropped and scaled smoothly to ``height`` pixels, inked
+    where the smooth shape is above ``level`` (higher: thinner strokes)."""
     alpha = _crop(image / 255.0)
     scale = height / alpha.shape[0]
     width = max(2, round(alpha.shape[1] * scale * rng.uniform(0.9, 1.1)))
     big = Image.fromarray((alpha * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
-    return np.clip(np.asarray(big, np.float64) / 255, 0, 1)
+    # a pen's edge is crisp: the smooth upscaled shape, inked where it is more than about half on
+    return np.clip((np.asarray(big, np.float64) / 255 - level) / 0.3, 0, 1)
 
 
 def _line_family(h: int, w: int, spacing: float, thickness: float, angle: float, offset: float,
@@ -172,13 +174,15 @@ def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80
         i = int(rng.integers(len(images)))
         return source, images[i], int(targets[i])
 
+    level = {"mnist": 0.3, "uci": 0.5}  # the 8x8 UCI digits upscaled are bolder than a pen
+
     for kind in KINDS:
         for i in range(singles + numbers):
             w, h = SIZES[rng.integers(len(SIZES))]
             ink = list(INKS)[rng.integers(len(INKS))]
             if i < singles:
                 source, image, label = pick()
-                alpha = digit_alpha(image, int(rng.uniform(0.15, 0.35) * h), rng)
+                alpha = digit_alpha(image, int(rng.uniform(0.15, 0.35) * h), rng, level[source])
                 x = int(rng.uniform(0.02, 0.98) * (w - alpha.shape[1]))
                 y = int(rng.uniform(0.02, 0.98) * (h - alpha.shape[0]))
                 placed = [(alpha, x, y)]
@@ -186,7 +190,7 @@ def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80
             else:
                 height = int(rng.uniform(0.1, 0.2) * h)
                 picks = [pick() for _ in range(4)]
-                alphas = [digit_alpha(p[1], int(height * rng.uniform(0.9, 1.05)), rng) for p in picks]
+                alphas = [digit_alpha(p[1], int(height * rng.uniform(0.9, 1.05)), rng, level[p[0]]) for p in picks]
                 gaps = [int(rng.uniform(-0.02, 0.3) * height) for _ in range(3)] + [0]
                 total = sum(a.shape[1] for a in alphas) + sum(gaps)
                 if total > 0.95 * w:

@@ -44,16 +44,22 @@ from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input, prepare_
 
 CLEAN_SHARE = 0.9  # a drawing: at least this share of pixels is within CLEAN_TOLERANCE of the background
 CLEAN_TOLERANCE = 0.02
-PAPER_WINDOW = 1 / 12  # the paper's local brightness: window (share of the picture's longer side)
+DARK_PAPER = 0.35  # a photo darker than this overall is of a board (or dark paper), not of white paper
+PAPER_WINDOW = 1 / 8  # the paper's local brightness: window (share of the picture's longer side)
 HIGH, LOW = 0.5, 0.25  # hysteresis levels, as shares of the strongest ink
 NOISE_FLOOR = 0.07  # ink weaker than this (paper grain, JPEG noise) is never ink
-LINE_LENGTH = 0.25  # a ruled line runs straight at least this share of the picture's width (height)
-LINE_SLANT = 3  # pixels a line may drift sideways within LINE_LENGTH (a page turned a little)
-STROKE_WIDTH = 0.01  # ink thicker than this share of the longer side, across a line, is a stroke
+LINE_LENGTH = 0.45  # a ruled line runs straight at least this share of the picture's width (height);
+# a digit is at most about a third of the picture's height
+LINE_SLANT = 0.008  # a line may drift sideways by this share of the longer side within LINE_LENGTH
+# (a page turned by a degree or two)
+STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across a line, is a stroke
 SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
 SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25
+JUDGE_ASPECT = 0.9  # with a judge: groups wider than this times their height may be touching digits
+MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
+SPLIT_MARGIN = 0.05  # a cut must raise the mean log-probability by this much per extra digit
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel  # a group wider than this times its height holds touching digits
 
 
@@ -115,9 +121,11 @@ def _window(grey: np.ndarray, f: int) -> int:
 
 
 def dark_on_light(grey: np.ndarray) -> bool:
-    """Is the writing darker than the paper? The writing is the minority of any neighbourhood,
-    so it is what strays furthest from the local median, one way or the other. (The mean
-    brightness cannot tell: a shadow may cover most of a page.)"""
+    """Is the writing darker than the paper? Paper, even in a shadow, is lighter than mid-grey
+    (DARK_PAPER); a dark picture holds light writing if what strays furthest from the local
+    median (the writing is the minority of any neighbourhood) is lighter, not darker."""
+    if np.median(grey) >= DARK_PAPER:
+        return True
     nd = _ndimage()
     small, f = _shrink(grey)
     footprint = np.zeros((2 * _window(grey, f) + 1,) * 2, bool)
@@ -173,11 +181,12 @@ def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
+def _runs(mask: np.ndarray, length: int, axis: int, mode: str = "constant") -> np.ndarray:
     """Pixels of ``mask`` that lie on a straight run of at least ``length`` along ``axis``
-    (a morphological opening by a line; minimum and maximum filters cost the same for any length)."""
+    (a morphological opening by a line; minimum and maximum filters cost the same for any length).
+    ``mode="nearest"``: a run that reaches the picture's edge goes on beyond it."""
     nd = _ndimage()
-    eroded = nd.minimum_filter1d(mask.view(np.uint8), length, axis=axis, mode="constant")
+    eroded = nd.minimum_filter1d(mask.view(np.uint8), length, axis=axis, mode=mode)
     return nd.maximum_filter1d(eroded, length, axis=axis, mode="constant").astype(bool)
 
 
@@ -192,13 +201,18 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
     nd = _ndimage()
     h, w = mask.shape
     stroke = max(3, round(STROKE_WIDTH * max(h, w)))
-    lines = np.zeros_like(mask)
+    slant = max(1, round(LINE_SLANT * max(h, w)))
+    found = []
     for axis, length in ((1, w), (0, h)):  # horizontal lines, then vertical ones
-        across = 1 - axis
-        slack = nd.maximum_filter1d(mask.view(np.uint8), 2 * LINE_SLANT + 1, axis=across).astype(bool)
-        along = _runs(slack, max(3, round(LINE_LENGTH * length)), axis) & mask
-        lines |= along & ~_runs(mask, stroke, across)
-    return lines
+        # lines go on beyond the picture (they do on the page)
+        slack = nd.maximum_filter1d(mask.view(np.uint8), 2 * slant + 1, axis=1 - axis).astype(bool)
+        found.append(_runs(slack, max(3, round(LINE_LENGTH * length)), axis, "nearest") & mask)
+    # thin: no thicker than a line across; a stroke crossing a line is thicker across it
+    thin = [found[0] & ~_runs(mask, stroke, 0), found[1] & ~_runs(mask, stroke, 1)]
+    # where lines cross (squared paper), the other direction's line makes the ink thick: look
+    # across once the thin lines of the other direction are set aside
+    return ((found[0] & ~_runs(mask & ~thin[1], stroke, 0))
+            | (found[1] & ~_runs(mask & ~thin[0], stroke, 1)))
 
 
 def _components(mask: np.ndarray):
@@ -223,14 +237,14 @@ def _union(a, b):
             slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
 
 
-def group_digits(mask: np.ndarray, single: bool = False) -> list[np.ndarray]:
+def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> list[np.ndarray]:
     """The strokes of ``mask`` as digits, left to right: one bool (H, W) mask per digit.
 
     Pieces (connected components) are grouped when they share columns; pieces much smaller than
     the largest (SPECK_AREA) join a group only if they lie within its box (a detached bar, a
     dot), else they are specks and dropped; groups much shorter than the tallest are dropped;
-    a group much wider than tall is split into touching digits (``split_touching``).
-    ``single``: all the writing is one digit.
+    a group much wider than tall is split into touching digits (``split_touching``) unless
+    ``split`` is False. ``single``: all the writing is one digit.
     """
     labels, pieces = _components(mask)
     if not pieces:
@@ -254,23 +268,41 @@ def group_digits(mask: np.ndarray, single: bool = False) -> list[np.ndarray]:
                 members.append(label)
                 break
     tallest = max(g[1][0].stop - g[1][0].start for g in groups)
+    tall = [g for g in groups if g[1][0].stop - g[1][0].start >= SHORT_GROUP * tallest]
+    for members, gbox in groups:  # a short group sharing columns with a tall one is part of it
+        if gbox[0].stop - gbox[0].start < SHORT_GROUP * tallest:  # (a 5's bar), else not a digit
+            near = [g for g in tall if _x_overlap(g[1], gbox) > 0]
+            if near:
+                max(near, key=lambda g: _x_overlap(g[1], gbox))[0].extend(members)
     out = []
-    for members, gbox in groups:
-        if gbox[0].stop - gbox[0].start < SHORT_GROUP * tallest:
-            continue
+    for members, gbox in tall:
         digit = np.isin(labels, members)
-        out.extend([digit] if single else split_touching(digit))
+        out.extend(split_touching(digit) if split and not single else [digit])
     return out
 
 
-def split_touching(digit: np.ndarray) -> list[np.ndarray]:
-    """A group of strokes much wider than tall (WIDE) as that many digits of the usual width
-    (DIGIT_WIDTH of the height), cut at the emptiest column near each expected border."""
+def _height(digit: np.ndarray) -> int:
+    rows = np.nonzero(digit.any(axis=1))[0]
+    return int(rows[-1] - rows[0] + 1)
+
+
+def _aspect(digit: np.ndarray) -> float:
+    rows, cols = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
+    return (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+
+
+def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
+    """A group of strokes cut into ``k`` digits at the emptiest column near each expected
+    border (k equal widths). ``k=None``: a group wider than WIDE times its height is split into
+    as many digits of the usual width (DIGIT_WIDTH of the height) as fit, others are one digit."""
     rows, cols = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
     height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    if width <= WIDE * height:
+    if k is None:
+        if width <= WIDE * height:
+            return [digit]
+        k = max(2, round(width / (DIGIT_WIDTH * height)))
+    if k <= 1:
         return [digit]
-    k = max(2, round(width / (DIGIT_WIDTH * height)))
     profile = digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
     cuts = [0]
     for i in range(1, k):
@@ -305,8 +337,31 @@ def _digit(ink: np.ndarray, member: np.ndarray, name: str) -> tuple[Digit, dict[
     return Digit(box=(int(x0), int(y0), int(x1), int(y1)), image=image), {"ink": crop, "box": box, "input": image}
 
 
-def read_picture(grey: np.ndarray, *, single: bool = False,
-                 name: str = "image") -> tuple[list[Digit], dict[str, np.ndarray]]:
+def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list[np.ndarray]:
+    """Each group wider than JUDGE_ASPECT times its height read whole and cut into 2, 3, ...
+    digits; the reading the network is surest of (geometric mean of each digit's top
+    probability) wins, the fewer digits unless a cut is clearly surer (SPLIT_MARGIN)."""
+    out = []
+    for group in groups:
+        aspect = _aspect(group)
+        if aspect < JUDGE_ASPECT:
+            out.append(group)
+            continue
+        options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
+        height = _height(group)
+        options = [o for o in options if all(_height(p) >= 0.6 * height for p in o)]  # no bar alone
+        images = [_digit(ink, part, name)[0].image for option in options for part in option]
+        top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
+        scores, i = [], 0
+        for option in options:
+            scores.append(top[i:i + len(option)].mean() - SPLIT_MARGIN * (len(option) - 1))
+            i += len(option)
+        out.extend(options[int(np.argmax(scores))])
+    return out
+
+
+def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
+                 judge=None) -> tuple[list[Digit], dict[str, np.ndarray]]:
     """The digits in a picture, left to right, and the named stages of finding them.
 
     ``grey``: float (H, W) in [0, 1] as ``predict.load_grey`` returns it (a photo of paper,
@@ -318,6 +373,11 @@ def read_picture(grey: np.ndarray, *, single: bool = False,
     strokes read as digits), and ``input`` (uint8 (28, 28 × digits): what the network sees,
     side by side). With one digit also ``box`` (the 20×20-at-most box, as ``prepare_steps``).
     Raises ``ImageError`` when no digit is found.
+
+    ``judge`` (optional): a function from uint8 images (N, 28, 28) to class probabilities
+    (N, C), e.g. ``model.predict``. With it, a wide group of strokes is cut into touching
+    digits only where the network reads the pieces more surely than the whole; without it,
+    by the group's width alone.
     """
     grey = _check(grey, name)
     stages: dict[str, np.ndarray] = {"picture": grey}
@@ -331,12 +391,18 @@ def read_picture(grey: np.ndarray, *, single: bool = False,
         mask = ink_mask(ink)
         if not mask.any():
             raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
-        lines = ruled_lines(mask)
+        # lines are sought in all the ink, faint parts too, so that they run unbroken
+        lines = ruled_lines(ink > NOISE_FLOOR) & mask
         mask = sharp_pieces(mask & ~lines, ink)
         stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
     stages["ink"] = ink
     # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
-    members = [mask] if single and "paper" not in stages and mask.any() else group_digits(mask, single)
+    if single and "paper" not in stages:
+        members = [mask]
+    else:
+        members = group_digits(mask, single, split=judge is None)
+        if judge is not None and not single:
+            members = _judged(ink, members, judge, name)
     if not members:
         raise ImageError(f"{name}: no digit found (only lines and specks)")
     kept = np.zeros(mask.shape, bool)

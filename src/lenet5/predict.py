@@ -246,7 +246,7 @@ def prepare_files(sources: Iterable[Source]) -> np.ndarray:
 
 
 def save_input(image: np.ndarray, path: str | Path) -> None:
-    """Write a 28×28 uint8 network input as a PNG."""
+    """Write a uint8 2-D image (a 28×28 network input) as a PNG."""
     Image = _pil()
     try:
         Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(path)
@@ -255,9 +255,10 @@ def save_input(image: np.ndarray, path: str | Path) -> None:
 
 
 def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: str | Path,
-                create: bool = True) -> list[Path]:
-    """Save each network input as ``<directory>/<stem of its name>-input.png``; return the paths.
+                create: bool = True, stage: str = "input") -> list[Path]:
+    """Save each network input as ``<directory>/<stem of its name>-<stage>.png``; return the paths.
 
+    Images are uint8, or floats in [0, 1] (a stage of ``digits.read_picture``), any 2-D size.
     Two inputs with the same file name (a/7.png, b/7.png) keep both: 7-input.png, 7-input-2.png.
     ``directory`` is created if missing (unless ``create`` is False, then a missing directory is
     an error); a path that exists but is not a directory is an error.
@@ -274,11 +275,14 @@ def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: s
     written, used = [], set()
     for image, name in zip(images, names):
         stem = Path(str(name)).stem or "image"
-        candidate, n = f"{stem}-input.png", 1
+        candidate, n = f"{stem}-{stage}.png", 1
         while candidate in used:
             n += 1
-            candidate = f"{stem}-input-{n}.png"
+            candidate = f"{stem}-{stage}-{n}.png"
         used.add(candidate)
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         save_input(image, directory / candidate)
         written.append(directory / candidate)
     return written
