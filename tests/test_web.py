@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -29,11 +30,10 @@ with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its TestCl
 from lenet5.checkpoint import save_checkpoint  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
 from lenet5.model import LeNet5  # noqa: E402
-from lenet5 import predict  # noqa: E402
+from lenet5 import digits, predict  # noqa: E402
 from lenet5.web import INSTALL_HINT, configure_parser, run, serve  # noqa: E402
 from lenet5.web import prepare  # noqa: E402
 from lenet5.web.app import create_app  # noqa: E402
-from lenet5.web.training import parse_progress  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "lenet5" / "web" / "static"
 
@@ -103,40 +103,66 @@ def first_model(c: TestClient) -> str:
     return c.get("/api/models").json()["models"][0]["id"]
 
 
+def read(response) -> list[int]:
+    """The classes a prediction read, left to right."""
+    assert response.status_code == 200, response.text
+    return [d["prediction"] for d in response.json()["digits"]]
+
+
+def decoded(image: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(image["data"]), np.uint8).reshape(image["h"], image["w"])
+
+
 # --------------------------------------------------------------------------- predictions
 def test_predict_drawn_digits(client):
     model_id = first_model(client)
     r = client.post(f"/api/predict?model={model_id}", content=png_bytes(digit_picture(1)),
                     headers={"content-type": "image/png"})
-    assert r.status_code == 200, r.text
-    one = r.json()
-    assert one["prediction"] == 1
+    assert read(r) == [1]
+    one = r.json()["digits"][0]
     assert abs(sum(one["probs"]) - 1) < 1e-3 and len(one["probs"]) == 10
-    # an upload's preparation steps include the picture, shrunk for the page
-    assert set(one["steps"]) == {"picture", "ink", "box", "input"}
-    assert max(one["steps"]["picture"]["w"], one["steps"]["picture"]["h"]) <= prepare.PREVIEW_SIDE
-    assert min(one["steps"]["picture"]["w"], one["steps"]["picture"]["h"]) >= prepare.PREVIEW_SIDE // 2
+    # an upload's stages include the picture, shrunk for the page
+    steps = {s["name"]: s for s in r.json()["steps"]}
+    assert "picture" in steps
+    assert max(steps["picture"]["w"], steps["picture"]["h"]) <= prepare.PREVIEW_SIDE
+    assert min(steps["picture"]["w"], steps["picture"]["h"]) >= prepare.PREVIEW_SIDE // 2
+    assert r.json()["size"] == [280, 280]
     raw = digit_picture(0).tobytes()  # the page sends its canvas as raw grey bytes
     r = client.post(f"/api/predict?model={model_id}&w=280&h=280", content=raw,
                     headers={"content-type": "application/octet-stream"})
-    zero = r.json()
-    assert r.status_code == 200 and zero["prediction"] == 0
-    # the preparation steps, as lenet5 predict does them (a canvas is not sent back: the page has it)
-    assert set(zero["steps"]) == {"ink", "box", "input"}
-    assert (zero["steps"]["input"]["w"], zero["steps"]["input"]["h"]) == (28, 28)
-    assert max(zero["steps"]["box"]["w"], zero["steps"]["box"]["h"]) == 20
-    assert max(zero["steps"]["ink"]["w"], zero["steps"]["ink"]["h"]) <= prepare.PREVIEW_SIDE
+    assert read(r) == [0]
+    zero = r.json()["digits"][0]
+    # the stages of lenet5 predict's reading (a canvas is not sent back: the page has it)
+    assert "picture" not in {s["name"] for s in r.json()["steps"]} and r.json()["steps"]
+    assert all(max(s["w"], s["h"]) <= prepare.PREVIEW_SIDE for s in r.json()["steps"])
+    # the digit's box lies on the ink, and its input is what lenet5 predict's reading gives the network
     grey = np.asarray(digit_picture(0), dtype=np.float64) / 255
-    sent = np.frombuffer(__import__("base64").b64decode(zero["steps"]["input"]["data"]), np.uint8).reshape(28, 28)
-    assert np.array_equal(sent, predict.to_mnist(grey))
+    x0, y0, x1, y1 = zero["box"]
+    ink_rows, ink_cols = np.nonzero(grey < 0.5)
+    assert x0 <= ink_cols.min() and ink_cols.max() < x1 and y0 <= ink_rows.min() and ink_rows.max() < y1
+    found, _ = digits.read_picture(grey, name="canvas")
+    assert np.array_equal(decoded(zero["input"]), found[0].image)
     # every stage's maps: C1..S4 as (C, H, W) uint8 grids, C5 and F6 as strips
     shapes = {k: v["shape"] for k, v in zero["maps"].items()}
     assert shapes == {"c1": [6, 28, 28], "s2": [6, 14, 14], "c3": [16, 10, 10], "s4": [16, 5, 5], "c5": [120],
                       "f6": [84]}
     c1 = zero["maps"]["c1"]
     assert c1["layer"] == "c1_act" and len(c1["min"]) == 6
-    assert len(__import__("base64").b64decode(c1["data"])) == 6 * 28 * 28
-    assert zero["timing"]["server_ms"] > 0 and r.headers["server-timing"].startswith("app;dur=")
+    assert len(base64.b64decode(c1["data"])) == 6 * 28 * 28
+    assert r.json()["timing"]["server_ms"] > 0 and r.headers["server-timing"].startswith("app;dur=")
+
+
+def test_a_drawn_number_is_read_digit_by_digit(client):
+    """Two digits side by side: two results, left to right, each with its own box and maps."""
+    model_id = first_model(client)
+    im = Image.new("L", (560, 280), 255)
+    im.paste(digit_picture(1), (0, 0))
+    im.paste(digit_picture(0), (280, 0))
+    r = client.post(f"/api/predict?model={model_id}&w=560&h=280", content=im.tobytes())
+    assert read(r) == [1, 0]
+    first, second = r.json()["digits"]
+    assert first["box"][2] <= second["box"][0]  # left to right, apart
+    assert first["maps"]["c1"]["data"] != second["maps"]["c1"]["data"]
 
 
 def test_model_details_and_switching_keeps_the_picture(trained_run, lecun_checkpoint, modern_checkpoint, tmp_path):
@@ -146,7 +172,7 @@ def test_model_details_and_switching_keeps_the_picture(trained_run, lecun_checkp
         listing = c.get("/api/models").json()
         ids = {m["preset"]: m["id"] for m in listing["models"]}
         assert set(ids) == {"seed-tanh", "lecun1998", "modern"}
-        assert listing["default"] == ids["seed-tanh"]
+        assert listing["default"] == ids["seed-tanh"]  # the first model named on the command line
         assert str(trained_run) not in json.dumps(listing)  # no server path ever reaches the page
         picture = png_bytes(digit_picture(0))
         results = {}
@@ -156,20 +182,29 @@ def test_model_details_and_switching_keeps_the_picture(trained_run, lecun_checkp
             assert len(details["kernels"]["c3"]["values"]) == 16 * 6 * 25
             r = c.post(f"/api/predict?model={model_id}", content=picture)
             assert r.status_code == 200 and r.json()["model"] == model_id
-            results[preset] = (details, r.json())
+            results[preset] = (details, r.json()["digits"][0])
         details, result = results["lecun1998"]
         assert details["output"] == "rbf" and len(details["glyphs"]) == 10 and len(details["glyphs"][0]) == 12
+        from lenet5.lecun1998 import GLYPHS
+        assert details["glyphs"] == [GLYPHS[d] for d in range(10)]  # read back from the RBF layer's centres
         assert len(details["c3_connections"]) == 16 and sum(map(sum, details["c3_connections"])) == 60
         assert "s2_coefficients" in details
         assert np.allclose(result["rbf_distances"], -np.asarray(result["outputs"]), atol=1e-2)
         assert result["prediction"] == int(np.argmin(result["rbf_distances"]))
         assert len(result["f6_values"]) == 84
+        # the bars share the evidence among the ten digits; the MAP criterion's rubbish class is apart
+        d = np.asarray(result["rbf_distances"])
+        assert abs(sum(result["probs"]) - 1) < 1e-3
+        assert np.allclose(result["probs"], np.exp(-(d - d.min())) / np.exp(-(d - d.min())).sum(), atol=1e-3)
+        assert details["rubbish_j"] == 0.1
+        j = details["rubbish_j"]
+        assert abs(result["rubbish_share"] - np.exp(-j) / (np.exp(-j) + np.exp(-d).sum())) < 1e-3
         details, result = results["modern"]
         assert details["classes"][0] == "T-shirt/top"  # a Fashion-MNIST model says so
         assert result["maps"]["c1"]["layer"] == "c1_act" and min(result["maps"]["c1"]["min"]) >= 0  # after ReLU
         assert "BatchNorm2d" in next(s["kind"] for s in details["stages"] if s["stage"] == "c1")
         # the same picture through each model: the preparation does not depend on the model
-        inputs = {p: r["steps"]["input"]["data"] for p, (_, r) in results.items()}
+        inputs = {p: r["input"]["data"] for p, (_, r) in results.items()}
         assert len(set(inputs.values())) == 1
 
 
@@ -180,7 +215,7 @@ def test_concurrent_predictions_use_private_model_copies(client):
     pictures = [digit_picture(d % 2).tobytes() for d in range(16)]
 
     def ask(raw: bytes) -> int:
-        return client.post(f"/api/predict?model={model_id}&w=280&h=280", content=raw).json()["prediction"]
+        return read(client.post(f"/api/predict?model={model_id}&w=280&h=280", content=raw))[0]
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(ask, pictures)) == [d % 2 for d in range(16)]
@@ -212,21 +247,61 @@ def test_pretrained_models_load_when_first_used(trained_run, tmp_path, monkeypat
             ("seed-tanh", False, "seed-tanh", 0.99), ("broken", False, None, None)]
         assert loads == []  # nothing is loaded until the page uses it
         r = c.post(f"/api/predict?model={models[0]['id']}", content=png_bytes(digit_picture(1)))
-        assert r.status_code == 200 and r.json()["prediction"] == 1 and loads == ["seed-tanh"]
+        assert read(r) == [1] and loads == ["seed-tanh"]
         r = c.get(f"/api/models/{models[1]['id']}")
         assert r.status_code == 400 and r.json() == {"error": "broken: cannot load the model (OSError: disk on fire)"}
     app = create_app([], pretrained=["seed-tanh"], runs_dir=tmp_path / "runs2")  # --model NAME: loaded at once
     assert [e.model is not None for e in app.state.registry.entries()] == [True, False]
 
 
+def test_the_first_model_shown_is_the_most_accurate_on_digits(trained_run, tmp_path, monkeypatch):
+    """Chosen from the measured accuracies in the manifest, not by name: a Fashion-MNIST model's
+    figure does not count, and a model named on the command line comes first."""
+    import types
+
+    import lenet5
+    from lenet5.checkpoint import load_checkpoint
+
+    fake = types.ModuleType("lenet5.zoo")
+    fake.available = lambda: ["a", "b", "c", "d"]
+    fake.manifest = lambda: {"a": {"preset": "seed-tanh", "dataset": "mnist", "test_accuracy": 0.97},
+                             "b": {"preset": "seed-tanh", "dataset": "mnist", "test_accuracy": 0.992},
+                             "c": {"preset": "seed-tanh", "dataset": "fashion-mnist", "test_accuracy": 0.999},
+                             "d": {"preset": "seed-tanh", "dataset": "mnist"}}
+    fake.load = lambda name: load_checkpoint(trained_run / "model.safetensors")
+    monkeypatch.setitem(sys.modules, "lenet5.zoo", fake)
+    monkeypatch.setattr(lenet5, "zoo", fake, raising=False)
+    with TestClient(create_app([], runs_dir=tmp_path / "runs")) as c:
+        listing = c.get("/api/models").json()
+        names = {m["id"]: m["name"] for m in listing["models"]}
+        assert names[listing["default"]] == "b"
+        assert [m["name"] for m in listing["models"]][:2] == ["c", "b"]  # listed most accurate first
+        r = c.post("/api/predict", content=png_bytes(digit_picture(1)))  # no model named: the default
+        assert r.json()["model"] == listing["default"]
+    with TestClient(create_app([trained_run], runs_dir=tmp_path / "runs")) as c:
+        listing = c.get("/api/models").json()
+        assert listing["models"][0]["name"] == trained_run.name and listing["default"] == listing["models"][0]["id"]
+
+
+def test_the_real_manifest_puts_its_most_accurate_digit_model_first(tmp_path):
+    from lenet5 import zoo
+
+    described = zoo.manifest()
+    best = max((n for n in zoo.available() if described[n]["dataset"] == "mnist"),
+               key=lambda n: described[n]["test_accuracy"])
+    with TestClient(create_app([], runs_dir=tmp_path / "runs")) as c:
+        listing = c.get("/api/models").json()
+        assert next(m["name"] for m in listing["models"] if m["id"] == listing["default"]) == best
+
+
 # --------------------------------------------------------------------------- errors
 def test_bad_requests_get_json_4xx(client):
     model_id = first_model(client)
     cases = [
-        (client.post(f"/api/predict?model={model_id}", content=b"this is not a picture"), 422, "not a readable image"),
+        (client.post(f"/api/predict?model={model_id}", content=b"this is not a picture"), 422, "not a picture"),
         (client.post(f"/api/predict?model={model_id}", content=b""), 422, "empty"),
         (client.post(f"/api/predict?model={model_id}&w=10&h=10", content=b"\x00" * 99), 422, "needs 100 bytes"),
-        (client.post(f"/api/predict?model={model_id}&w=10&h=10", content=b"\xff" * 100), 422, "no ink"),
+        (client.post(f"/api/predict?model={model_id}&w=10&h=10", content=b"\xff" * 100), 422, "No digit found"),
         (client.post(f"/api/predict?model={model_id}&w=10", content=b"\xff" * 100), 400, "both w and h"),
         (client.post(f"/api/predict?model={model_id}&w=ten&h=10", content=b"\xff" * 100), 400, "w must be"),
         (client.post(f"/api/predict?model={model_id}&w=9999&h=1", content=b"\xff" * 9999), 422, "per side"),
@@ -249,8 +324,32 @@ def test_bad_requests_get_json_4xx(client):
     for response, status, words in cases:
         assert response.status_code == status, (response.request.url, response.text)
         body = response.json()
-        assert set(body) == {"error"} and words in body["error"], body
+        assert set(body) <= {"error", "detail"} and words in body["error"], body
         assert "Traceback" not in response.text
+        # plain words: no Python repr, no command-line options
+        assert not re.search(r"<[\w.]+ object at|BytesIO|--[a-z]", body["error"]), body
+
+
+def test_pictures_that_cannot_be_read_are_said_in_plain_words(client):
+    model_id = first_model(client)
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def png_header(w: int, h: int) -> bytes:  # a PNG that claims its size, and has no pixels
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+    cases = {b"%PDF-1.4 a document": "not a picture", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40: "not a picture",
+             png_header(9000, 9000): "too large", png_header(30000, 30000): "too large",
+             png_header(300, 200): "could not be decoded",
+             png_bytes(Image.new("L", (50, 50), 255)): "No digit found"}
+    for body, words in cases.items():
+        r = client.post(f"/api/predict?model={model_id}", content=body)
+        assert r.status_code == 422 and words in r.json()["error"], r.text
+        assert not re.search(r"object at 0x|Error\b|\(\)", r.json()["error"])
 
 
 def test_uploads_are_size_limited(client):
@@ -352,10 +451,13 @@ def test_training_runs_and_its_model_is_usable(client):
     assert r.status_code == 200 and r.json()["state"] == "starting"
     assert client.post("/api/train/start", json={"epochs": 1}).status_code == 409  # one at a time
     wait_for(lambda: training.state in ("finished", "failed", "stopped"))
-    assert training.state == "finished", training.message
+    assert training.state == "finished", (training.message, training.detail)
     events = sse_events(client)
     kinds = [k for k, _ in events]
     assert kinds[0] == "start" and "batches" in kinds and kinds[-1] == "state"
+    # the state went to "running" when the run's config.json appeared, before its first epoch
+    states = [d["state"] for k, d in events if k == "state"]
+    assert states[:2] == ["starting", "running"] and kinds.index("epoch") > kinds.index("state", 2)
     epoch = next(d for k, d in events if k == "epoch")
     assert epoch["epoch"] == 1 and 0 <= epoch["test_acc"] <= 1
     assert np.asarray(epoch["confusion"]).shape == (10, 10)
@@ -364,7 +466,17 @@ def test_training_runs_and_its_model_is_usable(client):
     # the finished run's model is on the list and predicts at once
     r = client.post(f"/api/predict?model={epoch['model_id']}", content=png_bytes(digit_picture(1)))
     assert r.status_code == 200
-    assert client.get("/api/train").json()["runs"][0]["resumable"]
+    # a finished run is not offered for resuming; asked anyway, the page's words say why
+    run = client.get("/api/train").json()["runs"][0]
+    assert (run["done"], run["resumable"]) == (1, False) and "finished" in run["note"]
+    r = client.post("/api/train/resume", json={"run": run["id"]})
+    assert r.status_code == 409 and "finished all its 1 epochs" in r.json()["error"]
+    assert not re.search(r"--|lenet5 train", r.json()["error"])
+    # more epochs than it has done: it trains further
+    r = client.post("/api/train/resume", json={"run": run["id"], "epochs": 2})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: training.state in ("finished", "failed", "stopped"))
+    assert training.state == "finished" and client.get("/api/train").json()["runs"][0]["done"] == 2
 
 
 def test_training_stops_and_resumes(client):
@@ -377,9 +489,9 @@ def test_training_stops_and_resumes(client):
     assert training.state == "stopped", training.message
     status = client.get("/api/train").json()
     run = status["run"]
-    assert run["resumable"] and "resumable" in status["message"]
+    assert run["resumable"] and run["note"] == "" and "Resume" in status["message"]
     done = max(d["epoch"] for k, d in sse_events(client) if k == "epoch")
-    assert done < 100
+    assert done < 100 and run["done"] == done
     r = client.post("/api/train/resume", json={"run": run["id"], "epochs": done + 1})
     assert r.status_code == 200
     wait_for(lambda: training.state in ("finished", "failed", "stopped"))
@@ -397,8 +509,57 @@ def test_a_failing_worker_is_reported(client, tmp_path):
     client.post("/api/train/start", json={"preset": "seed-tanh", "dataset": "fashion-mnist", "epochs": 1})
     wait_for(lambda: training.state in ("finished", "failed", "stopped"))
     assert training.state == "failed"
-    assert training.message == "fashion-mnist: not found and not downloadable"
-    assert not client.get("/api/train").json()["run"]["resumable"]
+    assert training.message == "training stopped with an error"  # the page's words
+    # the worker's own last line, passed on verbatim as the detail
+    assert training.detail == "lenet5: error: fashion-mnist: not found and not downloadable"
+    run = client.get("/api/train").json()["run"]
+    assert not run["resumable"] and "nothing was saved" in run["note"]
+
+
+def test_runs_persist_and_the_next_server_lists_them(trained_run, tmp_path, monkeypatch):
+    """The default runs folder is ./runs (where `lenet5 train` puts runs), not a temporary one;
+    a run there is listed by the next server, its model on the page's list."""
+    import shutil
+
+    from lenet5.web.app import DEFAULT_RUNS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app([], list_pretrained=False)
+    assert app.state.training.runs_dir.resolve() == (tmp_path / DEFAULT_RUNS_DIR).resolve()
+    assert DEFAULT_RUNS_DIR == Path("runs")
+    shutil.copytree(trained_run, tmp_path / "runs" / "earlier-run")
+    with TestClient(create_app([], list_pretrained=False)) as c:
+        runs = c.get("/api/train").json()["runs"]
+        assert [(r["name"], r["done"], r["resumable"]) for r in runs] == [("earlier-run", 3, False)]
+        models = c.get("/api/models").json()["models"]
+        assert [m["name"] for m in models] == ["earlier-run"]
+        assert read(c.post(f"/api/predict?model={models[0]['id']}", content=png_bytes(digit_picture(1)))) == [1]
+
+
+def test_data_dir_is_passed_to_mnist_runs(client, tmp_path):
+    training = client.app.state.training
+    argv_file = tmp_path / "argv"
+    worker = tmp_path / "worker.sh"  # records the worker's arguments, then fails
+    worker.write_text(f'#!/bin/sh\necho "$@" > {argv_file}\nexit 2\n')
+    worker.chmod(0o755)
+    training.python = str(worker)
+    training.data_dir = Path("/data/mnist")
+    for dataset, expected in [("mnist", True), ("fashion-mnist", False)]:
+        client.post("/api/train/start", json={"preset": "seed-tanh", "dataset": dataset, "epochs": 1})
+        wait_for(lambda: training.state == "failed")
+        argv = argv_file.read_text().split()
+        assert ("--data-dir" in argv and argv[argv.index("--data-dir") + 1] == "/data/mnist") == expected, argv
+        training.state = "idle"
+
+
+def test_serve_checks_its_data_dir(tmp_path):
+    p = argparse.ArgumentParser()
+    configure_parser(p)
+    args = p.parse_args(["--data-dir", str(tmp_path / "nowhere"), "--no-browser", "--port", "0",
+                         "--runs-dir", str(tmp_path / "runs")])
+    with pytest.raises(Lenet5Error, match="--data-dir") as e:
+        run(args)
+    assert "\n" not in str(e.value)
 
 
 # --------------------------------------------------------------------------- files written while read
@@ -421,68 +582,14 @@ def test_run_files_are_read_while_written(tmp_path):
     training._read_files(job)
     assert [e["data"] for e in training.events[1:]] == [
         {"level": "warning", "text": "r/metrics.jsonl: line 2 is not valid JSON (truncated?)"}]
-    assert parse_progress("epoch 2/5: 40/160 batches loss 0.4123 acc 0.8750") == {
-        "epoch": 2, "epochs": 5, "batch": 40, "batches": 160, "loss": 0.4123, "acc": 0.875}
-    assert parse_progress("epoch   1/3  train loss 1.07 acc 70.24%") is None
 
 
-def test_prepare_matches_predict():
-    grey = np.asarray(digit_picture(1, size=150), dtype=np.float64) / 255
-    steps = prepare.prepare_steps(grey, "x")
-    assert np.array_equal(np.asarray(steps["input"]), predict.to_mnist(grey, "x"))
+def test_uploads_are_decoded_as_predict_decodes_them():
     assert prepare.to_uint8(np.array([[0.0, 1.0]])).tolist() == [[0, 255]]
     assert np.array_equal(prepare.grey_from_bytes(png_bytes(digit_picture(0)), "p"),
                           np.asarray(digit_picture(0), dtype=np.float64) / 255)
     rgba = Image.new("RGBA", (30, 30), (0, 0, 0, 0))  # transparent: laid on white, as predict does
     assert prepare.grey_from_bytes(png_bytes(rgba)).min() == 1.0
-
-
-def test_canvas_steps_are_predicts_bit_for_bit():
-    """The canvas fast path (ink found on uint8 rows and columns, predict run on the ink's box)
-    gives exactly predict.prepare_steps(pixels / 255): the same arrays, or the same error."""
-    rng = np.random.default_rng(7)
-    canvases = [np.asarray(digit_picture(d % 2, size=s)) for d, s in enumerate([280, 150, 97, 40])]
-    for k in range(160):
-        h, w = (int(v) for v in rng.integers(3, 90, size=2))
-        bg = int(rng.integers(0, 256))
-        kind = k % 4
-        if kind == 0:  # noise
-            a = rng.integers(0, 256, size=(h, w)).astype(np.uint8)
-        elif kind == 1:  # a patch of any grey on a slightly noisy background
-            a = np.clip(bg + rng.normal(0, 10, size=(h, w)), 0, 255).astype(np.uint8)
-            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
-            a[y:y + int(rng.integers(1, 30)), x:x + int(rng.integers(1, 30))] = rng.integers(0, 256)
-        elif kind == 2:  # a stroke, either polarity
-            im = Image.new("L", (w, h), bg)
-            ImageDraw.Draw(im).line([tuple(int(v) for v in rng.integers(0, max(h, w), 2)) for _ in range(3)],
-                                    fill=int(rng.integers(0, 256)), width=int(rng.integers(1, 8)))
-            a = np.asarray(im)
-        else:  # a single line, or specks
-            a = np.full((h, w), bg, np.uint8)
-            a[int(rng.integers(0, h)), :] = 255 - bg
-            if k % 8 == 3:
-                a = np.where(rng.random((h, w)) < 0.01, 255 - bg, bg).astype(np.uint8)
-        canvases.append(a)
-    outcomes = set()
-    for a in canvases:
-        try:
-            want = predict.prepare_steps(a / 255, "canvas")
-        except predict.ImageError as e:
-            with pytest.raises(predict.ImageError) as got:
-                prepare.canvas_steps(a, "canvas")
-            assert str(got.value) == str(e)
-            outcomes.add(str(e).split("(")[0])
-            continue
-        got = prepare.canvas_steps(a, "canvas")
-        for key in ("ink", "box", "input"):
-            assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), key
-        assert np.array_equal(got["picture"], a)
-        outcomes.add("ok")
-    assert {"ok", "canvas: no digit found ", "canvas: no ink found "} <= outcomes
-    for n in (1, 2, 5, 1120):  # the border's median, from a histogram: np.median's value exactly
-        for _ in range(50):
-            values = rng.choice(rng.integers(0, 256, size=3), size=n).astype(np.uint8)
-            assert prepare.median_level(values) == float(np.median(values / 255))
 
 
 def test_feature_maps_quantized_per_map():
@@ -501,17 +608,12 @@ def test_feature_maps_quantized_per_map():
 
 
 def test_large_canvas_predicts_like_the_page_canvas(client):
-    """A canvas over INLINE_PIXELS goes to a worker thread: the same answer, prepared the same way."""
-    from lenet5.web.app import INLINE_PIXELS
-
     model_id = first_model(client)
     im = digit_picture(0, size=600)
-    assert 600 * 600 > INLINE_PIXELS
     r = client.post(f"/api/predict?model={model_id}&w=600&h=600", content=im.tobytes())
-    assert r.status_code == 200, r.text
-    sent = np.frombuffer(__import__("base64").b64decode(r.json()["steps"]["input"]["data"]), np.uint8)
-    assert np.array_equal(sent.reshape(28, 28), predict.to_mnist(np.asarray(im, dtype=np.float64) / 255))
-    assert r.json()["prediction"] == 0
+    assert read(r) == [0]
+    found, _ = digits.read_picture(np.asarray(im, dtype=np.float64) / 255)
+    assert np.array_equal(decoded(r.json()["digits"][0]["input"]), found[0].image)
 
 
 # --------------------------------------------------------------------------- the command line's side
@@ -520,6 +622,7 @@ def test_parser_defaults_are_safe():
     configure_parser(p)
     args = p.parse_args([])
     assert (args.host, args.port, args.models, args.model, args.no_browser) == ("127.0.0.1", 8000, [], [], False)
+    assert (args.runs_dir, args.data_dir) == (None, None)
     args = p.parse_args(["a.safetensors", "runs/x", "--model", "m", "--port", "0", "--no-browser"])
     assert args.models == ["a.safetensors", "runs/x"] and args.port == 0
 

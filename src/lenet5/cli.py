@@ -99,7 +99,24 @@ class _Distort(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage block) and exit with status 2."""
+    """argparse, but errors are one line (no usage block) and exit with status 2.
+
+    ``intermixed=True``: positionals and options in any order (``predict CKPT --json a.png``);
+    argparse would otherwise take all positionals at their first run.
+    """
+
+    def __init__(self, *args, intermixed: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.intermixed, self._inside = intermixed, False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if not self.intermixed or self._inside:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {clip(message, 300)}\n")
@@ -172,37 +189,82 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_names(meta: dict) -> list[str]:
+    """The classes' names, from the dataset the checkpoint was trained on (digits: "0".."9")."""
+    from .plots import CLASS_NAMES
+
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    dataset = data.get("dataset") or settings.get("dataset")
+    return CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import network_outputs, prepare_files, save_inputs
+    """Read each picture (a digit, a number, or with a non-digit model one item); a picture that
+    cannot be read is reported on its own line and the others are still read (exit status 2)."""
+    from .digits import read_picture
+    from .predict import ImageError, load_grey, network_outputs, save_inputs
 
     inputs = list(args.inputs)
     checkpoint = None if args.model else Path(inputs.pop(0))
     if not inputs:
-        raise Lenet5Error("no picture given: lenet5 predict CKPT IMAGE... (or --model NAME IMAGE...)")
-    model, _, label = _load_model(checkpoint, args.model)
-    args.images = inputs
-    images = prepare_files(args.images)
-    logits, probs = network_outputs(model, images, clip(label))
+        raise Lenet5Error("no picture given: lenet5 predict [--model NAME | CKPT] [options] IMAGE...")
+    model, meta, label = _load_model(checkpoint, args.model)
+    names = _class_names(meta)
+    digits_model = names[0] == "0"  # only digits are read as numbers; other classes are one item a picture
     rbf = model.preset.output == "rbf"  # outputs are minus the RBF distances
-    if args.show_input:
-        save_inputs(images, args.images, args.show_input)
-    results = []
-    for path, p in zip(args.images, probs):
-        order = np.argsort(-p)[: args.top]
-        results.append({"image": str(path), "prediction": int(order[0]),
-                        "top": [{"class": int(c), "probability": float(p[c])} for c in order],
-                        "probabilities": [float(v) for v in p]})
-        if rbf:
-            results[-1]["rbf_distances"] = [float(-v) for v in logits[len(results) - 1]]
+
+    def tops(entry: dict) -> str:
+        return "  ".join(f"{t['class_name']} ({100 * t['probability']:.1f}%"
+                         + (f", RBF distance {entry['rbf_distances'][t['class']]:.1f})" if rbf else ")")
+                         for t in entry["top"])
+
+    def show(r: dict) -> None:
+        if len(r["digits"]) == 1:
+            print(f"{r['image']}: {r['reading']}    top: {tops(r['digits'][0])}", flush=True)
+            return
+        print(f"{r['image']}: {r['reading']}")
+        for i, e in enumerate(r["digits"], 1):
+            x0, y0, x1, y1 = e["box"]
+            print(f"  digit {i} at x {x0}-{x1}, y {y0}-{y1}: {e['class_name']}    top: {tops(e)}", flush=True)
+
+    results, seen, failed = [], [], False
+    for path in inputs:
+        try:
+            found, stages = read_picture(load_grey(path), single=args.single or not digits_model, name=str(path),
+                                         judge=model.predict)
+        except ImageError as e:
+            print(f"lenet5: error: {e}", file=sys.stderr)
+            results.append({"image": str(path), "error": str(e)})
+            failed = True
+            continue
+        seen.append((str(path), stages))
+        images = np.stack([d.image for d in found])
+        logits, probs = network_outputs(model, images, clip(label))
+        distances = -logits if rbf else None
+        entries = []
+        for i, (digit, p) in enumerate(zip(found, probs)):
+            order = np.argsort(-p)[: args.top]
+            entry = {"box": list(digit.box), "prediction": int(order[0]), "class_name": names[order[0]],
+                     "top": [{"class": int(c), "class_name": names[c], "probability": float(p[c])} for c in order],
+                     "probabilities": [float(v) for v in p]}
+            if rbf:
+                entry["rbf_distances"] = [float(v) for v in distances[i]]
+            entries.append(entry)
+        result = {"image": str(path), "reading": "".join(e["class_name"] for e in entries) if digits_model
+                  else entries[0]["class_name"], "digits": entries}
+        if len(entries) == 1:  # one digit: its answer at the top level too, as before numbers were read
+            result.update({k: v for k, v in entries[0].items() if k != "box"})
+        results.append(result)
+        if not args.json:
+            show(result)
+    if args.show_input and seen:
+        for stage in dict.fromkeys(k for _, stages in seen for k in stages):
+            pairs = [(name, stages[stage]) for name, stages in seen if stage in stages]
+            save_inputs([s for _, s in pairs], [n for n, _ in pairs], args.show_input, stage=stage)
     if args.json:
         print(json.dumps(results))
-        return 0
-    for r in results:
-        tops = "  ".join(f"{t['class']} ({100 * t['probability']:.1f}%"
-                         + (f", RBF distance {r['rbf_distances'][t['class']]:.1f})" if rbf else ")")
-                         for t in r["top"])
-        print(f"{r['image']}: {r['prediction']}    top: {tops}")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -415,12 +477,20 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(e)
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="classify your own pictures of digits (PNG, JPEG, BMP, ...)")
-    pr.add_argument("inputs", nargs="+", metavar="[CKPT] IMAGE", help="a checkpoint (unless --model), then pictures")
+    pr = sub.add_parser("predict", help="read digits and numbers in your own pictures: photos of paper, scans, "
+                                        "drawings (PNG, JPEG, BMP, ...)", intermixed=True,
+                        usage="%(prog)s [--model NAME | CKPT] [options] IMAGE...")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE", help="a checkpoint (unless --model), then pictures")
     pr.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     pr.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
-    pr.add_argument("--show-input", metavar="DIR", help="save the 28x28 image the network saw, per picture")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--single", action="store_true",
+                    help="each picture holds one digit: all its writing is read as one (default: a number, "
+                         "its digits left to right)")
+    pr.add_argument("--show-input", metavar="DIR",
+                    help="save every stage of reading each picture (<name>-<stage>.png; <name>-input.png is "
+                         "what the network saw, the digits side by side)")
+    pr.add_argument("--json", action="store_true",
+                    help="print JSON: per picture its reading and every digit's box and probabilities")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="write a trained network in another format (ONNX)")

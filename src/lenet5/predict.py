@@ -209,7 +209,6 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     A picture too small or thin to show a digit, or whose ink is a speck or a single line,
     raises ImageError "no digit found" rather than letting the network guess.
     """
-    Image = _pil()
     grey = np.asarray(grey, dtype=np.float64)
     if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
         size = "x".join(map(str, grey.shape[::-1]))
@@ -229,6 +228,19 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     if min(h, w) < 2 or max(h, w) < MIN_INK_EXTENT:
         what = "a single line" if min(h, w) < 2 else "a speck"
         raise ImageError(f"{name}: no digit found (the ink is {what}, {w}x{h} pixels)")
+    box, image = mnist_input(ink)
+    return {"picture": grey, "ink": ink, "box": box, "input": image}
+
+
+def mnist_input(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's preparation of one digit's ink (H, W), bright on black in [0, 1], cropped to it.
+
+    Returns ``box`` (the ink scaled, keeping its aspect ratio, so its longer side is 20 pixels,
+    float [0, 1]) and ``input`` (uint8 (28, 28): the box placed so its centre of mass is at the
+    centre, (14, 14)): what the network sees.
+    """
+    Image = _pil()
+    h, w = ink.shape
     scale = 20 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     box = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.LANCZOS), dtype=np.float64)
@@ -241,7 +253,7 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     top = int(np.clip(round(14 - cy), 0, 28 - box.shape[0]))  # MNIST: centre of mass at (14, 14)
     left = int(np.clip(round(14 - cx), 0, 28 - box.shape[1]))
     out[top:top + box.shape[0], left:left + box.shape[1]] = box
-    return {"picture": grey, "ink": ink, "box": box, "input": np.round(out * 255).astype(np.uint8)}
+    return box, np.round(out * 255).astype(np.uint8)
 
 
 def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
@@ -259,7 +271,7 @@ def prepare_files(sources: Iterable[Source]) -> np.ndarray:
 
 
 def save_input(image: np.ndarray, path: str | Path) -> None:
-    """Write a 28×28 uint8 network input as a PNG."""
+    """Write a uint8 2-D image (a 28×28 network input) as a PNG."""
     from .checkpoint import atomic_write  # never through a symlink, never over anything but a file
 
     Image = _pil()
@@ -271,9 +283,10 @@ def save_input(image: np.ndarray, path: str | Path) -> None:
 
 
 def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: str | Path,
-                create: bool = True) -> list[Path]:
-    """Save each network input as ``<directory>/<stem of its name>-input.png``; return the paths.
+                create: bool = True, stage: str = "input") -> list[Path]:
+    """Save each network input as ``<directory>/<stem of its name>-<stage>.png``; return the paths.
 
+    Images are uint8, or floats in [0, 1] (a stage of ``digits.read_picture``), any 2-D size.
     Two inputs with the same file name (a/7.png, b/7.png) keep both: 7-input.png, 7-input-2.png.
     ``directory`` is created if missing (unless ``create`` is False, then a missing directory is
     an error); a path that exists but is not a directory is an error.
@@ -290,11 +303,14 @@ def save_inputs(images: Iterable[np.ndarray], names: Iterable[str], directory: s
     written, used = [], set()
     for image, name in zip(images, names):
         stem = Path(str(name)).stem or "image"
-        candidate, n = f"{stem}-input.png", 1
+        candidate, n = f"{stem}-{stage}.png", 1
         while candidate in used:
             n += 1
-            candidate = f"{stem}-input-{n}.png"
+            candidate = f"{stem}-{stage}-{n}.png"
         used.add(candidate)
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         save_input(image, directory / candidate)
         written.append(directory / candidate)
     return written

@@ -44,8 +44,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every network)")
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument("--runs-dir", metavar="DIR",
-                   help="where training runs started from the page go (default: a new temporary directory); "
-                        "runs already there are listed and can be resumed")
+                   help="where training runs started from the page go (default: ./runs, where `lenet5 train` "
+                        "puts its runs); runs already there are listed and can be resumed")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="MNIST's four IDX files for training from the page (full MNIST, offline)")
     p.add_argument("--no-browser", action="store_true", help="do not open the page in a web browser")
     p.add_argument("--train-nice", type=int, default=10, metavar="N",
                    help="CPU niceness added to training workers, so predictions stay quick (default 10)")
@@ -64,7 +66,7 @@ def _port(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """``lenet5 serve``: load the models, bind, open the page, serve until Ctrl-C."""
     serve(args.models, host=args.host, port=args.port, pretrained=args.model, runs_dir=args.runs_dir,
-          open_browser=not args.no_browser, train_nice=args.train_nice)
+          data_dir=args.data_dir, open_browser=not args.no_browser, train_nice=args.train_nice)
     return 0
 
 
@@ -99,7 +101,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(models: Sequence[str | Path] = (), host: str = "127.0.0.1", port: int = 8000, *,
-          pretrained: Sequence[str] = (), runs_dir: str | Path | None = None, open_browser: bool = False,
+          pretrained: Sequence[str] = (), runs_dir: str | Path | None = None,
+          data_dir: str | Path | None = None, open_browser: bool = False,
           train_nice: int = 10, log_level: str = "warning", ready: threading.Event | None = None) -> None:
     """Serve the page with uvicorn until interrupted. Bind errors and bad models are ``Lenet5Error``."""
     try:
@@ -114,7 +117,15 @@ def serve(models: Sequence[str | Path] = (), host: str = "127.0.0.1", port: int 
     # site cannot reach it through a DNS name rebound to 127.0.0.1. (Starlette's host check cannot
     # parse IPv6 Host headers; an IPv6 loopback address goes without it.)
     hosts = LOOPBACK_HOSTS if loopback and ":" not in host else None
-    app = create_app(models, pretrained=pretrained, runs_dir=runs_dir, train_nice=train_nice, allowed_hosts=hosts)
+    if data_dir is not None:
+        from ..data import load_dir
+
+        try:  # a wrong directory is said now, not when the page's first run fails
+            load_dir(data_dir, "mnist")
+        except Lenet5Error as e:
+            raise Lenet5Error(f"--data-dir {data_dir}: {e}") from None
+    app = create_app(models, pretrained=pretrained, runs_dir=runs_dir, data_dir=data_dir, train_nice=train_nice,
+                     allowed_hosts=hosts)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host

@@ -5,9 +5,10 @@
     GET  /api/models             the models, by opaque id
     GET  /api/models/{id}        one model: stages, kernels, class names (and lecun1998's glyphs)
     POST /api/predict?model=ID   body: a picture (PNG, JPEG, ...: any Content-Type) or, with &w=W&h=H,
-                                 the canvas as raw grey bytes (one per pixel) -> the preparation
-                                 steps (the picture only for an upload: a canvas's page has it),
-                                 probabilities and every stage's feature maps
+                                 the canvas as raw grey bytes (one per pixel) -> the digits found,
+                                 left to right (box, 28×28 input, class shares, every stage's
+                                 feature maps) and the named stages of finding them (the picture
+                                 only for an upload: a canvas's page has it)
     GET  /api/train              the training state and the runs of this server
     POST /api/train/start        {"preset", "dataset", "epochs", "train_limit"?}
     POST /api/train/stop         {}
@@ -15,7 +16,8 @@
     GET  /api/train/events       server-sent events of the current run (?once=1: what there is, then close)
 
 Every error is a JSON object {"error": "..."} with a 4xx status (5xx only for a bug, without
-details); the browser never names a file on the server.
+details); a picture the page cannot read adds "detail", the library's account. The browser
+never names a file on the server.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -47,19 +48,14 @@ from ..data import check_dir
 from ..errors import Lenet5Error, clip
 from ..predict import ImageError, NotFiniteError
 from . import prepare
-from .models import ModelEntry, ModelRegistry, UnknownModel, analyse, load_path, model_details
+from .models import ModelEntry, ModelRegistry, UnknownModel, analyse, load_path, model_details, rubbish_j
 from .training import DATASETS, MAX_EPOCHS, TrainingError, TrainingManager
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 16 * 1024
-#: a drawn canvas of up to this many pixels (the page's is 280×280) is predicted on the event loop
-#: itself: about 2 ms of work that holds the GIL either way, and handing it to a worker thread and
-#: back cost about a third as much again (measured: server CPU per prediction). Uploads (decoding a
-#: photo can take a while), larger canvases and models not loaded yet go to a worker thread, and so
-#: does everything while a training run is watched: its thread computes each epoch's confusion
-#: matrix in this process, and predictions on worker threads kept a fairer share of the interpreter
-#: (measured with web_load.py --train: ~20% more predictions/s, lower p99 than on the event loop).
-INLINE_PIXELS = 512 * 512
+#: where runs started from the page go unless --runs-dir says otherwise: where `lenet5 train`
+#: puts its runs by default, so the page lists those too
+DEFAULT_RUNS_DIR = Path("runs")
 LOG = logging.getLogger("lenet5.web")
 #: the page may load nothing from anywhere but this server
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -126,51 +122,51 @@ def query_int(request: Request, key: str) -> int | None:
 
 # --------------------------------------------------------------------------- the work of a prediction
 def predict_picture(entry: ModelEntry, body: bytes, width: int | None, height: int | None) -> dict:
-    """Decode, prepare, run the network (on the event loop for a small canvas, else in a worker
-    thread: see ``INLINE_PIXELS``). Times in milliseconds."""
+    """Decode, find the digits, run the network on all of them at once (in a worker thread).
+    Times in milliseconds."""
     t0 = time.perf_counter()
     if width is not None or height is not None:
         if width is None or height is None:
             raise HTTPException(400, "raw grey pixels need both w and h query parameters")
-        pixels = prepare.raw_pixels(body, width, height)
-        t1 = time.perf_counter()
-        steps = prepare.canvas_steps(pixels, "canvas")  # predict's steps
-        del steps["picture"]  # the canvas itself: the page has it, so it is not sent back
+        grey, name, skip = prepare.raw_pixels(body, width, height) / 255, "canvas", ("picture",)
     else:
-        grey = prepare.grey_from_bytes(body, "upload")
-        t1 = time.perf_counter()
-        steps = prepare.prepare_steps(grey, "upload")
-    image = np.asarray(steps["input"], dtype=np.uint8)
+        grey, name, skip = prepare.grey_from_bytes(body, "upload"), "upload", ()
+    t1 = time.perf_counter()
+    found, stages = prepare.read_digits(grey, name)
     t2 = time.perf_counter()
     with entry.borrow() as (model, version):
-        result = analyse(model, image)
+        results = analyse(model, np.stack([d.image for d in found]), rubbish_j(model, entry.meta))
     t3 = time.perf_counter()
-    result.update(model=entry.id, version=version, steps=prepare.encode_steps(steps),
-                  timing={"decode_ms": round(1000 * (t1 - t0), 2), "prepare_ms": round(1000 * (t2 - t1), 2),
-                          "network_ms": round(1000 * (t3 - t2), 2)})
-    return result
+    for digit, result in zip(found, results):
+        result.update(box=[int(v) for v in digit.box], input=prepare.encode_image(digit.image))
+    return {"model": entry.id, "version": version, "size": [int(grey.shape[1]), int(grey.shape[0])],
+            "digits": results, "steps": prepare.encode_steps(stages, skip),
+            "timing": {"decode_ms": round(1000 * (t1 - t0), 2), "prepare_ms": round(1000 * (t2 - t1), 2),
+                       "network_ms": round(1000 * (t3 - t2), 2)}}
 
 
 # --------------------------------------------------------------------------- the app
 def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] = (),
-               runs_dir: str | Path | None = None, allowed_hosts: Sequence[str] | None = None,
-               train_nice: int = 10, list_pretrained: bool = True) -> Starlette:
+               runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
+               allowed_hosts: Sequence[str] | None = None, train_nice: int = 10,
+               list_pretrained: bool = True) -> Starlette:
     """The Starlette app serving ``models`` (checkpoint files or run directories) and ``pretrained`` names.
 
     Raises ``Lenet5Error`` with one line for a model that cannot be loaded. ``runs_dir``: where
-    runs started from the page go (default: a new temporary directory); runs already there are
-    listed. ``allowed_hosts``: Host header values accepted (None: any; ``serve`` passes the
+    runs started from the page go (default ``./runs``, where ``lenet5 train`` puts its runs); runs
+    already there are listed. ``data_dir``: MNIST's IDX files for live training (offline, full
+    MNIST). ``allowed_hosts``: Host header values accepted (None: any; ``serve`` passes the
     loopback names when bound to loopback, against DNS rebinding).
     """
     registry = ModelRegistry()
     for path in models:
         model, meta, name = load_path(path)
-        registry.add(name, model, meta)
+        registry.add(name, model, meta, named=True)
     add_pretrained(registry, pretrained, list_pretrained)
     if runs_dir and os.path.lexists(runs_dir):
         check_dir(runs_dir, Lenet5Error, "--runs-dir")
-    runs_path = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp(prefix="lenet5-serve-runs-"))
-    training = TrainingManager(runs_path, registry, nice=train_nice)
+    training = TrainingManager(Path(runs_dir) if runs_dir else DEFAULT_RUNS_DIR, registry, nice=train_nice,
+                               data_dir=data_dir)
     training.discover()
     # predictions are CPU-bound: as many at once as there are cores (more only fight over the GIL)
     predict_slots = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
@@ -180,9 +176,9 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
                                                                 "Cache-Control": "no-cache"})
 
     async def list_models(request: Request) -> Response:
-        entries = registry.entries()
-        default = next((e.id for e in entries if e.model is not None), entries[0].id if entries else None)
-        return JSONResponse({"models": [e.summary() for e in entries], "default": default})
+        default = registry.default()
+        return JSONResponse({"models": [e.summary() for e in registry.entries()],
+                             "default": default.id if default else None})
 
     async def get_model(request: Request) -> Response:
         entry = registry.get(request.path_params["model_id"])
@@ -192,19 +188,14 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
         started = time.perf_counter()
         model_id = request.query_params.get("model")
         if model_id is None:
-            entries = registry.entries()
-            if not entries:
+            default = registry.default()
+            if default is None:
                 raise HTTPException(409, "no model loaded: train one first, or start the server with a checkpoint")
-            model_id = entries[0].id
+            model_id = default.id
         entry = registry.get(model_id)
         width, height = query_int(request, "w"), query_int(request, "h")
         body = await read_body(request, prepare.MAX_UPLOAD_BYTES)
-        if (width is not None and height is not None and width * height <= INLINE_PIXELS
-                and entry.model is not None and not training.active):
-            result = predict_picture(entry, body, width, height)
-        else:
-            result = await anyio.to_thread.run_sync(predict_picture, entry, body, width, height,
-                                                    limiter=predict_slots)
+        result = await anyio.to_thread.run_sync(predict_picture, entry, body, width, height, limiter=predict_slots)
         result["timing"]["server_ms"] = round(1000 * (time.perf_counter() - started), 2)
         return JSONResponse(result, headers={"Server-Timing": f"app;dur={result['timing']['server_ms']}"})
 
@@ -269,6 +260,9 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
             return error(clip(exc), 404)
         if isinstance(exc, TrainingError):
             return error(clip(exc), exc.status)
+        if isinstance(exc, prepare.PictureError):
+            body = {"error": clip(exc), **({"detail": clip(exc.detail)} if exc.detail else {})}
+            return JSONResponse(body, status_code=422)
         if isinstance(exc, (ImageError, NotFiniteError)):
             return error(clip(exc), 422)
         return error(clip(exc), 400)
@@ -287,8 +281,8 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
         yield
         stopped = await run_in_threadpool(training.shutdown)
         if stopped is not None and stopped.resumable():
-            print(f"lenet5: stopped the training run {stopped.path}; resume it with: "
-                  f"lenet5 train --resume {stopped.path}", file=sys.stderr)
+            print(f"lenet5: stopped the training run {stopped.path}; the next `lenet5 serve` lists it (Resume), "
+                  f"or: lenet5 train --resume {stopped.path}", file=sys.stderr)
 
     routes = [
         Route("/", index),
@@ -323,14 +317,18 @@ def add_pretrained(registry: ModelRegistry, names: Sequence[str], list_all: bool
             raise
         except Exception as e:  # KeyError, ValueError, OSError: say which name
             raise Lenet5Error(f"--model {name}: {e}") from None
-        registry.add(name, model, meta, source="pretrained")
+        registry.add(name, model, meta, source="pretrained", named=True)
     if not list_all:
         return
     try:  # the manifest describes each model, so the list can show it before it is loaded
         available, described = zoo.available(), zoo.manifest()
     except Lenet5Error:  # an unreadable manifest: no more models to list
         return
-    for name in available:
+    def accuracy(name: str) -> float:
+        value = described.get(name, {}).get("test_accuracy")
+        return float(value) if isinstance(value, (int, float)) else -1.0
+
+    for name in sorted(available, key=accuracy, reverse=True):  # the most accurate first
         if name not in names:
             entry = described.get(name, {})
             meta = {k: v for k, v in {"preset": entry.get("preset"), "test_acc": entry.get("test_accuracy")}.items()

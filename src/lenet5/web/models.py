@@ -71,18 +71,35 @@ def class_names(dataset: str) -> list[str]:
     return [str(d) for d in range(10)]
 
 
+def output_kind(model: LeNet5) -> str:
+    """"rbf" when the outputs are minus distances to fixed centres (LeNet-5's OUTPUT), else
+    "softmax" (the outputs are logits): the preset's ``output`` field, not its name."""
+    return "rbf" if model.preset.output == "rbf" else "softmax"
+
+
+def rubbish_j(model: LeNet5, meta: dict[str, Any]) -> float | None:
+    """The MAP criterion's rubbish-class constant j the model was trained with, or None when its
+    criterion has no rubbish class (only "map" and "mse" read outputs the MAP way)."""
+    from ..presets import TrainConfig
+
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    criterion = settings.get("criterion") or model.preset.criteria[0]
+    if criterion not in ("map", "mse"):
+        return None
+    j = settings.get("map_j", TrainConfig.map_j)
+    return float(j) if isinstance(j, (int, float)) and not isinstance(j, bool) else TrainConfig.map_j
+
+
+def glyph_rows(model: LeNet5) -> list[list[str]]:
+    """The RBF centres as pictures: per class, 12 rows of 7 characters ("#": +1, ".": −1)."""
+    centres = np.asarray(model.layers[-1][1].buffers["centres"])
+    return [["".join("#" if v > 0 else "." for v in row) for row in c.reshape(12, 7)] for c in centres]
+
+
 def private_copy(model: LeNet5) -> LeNet5:
     """A single-threaded model for one request at a time, in inference mode: it shares the
     weights (read only) but has its own layer caches and ``activations``."""
     return model.replica().eval()
-
-
-def probabilities(model: LeNet5, outputs: np.ndarray) -> np.ndarray:
-    """Class probabilities as ``lenet5 predict`` reports them: the preset's criterion's (softmax
-    of the outputs; for lecun1998's MAP criterion the rubbish class keeps a share)."""
-    from ..losses import probabilities as implied
-
-    return np.asarray(implied(model.preset.output, outputs), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -142,6 +159,7 @@ class ModelEntry:
     model: LeNet5 | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     loader: Callable[[], tuple[LeNet5, dict]] | None = None
+    named: bool = False  # named on the command line (a checkpoint, a run, --model NAME)
     version: int = 1
     _pool: list[LeNet5] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -211,7 +229,8 @@ class ModelRegistry:
         return f"{prefix}{self._counter}"
 
     def add(self, name: str, model: LeNet5 | None, meta: dict | None = None, source: str = "checkpoint",
-            loader: Callable[[], tuple[LeNet5, dict]] | None = None, prefix: str = "m") -> ModelEntry:
+            loader: Callable[[], tuple[LeNet5, dict]] | None = None, prefix: str = "m",
+            named: bool = False) -> ModelEntry:
         with self._lock:
             taken = {e.name for e in self._entries.values()}
             unique, n = name, 1
@@ -219,7 +238,7 @@ class ModelRegistry:
                 n += 1
                 unique = f"{name} ({n})"
             entry = ModelEntry(self._new_id(prefix), unique, source, model.eval() if model else None,
-                               dict(meta or {}), loader)
+                               dict(meta or {}), loader, named)
             self._entries[entry.id] = entry
             return entry
 
@@ -233,6 +252,20 @@ class ModelRegistry:
     def entries(self) -> list[ModelEntry]:
         with self._lock:
             return list(self._entries.values())
+
+    def default(self) -> ModelEntry | None:
+        """The model the page shows first: the first one named on the command line; else the one
+        with the highest measured test accuracy on handwritten digits (MNIST: the zoo's manifest or
+        the checkpoint's own record); else the first."""
+        entries = self.entries()
+        named = [e for e in entries if e.named]
+        if named:
+            return named[0]
+        measured = [(e.summary()["test_acc"], -i, e) for i, e in enumerate(entries)
+                    if e.summary()["test_acc"] is not None and dataset_of(e.meta) == "mnist"]
+        if measured:
+            return max(measured, key=lambda t: t[:2])[2]
+        return entries[0] if entries else None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -251,7 +284,7 @@ def model_details(entry: ModelEntry) -> dict:
         "params": model.num_parameters(),
         "input_size": model.preset.input_size,
         "classes": class_names(dataset_of(entry.meta)),
-        "output": "rbf" if model.preset.output == "rbf" else "softmax",
+        "output": output_kind(model),
         "stages": [{"stage": s, "layer": layer, "shape": summary[layer]["output_shape"],
                     "kind": layer_kind(model, layer)} for s, layer in stages.items()],
         "layers": [name for name, _ in model.layers],
@@ -265,9 +298,8 @@ def model_details(entry: ModelEntry) -> dict:
             out[f"{s}_coefficients"] = rounded(params[f"{s}.weight"].ravel())
             out[f"{s}_biases"] = rounded(params[f"{s}.bias"].ravel())
     if out["output"] == "rbf":
-        from .. import lecun1998
-
-        out["glyphs"] = [lecun1998.GLYPHS[d] for d in range(10)]
+        out["glyphs"] = glyph_rows(model)
+        out["rubbish_j"] = rubbish_j(model, entry.meta)
     return out
 
 
@@ -285,30 +317,40 @@ def kernels_payload(w: np.ndarray) -> dict:
     return {"shape": list(w.shape), "values": rounded(w.ravel(), 4), "absmax": round(float(np.abs(w).max()), 5)}
 
 
-def analyse(model: LeNet5, image: np.ndarray) -> dict:
-    """One uint8 (28, 28) input through the network: probabilities, and every stage's output.
+def analyse(model: LeNet5, images: np.ndarray, rubbish: float | None = None) -> list[dict]:
+    """Digits (N, 28, 28) uint8 through the network at once: per digit, its class shares and every
+    stage's output.
 
-    Probabilities are those of ``lenet5 predict`` (softmax of the outputs; for lecun1998 the
-    outputs are −RBF distances, so the nearest glyph wins, and the MAP criterion's rubbish class
-    keeps a share). ``model`` must be private to this call (see ``ModelEntry.borrow``).
+    ``probs``: for logits, their softmax. For an RBF output (lecun1998) the outputs are minus the
+    distances from F6 to each class's centre, and ``probs`` is the softmax of −distance over the
+    ten classes: how the classes share the evidence if the picture is one of them. The paper's
+    MAP criterion also has a "rubbish" class at a constant −j; with ``rubbish`` (= j) the share
+    that class takes under that criterion is given separately (``rubbish_share``), because it
+    measures the constant j as much as the picture: a clean digit is typically near 50 %.
+    ``model`` must be private to this call (see ``ModelEntry.borrow``).
     """
+    from ..losses import softmax
+
     stages = stage_layers(model)
-    keep = list(stages.values())
     model.eval()
     with np.errstate(all="ignore"):  # overflow is refused just below, without warnings in the log
-        logits = model.forward(model.prepare(image[None]), keep=keep).astype(np.float64)
-        probs = probabilities(model, logits)
-    activations = [model.activations[layer][0] for layer in stages.values()]
-    require_finite("this model", logits, probs, *activations)  # JSON never carries NaN
-    probs, logits = probs[0], logits[0]
-    quantized = quantize_stages(activations)
-    maps = {stage: {"layer": layer, **q} for (stage, layer), q in zip(stages.items(), quantized)}
-    out = {"probs": rounded(probs, 5), "outputs": rounded(logits, 4), "prediction": int(logits.argmax()),
-           "maps": maps}
-    if model.preset.output == "rbf":
-        out["rbf_distances"] = rounded(-logits, 3)
-        out["f6_values"] = rounded(model.activations[stages["f6"]][0].ravel(), 3)
-    return out
+        outputs = model.forward(model.prepare(images), keep=list(stages.values())).astype(np.float64)
+        probs = softmax(outputs)
+    require_finite("this model", outputs, probs, *(model.activations[layer] for layer in stages.values()))
+    kind = output_kind(model)
+    results = []
+    for i in range(len(images)):
+        quantized = quantize_stages([model.activations[layer][i] for layer in stages.values()])
+        out: dict[str, Any] = {
+            "probs": rounded(probs[i], 5), "outputs": rounded(outputs[i], 4), "prediction": int(outputs[i].argmax()),
+            "maps": {stage: {"layer": layer, **q} for (stage, layer), q in zip(stages.items(), quantized)}}
+        if kind == "rbf":
+            out["rbf_distances"] = rounded(-outputs[i], 3)
+            out["f6_values"] = rounded(model.activations[stages["f6"]][i].ravel(), 3)
+            if rubbish is not None:
+                out["rubbish_share"] = round(1 - float(softmax(outputs[i:i + 1], -rubbish).sum()), 5)
+        results.append(out)
+    return results
 
 
 def load_path(path: str | Path) -> tuple[LeNet5, dict, str]:

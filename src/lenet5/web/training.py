@@ -6,13 +6,15 @@ sends SIGINT: the CLI finishes its step, saves a resumable checkpoint and exits 
 ``lenet5 train --resume RUN_DIR`` continues it.
 
 What the page sees comes from the run directory, re-read a few times a second through
-``lenet5.runs.RunDir`` (unknown keys are passed on, a half-written last line waits for the next read):
+``lenet5.runs.RunDir`` (unknown keys are passed on, a half-written last line waits for the next
+read), and from the worker's exit status; its printed lines are never read for meaning:
 
+- ``config.json`` appears once the data is loaded -> the state goes from "starting" to "running";
 - ``metrics.jsonl``: one record per finished epoch -> an ``epoch`` event, with the test-set
   confusion matrix and C1's kernels of the weights just saved;
 - ``batch_metrics.jsonl``: every batch's loss, per epoch -> a ``batches`` event;
-- the worker's progress lines on stderr (``epoch 1/2: 4/8 batches loss 2.18 acc 0.28``),
-  a few running-loss points within an epoch -> ``progress`` events.
+- the exit status: 0 finished, 130 stopped (resumable once an epoch is saved), else failed (the
+  worker's last line of output is passed on, verbatim, as the failure's detail).
 
 Events carry increasing sequence numbers; a client that connects late gets the whole run.
 """
@@ -20,7 +22,6 @@ Events carry increasing sequence numbers; a client that connects late gets the w
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Lenet5Error
-from ..runs import RunDir
+from ..runs import CONFIG, RunDir
 from .models import ModelEntry, ModelRegistry, dataset_of, rounded
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -42,7 +43,6 @@ MAX_EPOCHS = 200
 POLL_SECONDS = 0.2
 #: seconds after SIGINT before a second SIGINT, then SIGKILL
 STOP_GRACE = (15.0, 10.0)
-PROGRESS_LINE = re.compile(r"^epoch\s+(\d+)/(\d+):\s+(\d+)/(\d+)\s+batches(.*)$")
 
 
 class TrainingError(Lenet5Error):
@@ -61,7 +61,9 @@ class Run:
     dir: Path
     settings: dict[str, Any]
     model_id: str | None = None
-    resumable: bool = False
+    resumable: bool = False  # stopped before its epochs were done, with a saved state to go on from
+    done: int = 0  # epochs finished (metrics.jsonl)
+    note: str = ""  # why it cannot be resumed, in the page's words (when it cannot)
 
     @property
     def files(self) -> RunDir:
@@ -72,21 +74,6 @@ class Run:
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) \
         else None
-
-
-def parse_progress(line: str) -> dict | None:
-    """A worker progress line -> {"epoch", "epochs", "batch", "batches", "loss", "acc"}, else None."""
-    m = PROGRESS_LINE.match(line.strip())
-    if not m:
-        return None
-    out: dict[str, Any] = {"epoch": int(m[1]), "epochs": int(m[2]), "batch": int(m[3]), "batches": int(m[4])}
-    words = m[5].split()
-    for key, value in zip(words[::2], words[1::2]):
-        try:
-            out[key] = float(value)
-        except ValueError:
-            pass
-    return out
 
 
 class TestSet:
@@ -150,19 +137,20 @@ class Job:
     seen_epochs: set[int] = field(default_factory=set)
     seen_batch_epochs: set[int] = field(default_factory=set)
     file_errors: set[str] = field(default_factory=set)
-    stderr_tail: list[str] = field(default_factory=list)
+    resuming: bool = False
+    output_tail: list[str] = field(default_factory=list)  # the worker's last lines, kept verbatim
+    tail_lock: threading.Lock = field(default_factory=threading.Lock)
     stop_requested: float | None = None
     asked_twice: bool = False
-    lines: list[str] = field(default_factory=list)
-    lines_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TrainingManager:
     """Starts, watches and stops one training worker at a time; collects its events."""
 
     def __init__(self, runs_dir: Path, registry: ModelRegistry, nice: int = 10,
-                 python: str = sys.executable) -> None:
-        self.runs_dir = Path(runs_dir)
+                 python: str = sys.executable, data_dir: str | Path | None = None) -> None:
+        self.runs_dir = Path(runs_dir).absolute()  # workers and later reads agree whatever the cwd
+        self.data_dir = Path(data_dir) if data_dir else None  # MNIST's files, for runs on "mnist"
         self.registry = registry
         self.nice = nice
         self.python = python
@@ -170,6 +158,7 @@ class TrainingManager:
         self.job: Job | None = None
         self.state = "idle"  # idle, starting, running, stopping, finished, stopped, failed
         self.message = ""
+        self.detail = ""
         self.events: list[dict] = []
         self.seq = 0
         self._lock = threading.RLock()
@@ -198,7 +187,7 @@ class TrainingManager:
     def status(self) -> dict:
         with self._lock:
             job = self.job
-            return {"state": self.state, "message": self.message,
+            return {"state": self.state, "message": self.message, "detail": self.detail,
                     "run": self._run_info(job.run) if job else None,
                     "epochs": job.epochs if job else None,
                     "runs": [self._run_info(r) for r in self.runs.values()],
@@ -207,12 +196,34 @@ class TrainingManager:
     @staticmethod
     def _run_info(run: Run) -> dict:
         return {"id": run.id, "name": run.dir.name, "settings": run.settings, "model_id": run.model_id,
-                "resumable": run.resumable}
+                "resumable": run.resumable, "done": run.done, "note": run.note}
 
-    def _set_state(self, state: str, message: str = "") -> None:
+    @staticmethod
+    def _inspect(run: Run) -> None:
+        """How far a run got and whether it can go on, from its files (``done``, ``resumable``, ``note``)."""
+        files = run.files
+        try:
+            run.done = max((r["epoch"] for r in files.history(live=True)), default=0)
+        except Lenet5Error:
+            run.done = 0
+        total = run.settings.get("epochs")
+        run.resumable, run.note = False, ""
+        if not files.resumable():
+            run.note = "It stopped before its first epoch ended: nothing was saved to continue from."
+        elif isinstance(total, int) and run.done >= total:
+            run.note = f"It has finished all its {total} epochs."
+        else:
+            try:
+                files.train_config()  # settings this version of lenet5 can still train with
+            except Lenet5Error:
+                run.note = "It was made with settings this version of lenet5 no longer offers."
+            else:
+                run.resumable = True
+
+    def _set_state(self, state: str, message: str = "", detail: str = "") -> None:
         with self._lock:
-            self.state, self.message = state, message
-            self._emit("state", {"state": state, "message": message,
+            self.state, self.message, self.detail = state, message, detail
+            self._emit("state", {"state": state, "message": message, "detail": detail,
                                  "run": self._run_info(self.job.run) if self.job else None,
                                  "epochs": self.job.epochs if self.job else None})
 
@@ -244,24 +255,33 @@ class TrainingManager:
                     "--out", str(run_dir), "--no-plots"]
             if train_limit:
                 argv += ["--train-limit", str(train_limit)]
+            if self.data_dir is not None and dataset == "mnist":
+                argv += ["--data-dir", str(self.data_dir)]
             self._launch(run, argv, epochs)
             return self.status()
 
     def resume(self, run_id: str, epochs: int | None = None) -> dict:
+        """Continue a stopped run, to its own number of epochs or to ``epochs`` (which may also
+        extend a finished run). Refused, in the page's words, where it cannot work."""
         with self._lock:
             self._check_idle()
             run = self.runs.get(run_id)
             if run is None:
                 raise TrainingError(f"unknown run {run_id[:40]!r}", 404)
-            if not run.files.resumable():
-                raise TrainingError(f"run {run_id} stopped before its first epoch ended: nothing to resume; start anew",
-                                    409)
+            self._inspect(run)
             total = epochs or int(run.settings.get("epochs") or 1)
             if not 1 <= total <= MAX_EPOCHS:
                 raise TrainingError(f"epochs must be 1..{MAX_EPOCHS}, got {total}")
+            finished = run.files.resumable() and isinstance(run.settings.get("epochs"), int) \
+                and run.done >= run.settings["epochs"]
+            if not (run.resumable or finished):
+                raise TrainingError(f"Run {run.dir.name} cannot be resumed. {run.note}", 409)
+            if total <= run.done:
+                raise TrainingError(f"Run {run.dir.name} has finished all its {run.done} epochs; to train it "
+                                    f"further, ask for more than {run.done}.", 409)
             argv = ["train", "--resume", str(run.dir), "--no-plots"] + (["--epochs", str(epochs)] if epochs else [])
             run.settings = {**run.settings, "epochs": total}
-            self._launch(run, argv, total)
+            self._launch(run, argv, total, resuming=True)
             return self.status()
 
     def stop(self) -> dict:
@@ -301,7 +321,7 @@ class TrainingManager:
             self._run_counter += 1
             run = Run(f"run{self._run_counter}", run_dir,
                       {k: settings.get(k) for k in ("preset", "dataset", "epochs", "train_limit")})
-            run.resumable = files.resumable()
+            self._inspect(run)
             if files.model_path.is_file():
                 entry = self.registry.add(run_dir.name, None, {"settings": settings}, source="training",
                                           loader=files.load_model, prefix="run")
@@ -315,13 +335,13 @@ class TrainingManager:
             raise TrainingError("a training run is already going; stop it first", 409)
 
     # -- the worker --------------------------------------------------------------------------
-    def _launch(self, run: Run, argv: list[str], epochs: int) -> None:
+    def _launch(self, run: Run, argv: list[str], epochs: int, resuming: bool = False) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             # no preexec_fn: Python code run between fork and exec can deadlock on a lock that
             # another thread of this server held at the fork (seen: a watcher thread in NumPy)
-            process = subprocess.Popen([self.python, "-m", "lenet5.cli", *argv], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            process = subprocess.Popen([self.python, "-m", "lenet5.cli", *argv, "--quiet"], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True, text=True, errors="replace")
         except OSError as e:
             raise TrainingError(f"cannot start the training worker: {e.strerror or e}") from None
@@ -331,15 +351,17 @@ class TrainingManager:
                 os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
             except OSError:
                 pass
-        run.resumable = False
-        job = Job(run, process, epochs)
+        run.resumable, run.note = False, ""
+        job = Job(run, process, epochs, resuming=resuming)
         # a resumed run already has epochs on disk: they are sent again, as part of this run
         self.job = job
         self.events = []
         self._emit("start", {"run": self._run_info(run), "epochs": epochs})
-        self._set_state("starting", "loading data")
-        for stream in (process.stdout, process.stderr):
-            threading.Thread(target=self._read_lines, args=(job, stream), daemon=True).start()
+        if resuming:
+            self._set_state("running", f"resuming after epoch {run.done}")
+        else:
+            self._set_state("starting", "loading the data")
+        threading.Thread(target=self._keep_tail, args=(job,), daemon=True).start()
         threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"lenet5-watch-{run.id}").start()
 
     @staticmethod
@@ -350,28 +372,29 @@ class TrainingManager:
             pass
 
     @staticmethod
-    def _read_lines(job: Job, stream) -> None:
-        for line in stream:
-            with job.lines_lock:
-                job.lines.append(line.rstrip("\n"))
+    def _keep_tail(job: Job) -> None:
+        """Keep the worker's last lines of output (so that its pipe never fills): shown verbatim
+        when it fails, never read for meaning."""
+        for line in job.process.stdout:
+            with job.tail_lock:
+                job.output_tail = (job.output_tail + [line.rstrip("\n")])[-20:]
 
     def _watch(self, job: Job) -> None:
-        """Poll the run directory and the worker's output until the worker has exited."""
+        """Poll the run directory until the worker has exited."""
         try:
             while True:
                 exited = job.process.poll() is not None
-                self._read_output(job)
                 self._read_files(job)
                 if exited:
                     break
                 self._escalate_stop(job)
                 time.sleep(POLL_SECONDS)
-            time.sleep(POLL_SECONDS)  # the reader threads hand over the last lines
-            self._read_output(job)
+            time.sleep(POLL_SECONDS)  # the tail reader takes the last lines
             self._read_files(job)
             self._finish(job)
         except Exception as e:  # a watcher must never die silently
-            self._set_state("failed", f"watching the run failed: {type(e).__name__}: {e}")
+            self._set_state("failed", "watching the run failed (a bug: see the server's log)",
+                            f"{type(e).__name__}: {e}")
 
     def _escalate_stop(self, job: Job) -> None:
         if job.stop_requested is None:
@@ -383,23 +406,10 @@ class TrainingManager:
             self._signal(job, signal.SIGINT)  # a second Ctrl-C aborts at once
             job.asked_twice = True
 
-    def _read_output(self, job: Job) -> None:
-        with job.lines_lock:
-            lines, job.lines = job.lines, []
-        for line in lines:
-            job.stderr_tail = (job.stderr_tail + [line])[-20:]
-            progress = parse_progress(line)
-            if progress is not None:
-                if self.state == "starting":
-                    self._set_state("running")
-                self._emit("progress", progress)
-            elif line.startswith("lenet5: training ") and self.state == "starting":
-                self._set_state("running", line.removeprefix("lenet5: ").split(" -> ")[0])
-            elif line.startswith("lenet5: warning:"):
-                self._emit("log", {"level": "warning", "text": line.removeprefix("lenet5: warning: ")})
-
     def _read_files(self, job: Job) -> None:
         files = job.run.files
+        if self.state == "starting" and (files / CONFIG).is_file():
+            self._set_state("running", "training")  # the worker has its data and has begun
         try:
             batches, history = files.batch_losses(live=True), files.history(live=True)
         except Lenet5Error as e:  # a damaged file: say so once (the run's name, not its path), keep watching
@@ -416,8 +426,9 @@ class TrainingManager:
         fresh = [rec for rec in history if rec["epoch"] not in job.seen_epochs]
         for i, rec in enumerate(fresh):
             job.seen_epochs.add(rec["epoch"])
+            job.run.done = max(job.run.done, rec["epoch"])
             if self.state == "starting":
-                self._set_state("running")
+                self._set_state("running", "training")
             record = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()
                       if isinstance(v, (int, float, str, bool)) or v is None}
             if i == len(fresh) - 1:  # the checkpoint on disk is this epoch's (earlier ones: resumed history)
@@ -454,13 +465,17 @@ class TrainingManager:
 
     def _finish(self, job: Job) -> None:
         code = job.process.returncode
-        job.run.resumable = job.run.files.resumable()
-        errors = [line.removeprefix("lenet5: error: ") for line in job.stderr_tail if line.startswith("lenet5: error:")]
+        self._inspect(job.run)
+        run = job.run
         if code == 0:
-            self._set_state("finished", f"finished {len(job.seen_epochs)} epochs")
+            self._set_state("finished", f"finished: {run.done} epochs")
         elif code == 130 or (job.stop_requested is not None and code in (-signal.SIGINT, -signal.SIGKILL)):
-            where = "resumable" if job.run.resumable else "nothing saved yet"
-            self._set_state("stopped", f"stopped ({where})")
+            if run.resumable:
+                self._set_state("stopped", f"stopped after epoch {run.done}; Resume continues it")
+            else:
+                self._set_state("stopped", "stopped before the first epoch ended: nothing was saved")
         else:
-            last = errors[-1] if errors else (job.stderr_tail[-1] if job.stderr_tail else f"exit status {code}")
-            self._set_state("failed", last[:500])
+            with job.tail_lock:
+                lines = [line for line in job.output_tail if line.strip()]
+            detail = lines[-1][:500] if lines else f"exit status {code}"
+            self._set_state("failed", "training stopped with an error", detail)

@@ -1,10 +1,10 @@
 // lenet5 serve: the page. Plain JavaScript, no framework, nothing loaded from elsewhere.
 //
 // Draw on #pad (pointer events: mouse, pen and touch) -> the canvas goes to /api/predict as raw
-// grey bytes -> the server prepares it like `lenet5 predict` and runs the network -> the page
-// draws the preparation steps, ten probability bars and every stage's feature maps.
-// The training panel starts/stops a `lenet5 train` worker on the server and follows it through
-// server-sent events (/api/train/events).
+// grey bytes -> the server finds the digits like `lenet5 predict` and runs the network on each ->
+// the page shows the number read, each digit's class shares, the stages of finding them and the
+// selected digit's feature maps. The training panel starts/stops a `lenet5 train` worker on the
+// server and follows it through server-sent events (/api/train/events).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -14,8 +14,10 @@ const state = {
   modelId: null,       // the selected model's id
   details: null,       // /api/models/{id}: stages, kernels, classes, glyphs
   input: null,         // null | {kind: "canvas"} | {kind: "file", blob}
-  generation: 0,       // bumped by Clear: answers about an earlier picture are dropped
-  lastResult: null,
+  generation: 0,       // bumped by Clear and by a new upload: answers about an earlier picture are dropped
+  reading: null,       // the last answer: {digits: [...], steps, size}
+  selected: 0,         // which digit of the reading the bars and maps show
+  lastResult: null,    // that digit's result (probs, maps, ...)
   inFlight: false,
   again: false,
   throttle: null,
@@ -58,8 +60,9 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   if (!response.ok) {
-    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
-    throw new Error(message);
+    const error = new Error(body && body.error ? body.error : `The server answered ${response.status} ${response.statusText}.`);
+    error.detail = body && body.detail ? body.detail : "";
+    throw error;
   }
   return body;
 }
@@ -124,14 +127,60 @@ function clearCanvas(canvas) {
 }
 
 // --------------------------------------------------------------------------- the drawing pad
+// The drawing is kept as strokes (lists of points in canvas pixels) and redrawn whole, so that the
+// pen can follow the drawing's size: MNIST's strokes are about a tenth of the digit's height, and a
+// small digit drawn with a broad pen becomes a blob (a small 7 read as a 9).
 const pad = $("pad");
 const padCtx = pad.getContext("2d", {willReadFrequently: true});
-let drawing = false;
-let lastPoint = null;
+const drawingState = {strokes: [], current: null, background: null};
 
-function resetPad() {
+// the pen's width in canvas pixels: "auto" a tenth of the drawing's height (within limits that
+// scale with the canvas), or fixed thin / thick
+function penWidth() {
+  const choice = $("pen").value;
+  if (choice === "thin") return pad.width / 56;
+  if (choice === "thick") return pad.width / 10;
+  let top = Infinity, bottom = -Infinity, left = Infinity, right = -Infinity;
+  for (const stroke of drawingState.strokes) {
+    for (const [x, y] of stroke) {
+      top = Math.min(top, y); bottom = Math.max(bottom, y); left = Math.min(left, x); right = Math.max(right, x);
+    }
+  }
+  const extent = Number.isFinite(top) ? Math.max(bottom - top, (right - left) / 3) : 0;
+  return Math.max(pad.width / 56, Math.min(pad.width / 14, 0.11 * extent));
+}
+
+function redrawPad() {
   padCtx.fillStyle = "#fff";
   padCtx.fillRect(0, 0, pad.width, pad.height);
+  const bg = drawingState.background;
+  if (bg) {
+    const s = Math.min(pad.width / bg.width, pad.height / bg.height);
+    padCtx.drawImage(bg, (pad.width - bg.width * s) / 2, (pad.height - bg.height * s) / 2, bg.width * s, bg.height * s);
+  }
+  const width = penWidth();
+  padCtx.strokeStyle = padCtx.fillStyle = "#111";
+  padCtx.lineWidth = width;
+  padCtx.lineCap = padCtx.lineJoin = "round";
+  for (const stroke of drawingState.strokes) {
+    padCtx.beginPath();
+    if (stroke.length === 1) {
+      padCtx.arc(stroke[0][0], stroke[0][1], width / 2, 0, 2 * Math.PI);
+      padCtx.fillStyle = "#111";
+      padCtx.fill();
+      continue;
+    }
+    stroke.forEach(([x, y], i) => (i ? padCtx.lineTo(x, y) : padCtx.moveTo(x, y)));
+    padCtx.stroke();
+  }
+  pad.dataset.pen = width.toFixed(1);
+}
+
+function resetPad() {
+  drawingState.strokes = [];
+  drawingState.current = null;
+  drawingState.background = null;
+  redrawPad();
 }
 
 function padPoint(event) {
@@ -139,75 +188,78 @@ function padPoint(event) {
   return [(event.clientX - rect.left) * (pad.width / rect.width), (event.clientY - rect.top) * (pad.height / rect.height)];
 }
 
-function strokeTo(point) {
-  padCtx.strokeStyle = "#111";
-  padCtx.fillStyle = "#111";
-  padCtx.lineWidth = 20;
-  padCtx.lineCap = "round";
-  padCtx.lineJoin = "round";
-  if (!lastPoint) {
-    padCtx.beginPath();
-    padCtx.arc(point[0], point[1], padCtx.lineWidth / 2, 0, 2 * Math.PI);
-    padCtx.fill();
-  } else {
-    padCtx.beginPath();
-    padCtx.moveTo(lastPoint[0], lastPoint[1]);
-    padCtx.lineTo(point[0], point[1]);
-    padCtx.stroke();
-  }
-  lastPoint = point;
-}
-
 function onPointerDown(event) {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
-  drawing = true;
-  lastPoint = null;
+  if (state.input && state.input.kind === "file") {  // drawing over an uploaded picture: the drawing is sent
+    state.generation += 1;
+  }
   state.input = {kind: "canvas"};
-  strokeTo(padPoint(event));
+  drawingState.current = [padPoint(event)];
+  drawingState.strokes.push(drawingState.current);
+  redrawPad();
   predictSoon();
 }
 
 function onPointerMove(event) {
-  if (!drawing) return;
+  if (!drawingState.current) return;
   event.preventDefault();
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const e of events.length ? events : [event]) strokeTo(padPoint(e));
+  for (const e of events.length ? events : [event]) drawingState.current.push(padPoint(e));
+  redrawPad();
   predictSoon();
 }
 
-function onPointerUp(event) {
-  if (!drawing) return;
-  drawing = false;
-  lastPoint = null;
+function onPointerUp() {
+  if (!drawingState.current) return;
+  drawingState.current = null;
+  clearTimeout(state.throttle);
+  state.throttle = null;
   predictNow();
+}
+
+function clearResult() {
+  state.reading = null;
+  state.lastResult = null;
+  state.selected = 0;
+  renderSteps(null);
+  renderDigits(null);
+  renderBars(null);
+  renderMaps(null);
 }
 
 function clearAll() {
   resetPad();
   state.generation += 1;
   state.input = null;
-  state.lastResult = null;
-  $("predict-error").textContent = "";
-  for (const id of ["step-picture", "step-ink", "step-box", "step-input"]) clearCanvas($(id));
-  renderBars(null);
-  renderMaps(null);
+  showError("");
+  clearResult();
 }
 
-// an uploaded or dropped picture: shown on the pad, sent to the server as the file it is
+function showError(message, detail = "") {
+  $("predict-error").textContent = message;
+  $("predict-detail").textContent = detail;
+}
+
+// an uploaded or dropped picture: shown on the pad, sent to the server as the file it is. Whatever
+// comes of it, the earlier result goes at once: it was about another picture.
 function usePicture(file) {
   if (!file) return;
+  resetPad();
+  state.generation += 1;
+  state.input = null;
+  clearResult();
+  showError("");
   if (file.size > 10 * 1024 * 1024) {
-    $("predict-error").textContent = `${file.name}: larger than the 10 MB limit`;
+    showError(`${file.name} is larger than the 10 MB the page accepts.`);
     return;
   }
   state.input = {kind: "file", blob: file};
   const url = URL.createObjectURL(file);
   const img = new Image();
   img.onload = () => {
-    resetPad();
-    const s = Math.min(pad.width / img.width, pad.height / img.height);
-    padCtx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
+    drawingState.background = img;
+    redrawPad();
     URL.revokeObjectURL(url);
   };
   img.onerror = () => URL.revokeObjectURL(url);  // the server says what is wrong with it
@@ -222,6 +274,7 @@ function setupPad() {
   pad.addEventListener("pointerup", onPointerUp);
   pad.addEventListener("pointercancel", onPointerUp);
   $("clear").addEventListener("click", clearAll);
+  $("pen").addEventListener("change", () => { redrawPad(); if (state.input && state.input.kind === "canvas") predictNow(); });
   $("file").addEventListener("change", (e) => { usePicture(e.target.files[0]); e.target.value = ""; });
   const wrap = $("pad-wrap");
   wrap.addEventListener("dragover", (e) => { e.preventDefault(); wrap.classList.add("dragging"); });
@@ -282,6 +335,7 @@ function shrinkGrey(grey, w, h, side = 112) {
 
 async function sendPrediction() {
   state.inFlight = true;
+  document.body.dataset.predicting = "1";  // "0" once the answer about the latest picture is shown
   state.again = false;
   const modelId = state.modelId;
   const generation = state.generation;
@@ -294,15 +348,18 @@ async function sendPrediction() {
     recordRoundTrip(roundTrip, result.timing);
     if (modelId !== state.modelId || generation !== state.generation) return;  // out of date: dropped
     if (state.details && result.version !== state.details.version) await loadDetails(modelId);
-    if (!result.steps.picture && canvas) result.steps.picture = shrinkGrey(canvas.grey, canvas.w, canvas.h);
-    state.lastResult = result;
-    $("predict-error").textContent = "";
+    if (canvas) result.steps.unshift({name: "picture", ...shrinkGrey(canvas.grey, canvas.w, canvas.h)});
+    showError("");
     renderResult(result);
   } catch (err) {
-    if (generation === state.generation) $("predict-error").textContent = err.message;
+    if (generation === state.generation) {  // a picture without an answer shows no old answer either
+      clearResult();
+      showError(err.message, err.detail || "");
+    }
   } finally {
     state.inFlight = false;
     if (state.again) predictNow();
+    else document.body.dataset.predicting = "0";
   }
 }
 
@@ -319,18 +376,102 @@ function recordRoundTrip(ms, timing) {
 }
 
 function renderResult(result) {
-  paintStep($("step-picture"), result.steps.picture);
-  paintStep($("step-ink"), result.steps.ink);
-  paintStep($("step-box"), result.steps.box);
-  paintStep($("step-input"), result.steps.input);
-  renderBars(result);
-  renderMaps(result);
-  renderRBF(result);
+  state.reading = result;
+  if (state.selected >= result.digits.length) state.selected = 0;
+  state.lastResult = result.digits[state.selected];
+  renderSteps(result);
+  renderDigits(result);
+  renderBars(state.lastResult);
+  renderMaps(state.lastResult);
+  renderRBF(state.lastResult);
+}
+
+function selectDigit(index) {
+  if (!state.reading || !state.reading.digits[index]) return;
+  state.selected = index;
+  state.lastResult = state.reading.digits[index];
+  renderDigits(state.reading);
+  renderBars(state.lastResult);
+  renderMaps(state.lastResult);
+  renderRBF(state.lastResult);
+}
+
+function className(k) {
+  return state.details ? state.details.classes[k] : String(k);
+}
+
+// the digits read, left to right, as one number ("2026"); other classes (clothes) as a list
+function readingText(result) {
+  const names = result.digits.map((d) => className(d.prediction));
+  return names.every((n) => n.length === 1) ? names.join("") : names.join(" · ");
+}
+
+// the stages of `lenet5 predict`'s reading, in the order they happen; a stage it adds later is
+// shown after these, under its own name
+const STEP_NAMES = {picture: "the picture", paper: "the paper's brightness", ink: "ink", mask: "ink mask",
+  lines: "ruled lines found", kept: "strokes kept", box: "scaled into 20×20", input: "centred in 28×28"};
+const STEP_ORDER = Object.keys(STEP_NAMES);
+
+// the stages of finding the digits, as the server names them; on the picture, each digit's box
+function renderSteps(result) {
+  const steps = $("steps");
+  if (!result) { steps.replaceChildren(); return; }
+  const rank = (name) => (STEP_ORDER.includes(name) ? STEP_ORDER.indexOf(name) : STEP_ORDER.length);
+  const ordered = [...result.steps].sort((a, b) => rank(a.name) - rank(b.name));
+  steps.replaceChildren(...ordered.map((step) => {
+    const c = el("canvas", {class: "pixelated", "data-step": step.name});
+    paintStep(c, step);
+    if (step.name === "picture") drawBoxes(c, result);
+    return el("figure", {}, [c, el("figcaption", {text: STEP_NAMES[step.name] || step.name.replaceAll("_", " ")})]);
+  }));
+}
+
+function drawBoxes(canvas, result) {
+  const [W, H] = result.size;
+  const sx = canvas.width / W, sy = canvas.height / H;
+  const ctx = canvas.getContext("2d");
+  ctx.lineWidth = 1;
+  result.digits.forEach((d, i) => {
+    const [x0, y0, x1, y1] = d.box;
+    ctx.strokeStyle = i === state.selected ? "#2f6fdb" : "#d9822b";
+    ctx.strokeRect(x0 * sx + 0.5, y0 * sy + 0.5, Math.max(1, (x1 - x0) * sx - 1), Math.max(1, (y1 - y0) * sy - 1));
+  });
+}
+
+// one card per digit found: what the network saw, what it read, how sure; a click selects it
+function renderDigits(result) {
+  const box = $("digits");
+  const predicted = $("predicted");
+  if (!result) {
+    box.replaceChildren();
+    predicted.textContent = "";
+    predicted.dataset.prediction = "";
+    return;
+  }
+  const text = readingText(result);
+  predicted.textContent = text;
+  predicted.dataset.prediction = text;
+  box.replaceChildren(...result.digits.map((d, i) => {
+    const c = el("canvas", {class: "pixelated"});
+    paintStep(c, d.input);
+    const share = d.probs[d.prediction];
+    const card = el("button", {type: "button", class: `digit-card${i === state.selected ? " selected" : ""}`,
+      "data-index": String(i), "data-prediction": String(d.prediction), title: "show this digit's shares and maps"}, [
+      c, el("span", {class: "digit-name", text: className(d.prediction)}),
+      el("span", {class: "small", text: `${(100 * share).toFixed(share > 0.999 ? 1 : 0)}%`})]);
+    card.addEventListener("click", () => selectDigit(i));
+    return card;
+  }));
+  $("digits-note").textContent = result.digits.length > 1
+    ? `${result.digits.length} digits found, read left to right. Digit ${state.selected + 1} is shown below.` : "";
 }
 
 function renderBars(result) {
   const bars = $("bars");
   const classes = state.details ? state.details.classes : [...Array(10).keys()].map(String);
+  // an answer from the model shown before this one has no distances: its bars wait for the next
+  const rbf = !!(state.details && state.details.output === "rbf" && result && result.rbf_distances);
+  bars.classList.toggle("rbf", rbf);
   if (bars.children.length !== classes.length) {
     bars.replaceChildren(...classes.map((name, k) => el("div", {class: "bar-row", "data-class": String(k)}, [
       el("span", {class: "bar-label", text: name, title: name}),
@@ -342,16 +483,35 @@ function renderBars(result) {
     row.querySelector(".bar-label").textContent = classes[k];
     const p = result ? result.probs[k] : 0;
     row.querySelector(".bar-fill").style.width = `${(100 * p).toFixed(1)}%`;
-    row.querySelector(".bar-value").textContent = result ? `${(100 * p).toFixed(1)}%` : "";
+    let value = result ? `${(100 * p).toFixed(1)}%` : "";
+    if (result && rbf) value += ` · d ${fmt(result.rbf_distances[k], 1)}`;
+    row.querySelector(".bar-value").textContent = value;
     row.classList.toggle("top", !!result && k === result.prediction);
   });
-  if (result && state.details && state.details.output === "rbf") {
-    const rest = 1 - result.probs.reduce((a, b) => a + b, 0);
-    $("output-note").textContent = `${RBF_NOTE} The MAP criterion's "rubbish class" takes the rest: ${(100 * rest).toFixed(1)}%.`;
+  $("output-note").textContent = outputNote(result);
+}
+
+// what the bars mean, in words a learner can follow
+function outputNote(result) {
+  if (!state.details) return "";
+  if (state.details.output !== "rbf") {
+    return "The bars: how the network shares its belief among the classes (softmax of the output layer).";
   }
-  const predicted = $("predicted");
-  predicted.textContent = result ? classes[result.prediction] : "";
-  predicted.dataset.prediction = result ? String(result.prediction) : "";
+  let text = "This network does not output probabilities. Its OUTPUT layer compares F6's 84 values, seen as a " +
+    "7×12 picture, with a stored picture of each digit (below) and reports the distance d: the smaller, the " +
+    "closer. The nearest digit wins.";
+  if (!result || !result.rbf_distances) return text;
+  const order = result.rbf_distances.map((d, k) => [d, k]).sort((a, b) => a[0] - b[0]);
+  const [[d0, k0], [d1, k1]] = order;
+  text += ` Here the nearest is ${className(k0)} at d ${fmt(d0, 1)}; the next, ${className(k1)}, is at d ${fmt(d1, 1)}.` +
+    " The bars share the evidence among the ten digits (softmax of −d).";
+  if (result.rubbish_share !== undefined) {
+    text += ` The paper trained it with a criterion that also has a "rubbish" class at a fixed level ` +
+      `(j = ${state.details.rubbish_j}); read that way, the rubbish class would take ` +
+      `${(100 * result.rubbish_share).toFixed(0)}% of this picture. That share measures the fixed level as much as ` +
+      "the picture, so even a clean digit leaves about half there: it is not doubt about which digit it is.";
+  }
+  return text;
 }
 
 // --------------------------------------------------------------------------- the model
@@ -389,7 +549,7 @@ async function selectModel(id) {
   try {
     await loadDetails(id);
   } catch (err) {
-    $("predict-error").textContent = err.message;
+    showError(err.message, err.detail || "");
     return;
   }
   predictNow();  // the drawing stays: the new model looks at it
@@ -404,13 +564,10 @@ async function loadDetails(id) {
   if (structureChanged) buildStages(details);
   renderC1Kernels(details);
   $("rbf").hidden = details.output !== "rbf";
-  $("output-note").textContent = details.output === "rbf" ? RBF_NOTE : "Probabilities: softmax of the output layer.";
   if (details.output === "rbf") buildGlyphs(details);
+  if (state.reading) renderDigits(state.reading);
   renderBars(state.lastResult);
 }
-
-const RBF_NOTE = "lecun1998: the outputs are −(RBF distance) from F6 to each digit's glyph (below); " +
-  "probabilities are their softmax, as lenet5 predict reports them.";
 
 // --------------------------------------------------------------------------- feature maps
 const STAGE_TITLES = {c1: "C1", s2: "S2", c3: "C3", s4: "S4", c5: "C5", f6: "F6"};
@@ -429,12 +586,13 @@ function buildStages(details) {
         c.style.width = `${shape[2] * scale}px`;
         c.style.height = `${shape[1] * scale}px`;
         c.addEventListener("mouseenter", () => showMapInfo(stage.stage, i, c));
+        c.addEventListener("click", () => showMapInfo(stage.stage, i, c));  // a tap, on a phone
         maps.append(c);
       }
     } else {
       const units = shape[0] * (shape[1] || 1) * (shape[2] || 1);
       const c = el("canvas", {width: units, height: 1, "data-stage": stage.stage, class: "fmap strip"});
-      c.style.width = `${Math.min(units * 5, 600)}px`;
+      c.style.width = `${Math.min(units * 5, 600)}px`;  // CSS keeps it within the panel
       c.addEventListener("mousemove", (e) => showUnitInfo(stage.stage, c, e));
       maps.append(c);
     }
@@ -553,7 +711,7 @@ function buildGlyphs(details) {
 }
 
 function renderRBF(result) {
-  if (!result.rbf_distances || !state.details || state.details.output !== "rbf") return;
+  if (!result || !result.rbf_distances || !state.details || state.details.output !== "rbf") return;
   // F6's values lie in about ±1.7 (the squashing function); as a 7×12 picture, ink dark like the glyphs
   const q = new Uint8Array(84);
   result.f6_values.forEach((v, i) => { q[i] = Math.max(0, Math.min(255, Math.round(127.5 - v * 75))); });
@@ -561,15 +719,15 @@ function renderRBF(result) {
   const nearest = result.rbf_distances.indexOf(Math.min(...result.rbf_distances));
   for (const fig of $("glyphs").children) {
     const d = Number(fig.dataset.digit);
-    fig.querySelector("figcaption").textContent = `${d}: ${fmt(result.rbf_distances[d], 1)}`;
+    fig.querySelector("figcaption").textContent = `${d}: d ${fmt(result.rbf_distances[d], 1)}`;
     fig.classList.toggle("nearest", d === nearest);
   }
 }
 
 // --------------------------------------------------------------------------- training
 function freshTrainView() {
-  return {epochs: [], batches: {}, progress: {}, totalEpochs: null, run: null, modelId: null, state: "idle",
-    resumable: null};
+  return {epochs: [], batches: {}, totalEpochs: null, run: null, modelId: null, state: "idle", runs: [],
+    started: null};
 }
 
 async function setupTraining() {
@@ -578,15 +736,31 @@ async function setupTraining() {
   $("train-dataset").replaceChildren(...status.datasets.map((d) => el("option", {value: d, text: d})));
   $("train-form").addEventListener("submit", (e) => { e.preventDefault(); startTraining(); });
   $("train-stop").addEventListener("click", () => trainCommand("/api/train/stop", {}));
-  $("train-resume").addEventListener("click", () => {
-    const epochs = Number($("train-epochs").value) || null;
-    trainCommand("/api/train/resume", {run: state.train.resumable, epochs});
-  });
+  $("train-resume").addEventListener("click", () => trainCommand("/api/train/resume", {run: $("train-run").value}));
+  $("train-run").addEventListener("change", updateTrainButtons);
   $("train-use").addEventListener("click", () => { if (state.train.modelId) loadModels(state.train.modelId); });
-  const last = status.runs.filter((r) => r.resumable).pop();
-  if (last) state.train.resumable = last.id;
+  setRuns(status.runs);
   updateTrainButtons();
   followTraining();
+  setInterval(renderElapsed, 1000);
+}
+
+// the runs this server knows (earlier ones in its runs folder too); Resume acts on the one chosen
+function setRuns(runs, prefer = null) {
+  state.train.runs = runs;
+  const select = $("train-run");
+  const keep = prefer || select.value;
+  select.replaceChildren(...runs.map((r) => el("option", {value: r.id,
+    text: `${r.name} · ${r.done}/${r.settings.epochs ?? "?"} epochs${r.resumable ? " · can resume" : ""}`})));
+  const resumable = runs.filter((r) => r.resumable);
+  const chosen = runs.find((r) => r.id === keep) || resumable[resumable.length - 1] || runs[runs.length - 1];
+  if (chosen) select.value = chosen.id;
+  $("train-runs").hidden = !runs.length;
+}
+
+async function refreshRuns(prefer = null) {
+  try { setRuns((await api("/api/train")).runs, prefer); } catch (err) { /* the next state change tries again */ }
+  updateTrainButtons();
 }
 
 function startTraining() {
@@ -605,6 +779,7 @@ async function trainCommand(path, body) {
     await postJSON(path, body);
   } catch (err) {
     $("train-log").textContent = err.message;
+    refreshRuns();
   }
 }
 
@@ -612,17 +787,13 @@ function followTraining() {
   const source = new EventSource("/api/train/events");
   source.addEventListener("start", (e) => {
     const data = JSON.parse(e.data);
-    state.train = {...freshTrainView(), run: data.run, totalEpochs: data.epochs, resumable: state.train.resumable};
+    state.train = {...freshTrainView(), run: data.run, totalEpochs: data.epochs, runs: state.train.runs,
+      started: performance.now()};
     $("train-log").textContent = "";
     renderTraining();
+    refreshRuns(data.run.id);  // the run going now is the one the Runs list shows
   });
   source.addEventListener("state", (e) => onTrainState(JSON.parse(e.data)));
-  source.addEventListener("progress", (e) => {
-    const p = JSON.parse(e.data);
-    if (p.loss === undefined) return;
-    (state.train.progress[p.epoch] ||= []).push([p.epoch - 1 + p.batch / p.batches, p.loss]);
-    renderTraining();
-  });
   source.addEventListener("batches", (e) => {
     const b = JSON.parse(e.data);
     state.train.batches[b.epoch] = b.loss;
@@ -636,12 +807,14 @@ function onTrainState(data) {
   state.train.state = data.state;
   if (data.run) state.train.run = data.run;
   if (data.epochs) state.train.totalEpochs = data.epochs;
-  if (data.run && data.run.resumable) state.train.resumable = data.run.id;
   const status = $("train-status");
   status.className = `train-status ${data.state}`;
   status.dataset.state = data.state;
-  renderTrainStatus(data.message);
+  state.train.message = data.message;
+  renderTrainStatus();
+  $("train-log").textContent = data.detail ? `The worker's last words: ${data.detail}` : "";
   updateTrainButtons();
+  if (!["starting", "running", "stopping"].includes(data.state)) refreshRuns();
 }
 
 async function onTrainEpoch(record) {
@@ -666,43 +839,50 @@ async function onTrainEpoch(record) {
   }
 }
 
-function renderTrainStatus(message) {
+function renderTrainStatus() {
   const t = state.train;
   const last = t.epochs[t.epochs.length - 1];
-  const parts = [t.state];
+  const parts = [t.message || t.state];
   if (t.run) parts.push(`${t.run.settings.preset} on ${t.run.settings.dataset}`);
-  if (last) parts.push(`epoch ${last.epoch}/${t.totalEpochs || "?"}`);
+  if (last) parts.push(`${last.epoch} of ${t.totalEpochs || "?"} epochs done`);
   if (last && last.test_acc !== undefined) parts.push(`test accuracy ${(100 * last.test_acc).toFixed(2)}%`);
-  if (message) parts.push(message);
   $("train-status").textContent = parts.join(" · ");
+}
+
+// while an epoch runs, the page hears nothing until it ends (the run's files grow per epoch)
+function renderElapsed() {
+  const t = state.train;
+  const going = ["starting", "running"].includes(t.state) && t.started !== null;
+  const done = t.epochs.length ? t.epochs[t.epochs.length - 1].epoch : 0;
+  $("train-elapsed").textContent = going
+    ? `${t.state === "starting" ? "loading the data" : `epoch ${done + 1} running`} · ${Math.round((performance.now() - t.started) / 1000)} s so far`
+    : "";
 }
 
 function updateTrainButtons() {
   const busy = ["starting", "running", "stopping"].includes(state.train.state);
   $("train-start").disabled = busy;
   $("train-stop").disabled = !["starting", "running"].includes(state.train.state);
-  $("train-resume").disabled = busy || !state.train.resumable;
+  const run = state.train.runs.find((r) => r.id === $("train-run").value);
+  $("train-resume").disabled = busy || !run || !run.resumable;
+  $("train-run-note").textContent = run && !run.resumable && run.note ? run.note : "";
   $("train-use").disabled = !state.train.modelId;
 }
 
 function renderTraining() {
   const t = state.train;
   const batchPoints = [];
-  const progressPoints = [];
-  const epochKeys = new Set([...Object.keys(t.batches), ...Object.keys(t.progress)].map(Number));
-  for (const epoch of [...epochKeys].sort((a, b) => a - b)) {
+  for (const epoch of Object.keys(t.batches).map(Number).sort((a, b) => a - b)) {
     const losses = t.batches[epoch];
-    if (losses) losses.forEach((v, i) => { if (v !== null) batchPoints.push([epoch - 1 + (i + 1) / losses.length, v]); });
-    else progressPoints.push(...t.progress[epoch]);
+    losses.forEach((v, i) => { if (v !== null) batchPoints.push([epoch - 1 + (i + 1) / losses.length, v]); });
   }
   const trainLoss = t.epochs.filter((r) => r.train_loss !== undefined).map((r) => [r.epoch, r.train_loss]);
   const testLoss = t.epochs.filter((r) => r.test_loss !== undefined).map((r) => [r.epoch, r.test_loss]);
   const lossCanvas = $("chart-loss");
-  const points = batchPoints.length + progressPoints.length + trainLoss.length;
+  const points = batchPoints.length + trainLoss.length;
   lossCanvas.dataset.points = String(points);
   drawChart(lossCanvas, [
     {name: "batch", points: batchPoints, color: "rgba(47,111,219,0.35)", width: 1},
-    {name: "running", points: progressPoints, color: "#2f6fdb", dots: true},
     {name: "train", points: trainLoss, color: "#1d2330", width: 2, dots: true},
     {name: "test", points: testLoss, color: "#d9822b", width: 2, dots: true},
   ], {xMax: epochAxis(t), yMin: 0, xLabel: "epoch", yLabel: "loss"});
@@ -718,7 +898,7 @@ function renderTraining() {
 
 // the x axis grows with the run: a few epochs past the current one, never past the last
 function epochAxis(t) {
-  const current = Math.max(0, ...t.epochs.map((r) => r.epoch), ...Object.keys(t.progress).map(Number));
+  const current = Math.max(0, ...t.epochs.map((r) => r.epoch));
   const total = t.totalEpochs || current + 1;
   return Math.min(total, Math.max(current + 1, 5));
 }
@@ -811,7 +991,7 @@ async function main() {
   try {
     await loadModels();
   } catch (err) {
-    $("predict-error").textContent = `cannot list models: ${err.message}`;
+    showError(`The page cannot list the models: ${err.message}`);
   }
   try {
     await setupTraining();

@@ -1,0 +1,421 @@
+"""Digits in a picture: find each one, left to right, and prepare it MNIST-style.
+
+``read_picture`` is the one entry point for ``lenet5 predict`` and the web page. It takes a grey
+picture (a photo of paper, a scan, or a drawing, either polarity) and returns the digits it
+finds, each with its box in the picture and the 28×28 image the network sees, plus the named
+stages of the work, for showing them (``--show-input``, the web page).
+
+A photo of paper goes through these stages:
+
+1. ``paper``: the paper's own brightness, estimated locally (a grey closing, which wipes out
+   strokes narrower than its window, then smoothed), so uneven light and soft shadows are part
+   of the paper, not of the ink;
+2. ``ink``: how much darker than its paper each pixel is, as a fraction of the paper (1 - picture
+   / paper), so a stroke in a shadow is as strong as one in full light;
+3. ``mask``: ink by a two-level (hysteresis) threshold relative to the strongest ink: pixels
+   above the high level seed strokes, which grow over pixels above the low level; faint lines
+   not touching the writing never seed;
+4. ``lines``: ruled and squared lines and margins, found as ink that runs far straight across
+   the page (a morphological opening by a long line) and removed, except where a stroke crosses
+   them (ink that also runs thicker than a line the other way);
+5. ``kept``: connected strokes grouped into digits by their columns, specks dropped (pieces
+   much smaller than the writing and away from it), wide groups of touching digits split at
+   the emptiest column near where a digit of the usual width would end;
+6. each digit: MNIST's preparation as ``lenet5 predict`` always did (``predict.mnist_input``).
+
+A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
+skips stages 1-4: its ink is the difference from the background, as ``predict.prepare_steps``
+takes it, so drawings are read exactly as before.
+
+The image analysis is ``scipy.ndimage``: rank filters (minimum/maximum, van Herk's algorithm,
+so a window of any length costs the same), Gaussian smoothing and connected-component labelling,
+all in C, in a library that every scientific Python install already has and that changes
+slowly. scikit-image would add skeletons and ready-made thresholds we do not need; OpenCV
+would add a large binary for the same few operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input
+
+CLEAN_SHARE = 0.9  # a drawing: at least this share of pixels is within CLEAN_TOLERANCE of the background
+CLEAN_TOLERANCE = 0.02
+DARK_PAPER = 0.35  # a photo darker than this overall is of a board (or dark paper), not of white paper
+PAPER_WINDOW = 1 / 8  # the paper's local brightness: window (share of the picture's longer side)
+HIGH, LOW = 0.5, 0.25  # hysteresis levels, as shares of the strongest ink
+NOISE_FLOOR = 0.07  # ink weaker than this (paper grain, JPEG noise) is never ink
+LINE_LENGTH = 0.45  # a ruled line runs straight at least this share of the picture's width (height);
+# a digit is at most about a third of the picture's height
+LINE_SLANT = 0.008  # a line may drift sideways by this share of the longer side within LINE_LENGTH
+# (a page turned by a degree or two)
+STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across a line, is a stroke
+SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
+SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
+DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
+WIDE = 1.25
+JUDGE_ASPECT = 0.9  # with a judge: groups wider than this times their height may be touching digits
+MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
+SPLIT_MARGIN = 0.05  # a cut must raise the mean log-probability by this much per extra digit
+SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel  # a group wider than this times its height holds touching digits
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit found in a picture."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive) in the picture's pixels
+    image: np.ndarray  # uint8 (28, 28): what the network sees, MNIST-style (bright ink on black)
+
+
+def _ndimage():
+    try:
+        from scipy import ndimage
+    except ImportError:  # pragma: no cover
+        raise ImageError("reading photos needs scipy: pip install 'lenet5[predict]'") from None
+    return ndimage
+
+
+def _check(grey: np.ndarray, name: str) -> np.ndarray:
+    grey = np.asarray(grey, dtype=np.float64)
+    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
+        size = "x".join(map(str, grey.shape[::-1]))
+        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
+    if not np.all(np.isfinite(grey)):
+        raise ImageError(f"{name}: the picture holds NaN or infinite values")
+    return grey
+
+
+def _border_median(grey: np.ndarray) -> float:
+    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
+def is_clean(grey: np.ndarray) -> bool:
+    """A drawing rather than a photo: nearly all pixels are the background's one value."""
+    return float(np.mean(np.abs(grey - _border_median(grey)) <= CLEAN_TOLERANCE)) >= CLEAN_SHARE
+
+
+def clean_ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
+    """A drawing's ink (H, W) in [0, 1], bright on black: ``predict.prepare_steps``'s rule
+    (the difference from the border's median, scaled by its maximum, below 0.2 dropped)."""
+    ink = np.abs(grey - _border_median(grey))
+    if ink.max() < 0.15:
+        raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
+    ink = ink / ink.max()
+    ink[ink < 0.2] = 0
+    return ink
+
+
+def _shrink(grey: np.ndarray) -> tuple[np.ndarray, int]:
+    """The picture shrunk 4 times by block means (the paper's light changes slowly), and the factor."""
+    h, w = grey.shape
+    f = 4 if min(h, w) >= 64 else 1
+    return grey[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f).mean(axis=(1, 3)), f
+
+
+def _window(grey: np.ndarray, f: int) -> int:
+    return max(3, round(PAPER_WINDOW * max(grey.shape) / f))
+
+
+def dark_on_light(grey: np.ndarray) -> bool:
+    """Is the writing darker than the paper? Paper, even in a shadow, is lighter than mid-grey
+    (DARK_PAPER); a dark picture holds light writing if what strays furthest from the local
+    median (the writing is the minority of any neighbourhood) is lighter, not darker."""
+    if np.median(grey) >= DARK_PAPER:
+        return True
+    nd = _ndimage()
+    small, f = _shrink(grey)
+    footprint = np.zeros((2 * _window(grey, f) + 1,) * 2, bool)
+    footprint[::3, ::3] = True  # a sparse window: the same median for a tenth of the work
+    local = nd.median_filter(small, footprint=footprint, mode="nearest")
+    return float(np.percentile(local - small, 99.9)) >= float(np.percentile(small - local, 99.9))
+
+
+def paper_brightness(grey: np.ndarray) -> np.ndarray:
+    """The paper's local brightness (H, W) under dark writing: a grey closing wider than any
+    stroke (which keeps the edges of shadows), lightly smoothed; worked at 1/4 size."""
+    nd = _ndimage()
+    h, w = grey.shape
+    small, f = _shrink(grey)
+    closed = nd.grey_closing(small, size=(_window(grey, f),) * 2, mode="nearest")
+    paper = nd.gaussian_filter(closed, 1.0, mode="nearest")
+    big = nd.zoom(paper, (h / paper.shape[0], w / paper.shape[1]), order=1, mode="nearest", grid_mode=True)
+    return np.maximum(big, 1e-3)
+
+
+def photo_ink(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(paper brightness, ink) of a photo of paper, both (H, W); ink in [0, 1] is 1 - grey / paper."""
+    paper = paper_brightness(grey)
+    return paper, np.clip(1 - grey / paper, 0, 1)
+
+
+def ink_mask(ink: np.ndarray) -> np.ndarray:
+    """bool (H, W): ink above LOW connected to ink above HIGH (levels relative to the strongest ink)."""
+    nd = _ndimage()
+    strong = float(np.percentile(ink, 99.9))
+    if strong < 2 * NOISE_FLOOR:
+        return np.zeros(ink.shape, bool)
+    low = ink > max(NOISE_FLOOR, LOW * strong)
+    labels, n = nd.label(low, structure=np.ones((3, 3)))
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(labels[ink > max(NOISE_FLOOR, HIGH * strong)])] = True
+    seeded[0] = False
+    return seeded[labels]
+
+
+def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """``mask`` without the pieces whose edges are soft: a pen or pencil stroke ends within a
+    pixel or two, while the edge of a shadow fades over dozens, and where a shadow's dark part
+    is narrower than the paper's window (a corner), it looks like ink, but soft ink."""
+    nd = _ndimage()
+    labels, n = nd.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return mask
+    slope = np.hypot(nd.sobel(ink, 0), nd.sobel(ink, 1)) / 8  # ink change per pixel
+    edge = mask & ~nd.binary_erosion(mask)
+    sharpness = np.asarray(nd.mean(slope, np.where(edge, labels, 0), index=np.arange(1, n + 1)))
+    keep = np.concatenate([[False], np.nan_to_num(sharpness) >= SHARP_EDGE])
+    return keep[labels]
+
+
+def _runs(mask: np.ndarray, length: int, axis: int, mode: str = "constant") -> np.ndarray:
+    """Pixels of ``mask`` that lie on a straight run of at least ``length`` along ``axis``
+    (a morphological opening by a line; minimum and maximum filters cost the same for any length).
+    ``mode="nearest"``: a run that reaches the picture's edge goes on beyond it."""
+    nd = _ndimage()
+    eroded = nd.minimum_filter1d(mask.view(np.uint8), length, axis=axis, mode=mode)
+    return nd.maximum_filter1d(eroded, length, axis=axis, mode="constant").astype(bool)
+
+
+def ruled_lines(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels of ``mask`` that are ruled/squared lines or margins, not strokes.
+
+    A line runs straight across a good part of the page: ink in a run of LINE_LENGTH of the
+    picture's width (height), allowing LINE_SLANT pixels of drift for a page not quite square
+    to the camera. Where a stroke crosses a line, the ink there is thicker than a line the
+    other way (STROKE_WIDTH), and stays.
+    """
+    nd = _ndimage()
+    h, w = mask.shape
+    stroke = max(3, round(STROKE_WIDTH * max(h, w)))
+    slant = max(1, round(LINE_SLANT * max(h, w)))
+    found = []
+    for axis, length in ((1, w), (0, h)):  # horizontal lines, then vertical ones
+        # lines go on beyond the picture (they do on the page)
+        slack = nd.maximum_filter1d(mask.view(np.uint8), 2 * slant + 1, axis=1 - axis).astype(bool)
+        found.append(_runs(slack, max(3, round(LINE_LENGTH * length)), axis, "nearest") & mask)
+    # thin: no thicker than a line across; a stroke crossing a line is thicker across it
+    thin = [found[0] & ~_runs(mask, stroke, 0), found[1] & ~_runs(mask, stroke, 1)]
+    # where lines cross (squared paper), the other direction's line makes the ink thick: look
+    # across once the thin lines of the other direction are set aside
+    return ((found[0] & ~_runs(mask & ~thin[1], stroke, 0))
+            | (found[1] & ~_runs(mask & ~thin[0], stroke, 1)))
+
+
+def _components(mask: np.ndarray):
+    """Connected pieces of ``mask``: (labels (H, W), list of (label, slice box, area))."""
+    nd = _ndimage()
+    labels, n = nd.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return labels, []
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    return labels, [(i + 1, s, int(areas[i + 1])) for i, s in enumerate(nd.find_objects(labels)) if s is not None]
+
+
+def _x_overlap(a, b) -> float:
+    """How much two boxes (slices) share columns, as a share of the narrower one's width."""
+    lo, hi = max(a[1].start, b[1].start), min(a[1].stop, b[1].stop)
+    narrower = min(a[1].stop - a[1].start, b[1].stop - b[1].start)
+    return max(0, hi - lo) / max(1, narrower)
+
+
+def _union(a, b):
+    return (slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
+            slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)))
+
+
+def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> list[np.ndarray]:
+    """The strokes of ``mask`` as digits, left to right: one bool (H, W) mask per digit.
+
+    Pieces (connected components) are grouped when they share columns; pieces much smaller than
+    the largest (SPECK_AREA) join a group only if they lie within its box (a detached bar, a
+    dot), else they are specks and dropped; groups much shorter than the tallest are dropped;
+    a group much wider than tall is split into touching digits (``split_touching``) unless
+    ``split`` is False. ``single``: all the writing is one digit.
+    """
+    labels, pieces = _components(mask)
+    if not pieces:
+        return []
+    largest = max(p[2] for p in pieces)
+    big = sorted((p for p in pieces if p[2] >= SPECK_AREA * largest), key=lambda p: p[1][1].start)
+    groups: list[tuple[list[int], tuple]] = []
+    for label, box, _ in big:
+        if groups and (single or _x_overlap(groups[-1][1], box) > 0.3 or box[1].stop <= groups[-1][1][1].stop):
+            groups[-1][0].append(label)
+            groups[-1] = (groups[-1][0], _union(groups[-1][1], box))
+        else:
+            groups.append(([label], box))
+    for label, box, area in pieces:
+        if area >= SPECK_AREA * largest:
+            continue
+        cy, cx = (box[0].start + box[0].stop) / 2, (box[1].start + box[1].stop) / 2
+        for members, gbox in groups:
+            pad = 0.1 * (gbox[0].stop - gbox[0].start)
+            if (gbox[0].start - pad <= cy <= gbox[0].stop + pad) and (gbox[1].start - pad <= cx <= gbox[1].stop + pad):
+                members.append(label)
+                break
+    tallest = max(g[1][0].stop - g[1][0].start for g in groups)
+    tall = [g for g in groups if g[1][0].stop - g[1][0].start >= SHORT_GROUP * tallest]
+    for members, gbox in groups:  # a short group sharing columns with a tall one is part of it
+        if gbox[0].stop - gbox[0].start < SHORT_GROUP * tallest:  # (a 5's bar), else not a digit
+            near = [g for g in tall if _x_overlap(g[1], gbox) > 0]
+            if near:
+                max(near, key=lambda g: _x_overlap(g[1], gbox))[0].extend(members)
+    out = []
+    for members, gbox in tall:
+        digit = np.isin(labels, members)
+        out.extend(split_touching(digit) if split and not single else [digit])
+    return out
+
+
+def _height(digit: np.ndarray) -> int:
+    rows = np.nonzero(digit.any(axis=1))[0]
+    return int(rows[-1] - rows[0] + 1)
+
+
+def _aspect(digit: np.ndarray) -> float:
+    rows, cols = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
+    return (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+
+
+def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
+    """A group of strokes cut into ``k`` digits at the emptiest column near each expected
+    border (k equal widths). ``k=None``: a group wider than WIDE times its height is split into
+    as many digits of the usual width (DIGIT_WIDTH of the height) as fit, others are one digit."""
+    rows, cols = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    if k is None:
+        if width <= WIDE * height:
+            return [digit]
+        k = max(2, round(width / (DIGIT_WIDTH * height)))
+    if k <= 1:
+        return [digit]
+    profile = digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
+    cuts = [0]
+    for i in range(1, k):
+        lo, hi = round((i - 0.4) * width / k), round((i + 0.4) * width / k)
+        lo = max(lo, cuts[-1] + 1)
+        window = profile[lo:hi]
+        if window.size == 0:
+            continue
+        expected = i * width / k
+        # the emptiest column; among equals, the one nearest the expected border
+        best = min(range(window.size), key=lambda j: (window[j], abs(lo + j - expected)))
+        cuts.append(lo + best)
+    cuts.append(width)
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        part = np.zeros_like(digit)
+        part[:, cols[0] + a:cols[0] + b] = digit[:, cols[0] + a:cols[0] + b]
+        if part.any():
+            parts.append(part)
+    return parts
+
+
+def _digit(ink: np.ndarray, member: np.ndarray, name: str) -> tuple[Digit, dict[str, np.ndarray]]:
+    """One digit's Digit and MNIST steps from the ink (H, W) and its pixels ``member`` (H, W)."""
+    rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if min(y1 - y0, x1 - x0) < 2 or max(y1 - y0, x1 - x0) < MIN_INK_EXTENT:
+        what = "a single line" if min(y1 - y0, x1 - x0) < 2 else "a speck"
+        raise ImageError(f"{name}: no digit found (the ink is {what}, {x1 - x0}x{y1 - y0} pixels)")
+    crop = np.where(member[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0.0)
+    box, image = mnist_input(crop)
+    return Digit(box=(int(x0), int(y0), int(x1), int(y1)), image=image), {"ink": crop, "box": box, "input": image}
+
+
+def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list[np.ndarray]:
+    """Each group wider than JUDGE_ASPECT times its height read whole and cut into 2, 3, ...
+    digits; the reading the network is surest of (geometric mean of each digit's top
+    probability) wins, the fewer digits unless a cut is clearly surer (SPLIT_MARGIN)."""
+    out = []
+    for group in groups:
+        aspect = _aspect(group)
+        if aspect < JUDGE_ASPECT:
+            out.append(group)
+            continue
+        options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
+        height = _height(group)
+        options = [o for o in options if all(_height(p) >= 0.6 * height for p in o)]  # no bar alone
+        images = [_digit(ink, part, name)[0].image for option in options for part in option]
+        top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
+        scores, i = [], 0
+        for option in options:
+            scores.append(top[i:i + len(option)].mean() - SPLIT_MARGIN * (len(option) - 1))
+            i += len(option)
+        out.extend(options[int(np.argmax(scores))])
+    return out
+
+
+def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
+                 judge=None) -> tuple[list[Digit], dict[str, np.ndarray]]:
+    """The digits in a picture, left to right, and the named stages of finding them.
+
+    ``grey``: float (H, W) in [0, 1] as ``predict.load_grey`` returns it (a photo of paper,
+    a scan, or a drawing: either polarity). ``single=True``: all the writing is one digit.
+
+    Returns the digits and the stages, 2-D arrays: ``picture`` (the input), for photos
+    ``paper`` (its local brightness) and ``lines`` (uint8 0/255, the ruled lines removed),
+    ``ink`` (float [0, 1], bright on black, the whole picture), ``kept`` (uint8 0/255, the
+    strokes read as digits), and ``input`` (uint8 (28, 28 × digits): what the network sees,
+    side by side). With one digit also ``box`` (the 20×20-at-most box, as ``prepare_steps``).
+    Raises ``ImageError`` when no digit is found.
+
+    ``judge`` (optional): a function from uint8 images (N, 28, 28) to class probabilities
+    (N, C), e.g. ``model.predict``. With it, a wide group of strokes is cut into touching
+    digits only where the network reads the pieces more surely than the whole; without it,
+    by the group's width alone.
+    """
+    grey = _check(grey, name)
+    stages: dict[str, np.ndarray] = {"picture": grey}
+    if is_clean(grey):
+        ink = clean_ink(grey, name)
+        mask = ink > 0
+    else:
+        if not dark_on_light(grey):  # light writing on a dark board: the board is the "paper"
+            grey = 1 - grey
+        paper, ink = photo_ink(grey)
+        mask = ink_mask(ink)
+        if not mask.any():
+            raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
+        # lines are sought in all the ink, faint parts too, so that they run unbroken
+        lines = ruled_lines(ink > NOISE_FLOOR) & mask
+        mask = sharp_pieces(mask & ~lines, ink)
+        stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
+    stages["ink"] = ink
+    # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
+    if single and "paper" not in stages:
+        members = [mask]
+    else:
+        members = group_digits(mask, single, split=judge is None)
+        if judge is not None and not single:
+            members = _judged(ink, members, judge, name)
+    if not members:
+        raise ImageError(f"{name}: no digit found (only lines and specks)")
+    kept = np.zeros(mask.shape, bool)
+    digits = []
+    for member in members:
+        digit, steps = _digit(ink, member, name)
+        digits.append(digit)
+        kept |= member
+    stages["kept"] = kept.astype(np.uint8) * 255
+    stages["input"] = np.concatenate([d.image for d in digits], axis=1)
+    if len(digits) == 1:
+        stages["box"] = steps["box"]
+    return digits, stages
+
+
+__all__ = ["Digit", "ImageError", "read_picture"]
