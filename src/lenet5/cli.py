@@ -86,8 +86,37 @@ def _load_model(checkpoint: Path | None, model_name: str | None, preset: str | N
     return model, meta, str(checkpoint)
 
 
+def _evaluation_data(args: argparse.Namespace, meta: dict):
+    """(dataset name, test split, its description) for ``evaluate``: --data-dir or --dataset when
+    given; else the test files the checkpoint's run recorded, if they are still there unchanged
+    (SHA-256); else the dataset it was trained on, from the usual places. One line on stderr
+    says which, unless --data-dir or --dataset chose."""
+    from .datasets import DATASETS, load_dataset, load_recorded_test
+
+    def say(message: str) -> None:
+        print(f"lenet5: {message}", file=sys.stderr)
+
+    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    trained_on = recorded.get("dataset")
+    if args.data_dir is None and args.dataset is None and recorded:
+        test, why_not = load_recorded_test(recorded)
+        if test is not None:
+            say(f"evaluating on the run's own test files in {recorded['directory']} (SHA-256 as recorded)")
+            described = {**recorded, "test_size": len(test)}
+            return trained_on, test, described
+        if trained_on not in DATASETS:
+            raise Lenet5Error(f"the checkpoint's run trained on {trained_on or 'unrecorded'} data and its test files "
+                              f"cannot be used ({why_not}); pass --data-dir DIR or --dataset NAME")
+        say(f"the run's test files cannot be used ({why_not}); evaluating on {trained_on} from the usual places")
+    if args.data_dir is not None:
+        dataset = args.dataset  # None: the files say what they are
+    else:
+        dataset = args.dataset or (trained_on if trained_on in DATASETS else "mnist")
+    data = load_dataset(dataset, args.data_dir, progress=not args.json)
+    return data.name, data.test, data.describe()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
     from .train import evaluate
 
     model, meta, label = _load_model(args.checkpoint, args.model, args.preset)
@@ -98,18 +127,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion.name,
                            map_j=model.map_j, label_smoothing=model.label_smoothing, widths=model.widths)
         model.load_state_dict(weights)
-    trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
-    dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")
-    data = load_dataset(dataset, args.data_dir, progress=not args.json)
+    name, test, described = _evaluation_data(args, meta)
     start = time.perf_counter()
-    result = evaluate(model, data.test, args.batch_size, tta=args.tta)
-    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=data.describe(),
+    result = evaluate(model, test, args.batch_size, tta=args.tta)
+    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=described,
                   seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
         return 0
     tta = ", each averaged with its mirror (--tta flip)" if args.tta == "flip" else ""
-    print(f"{label} ({model.preset.name}) on {data.name} test set, {result['n']} images{tta}")
+    print(f"{label} ({model.preset.name}) on {name} test set, {result['n']} images{tta}")
     print(f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}")
     print("per-class accuracy: " + "  ".join(f"{d}:{100 * a:.1f}%" for d, a in enumerate(result["per_class_accuracy"])))
     print("confusion matrix (rows: true label, columns: predicted):")
@@ -263,7 +290,21 @@ def cmd_data(args: argparse.Namespace) -> int:
         for f, state in r["files"].items():
             print(f"{state:<8} {Path(r['path']) / f}")
         return 0 if r["verified"] else 1
-    print(datasets.load_dataset(args.name, download_ok=False).source.split(":", 1)[-1])
+    w = datasets.where(args.name)
+    if args.json:
+        print(json.dumps(w))
+        return 0
+    print(f"{args.name}: " + (f"found in {w['found']}" if w["found"] else "not found yet"))
+    print("looked for, in this order:")
+    print("  1. --data-dir DIR, when given (any directory with the four IDX files, plain or .gz)")
+    for i, p in enumerate(w["places"], 2):
+        print(f"  {i}. {p['kind']:<6} {p['path']}  ({'found' if p['found'] else 'missing'})")
+    print(f"  {len(w['places']) + 2}. download from {', '.join(w['mirrors'])} into the cache")
+    if w["sample"]:
+        print(f"  {len(w['places']) + 3}. offline: the 5,000-image sample bundled with lenet5 ({w['sample']})")
+    env = f"$LENET5_DATA is {w['lenet5_data']}" if w["lenet5_data"] else "$LENET5_DATA is not set"
+    print(f"the cache is {w['cache_root']} ({env}; when set, it is the parent of one folder per dataset: "
+          f"$LENET5_DATA/{args.name}, ...)")
     return 0
 
 
@@ -418,11 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="list, download, verify or locate datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     dl = dsub.add_parser("list", help="each dataset, where it is found, and whether its checksums match")
-    dl.add_argument("--json", action="store_true")
-    for verb, text in [("download", "download into the cache (verified)"), ("verify", "re-check checksums"),
-                       ("path", "print the directory the dataset is loaded from")]:
-        p = dsub.add_parser(verb, help=text)
-        p.add_argument("name", choices=list(DATASETS))
+    dl.add_argument("--json", action="store_true", help="print one JSON list")
+    for verb, text in [("download", "download into the cache (verified)"),
+                       ("verify", "re-check the checksums of the copy that would be used"),
+                       ("path", "where the dataset is looked for, in order, and where it is found")]:
+        p = dsub.add_parser(verb, help=text, description=text)
+        p.add_argument("name", choices=list(DATASETS), help="the dataset: " + ", ".join(DATASETS))
+        if verb == "path":
+            p.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("bench", help="training and inference speed: the NumPy engine vs every installed peer "
