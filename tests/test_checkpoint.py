@@ -240,7 +240,7 @@ def test_a_loaded_model_keeps_the_label_smoothing_of_its_run(tmp_path, mini_dir)
 
     out = tmp_path / "run"
     assert cli.main(["train", "--preset", "modern", "--epochs", "1", "--train-limit", "64", "--label-smoothing", "0.2",
-                     "--data-dir", str(mini_dir), "--out", str(out), "--quiet", "--no-plots"]) == 0
+                     "--data-dir", str(mini_dir), "--dataset", "mnist", "--out", str(out), "--quiet", "--no-plots"]) == 0
     model, _ = load_checkpoint(out / "model.safetensors")
     assert model.label_smoothing == 0.2
     # its loss is the smoothed one: on a confident right answer it stays well above the plain loss

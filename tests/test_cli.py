@@ -127,7 +127,7 @@ def test_compare_table(tmp_path, mini_dir, capsys):
     assert table == (tmp_path / "t.md").read_text()
     lines = table.splitlines()
     assert lines[0].startswith("| run | preset | dataset | train images | epochs")
-    assert "| a | seed-tanh | mnist | 300 | 2 |" in lines[2] and "| b | seed-sigmoid |" in lines[3]
+    assert "| a | seed-tanh | unrecognised | 300 | 2 |" in lines[2] and "| b | seed-sigmoid |" in lines[3]
     final = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
     assert f"{100 * final:.2f}%" in lines[2]
     assert cli.main(["compare", str(tmp_path)]) == 2
@@ -151,7 +151,7 @@ def test_no_test_leaves_the_test_set_alone(tmp_path, mini_dir):
 
 def test_widths_train_save_load_and_evaluate(tmp_path, mini_dir):
     out = tmp_path / "wide"
-    r = run("train", "--preset", "modern", "--widths", "8,12,40", "--data-dir", mini_dir, "--epochs", 1,
+    r = run("train", "--preset", "modern", "--widths", "8,12,40", "--data-dir", mini_dir, "--dataset", "mnist", "--epochs", 1,
             "--out", out, "--quiet", "--no-plots")
     assert r.returncode == 0, r.stderr
     from lenet5 import load_checkpoint
@@ -171,3 +171,43 @@ def test_distort_draws_from_the_papers_pool():
     training set held 60,000 originals beside 540,000 distortions)."""
     args = cli.build_parser().parse_args(["train", "--preset", "lecun1998", "--distort"])
     assert args.augment == "lecun1998-pool"
+
+
+# --------------------------------------------------------------------------- bench names the CPU
+def test_bench_names_the_vector_extensions_from_the_cpu_flags(monkeypatch):
+    from lenet5 import bench
+
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"})
+    found = bench.vector_extensions()
+    assert found == ["SSE4.2", "AVX", "AVX2", "FMA", "AVX-512F", "AVX-512BW"]
+    assert bench.vector_summary(found) == "AVX2, FMA, AVX-512 (F, BW)"
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fp", "asimd"})
+    assert bench.vector_summary(bench.vector_extensions()) == "NEON"
+
+
+def test_bench_falls_back_to_numpys_cpu_features(monkeypatch):
+    from lenet5 import bench
+
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: None)
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    assert ("AVX2" in bench.vector_extensions()) == bool(features.get("AVX2"))
+
+
+def test_bench_header_and_json_name_this_cpus_extensions(capsys):
+    import pathlib
+
+    flags = next((set(line.split(":", 1)[1].split()) for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), None) if pathlib.Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        pytest.skip("no x86 /proc/cpuinfo flags here")
+    small = ["--batch-sizes", "4", "--steps", "1", "--repeats", "1", "--infer-images", "8"]
+    assert cli.main(["bench", *small, "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)["environment"]
+    assert ("AVX2" in env["vector_extensions"]) == ("avx2" in flags)
+    assert ("AVX-512F" in env["vector_extensions"]) == ("avx512f" in flags)
+    assert cli.main(["bench", *small]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert env["cpu"] in header and (("AVX-512 (F" in header) == ("avx512f" in flags))

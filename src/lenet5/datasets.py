@@ -563,8 +563,8 @@ def _warn(msg: str) -> None:
 def load_data_dir(data_dir: str | Path, name: str | None = None, warn: Callable[[str], None] | None = None) -> Dataset:
     """The four IDX files in ``data_dir``, named by what their content is (see ``recognise``).
 
-    ``name`` (--dataset) is the user's word for unrecognised files; files recognised as another
-    dataset than ``name`` are an error.
+    ``name`` (--dataset) is the user's word for unrecognised files (taken silently: the run's
+    record of what was recognised shows it); files recognised as another dataset are an error.
     """
     warn = warn or _warn
     if name not in (None, UNRECOGNISED):
@@ -576,10 +576,8 @@ def load_data_dir(data_dir: str | Path, name: str | None = None, warn: Callable[
     elif found != UNRECOGNISED:
         raise DataError(f"--data-dir {data_dir}: its files are {get_info(found).title} (recognised by their "
                         f"checksums), not --dataset {name}; leave out --dataset or pass --dataset {found}")
-    else:
+    else:  # the user's word; data.recognised (recorded with the run) says no file matched
         data.name = name  # type: ignore[assignment]
-        warn(f"--data-dir {data_dir}: the files match no published checksum of {name}; "
-             f"taking --dataset {name} at its word")
     return data
 
 
