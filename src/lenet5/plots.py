@@ -45,12 +45,13 @@ def _integer_epochs(ax) -> None:
 
 def _clip_loss_axis(ax, batch_losses: list[float], epoch_losses: list[float]) -> None:
     """Let the loss axis show the training, not the first few batches: its top is set by the
-    per-epoch losses (and the per-batch losses once the first 2% of steps are over), so the
-    early spike of a fresh network (cross-entropy near 7) runs off the top, with a note."""
+    per-epoch losses (and the per-batch losses once the first 2% of steps are over), so an
+    early spike of a fresh network (cross-entropy near 7) that would flatten the rest of the
+    curve runs off the top, with a note."""
     settled = batch_losses[len(batch_losses) // 50:]
     top = 1.1 * max(epoch_losses + ([float(np.percentile(settled, 99))] if settled else []))
     bottom = min(0.0, min(epoch_losses + batch_losses))
-    if batch_losses and max(batch_losses) > top:
+    if batch_losses and max(batch_losses) > 1.5 * top:  # a spike that would squash the rest
         ax.set_ylim(bottom, top)
         ax.text(0.99, 0.6, f"per-batch losses above the axis\n(up to {max(batch_losses):.3g})", transform=ax.transAxes,
                 ha="right", va="top", fontsize=SMALL, color="0.35")
