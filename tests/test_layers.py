@@ -61,25 +61,27 @@ def test_softmax_cross_entropy_gradient_and_value():
     assert rel_error(dlogits, numeric) < 1e-6
 
 
-@pytest.mark.parametrize("eps", [0.1, 0.3])
-def test_label_smoothing_value_gradient_and_torch(eps):
-    """Smoothed cross-entropy: the textbook value −Σ q·log p with q = (1−ε)·onehot + ε/K,
-    central differences for the gradient, and torch's own label_smoothing."""
+@pytest.mark.parametrize("name", ["cross-entropy", "map", "mse"])
+def test_criteria_on_numpy_and_on_torch_tensors_agree(name):
+    """The step's criterion evaluates NumPy outputs with the hand-derived functions and torch
+    outputs with torch's ops and autograd: two computations, one value and gradient; the
+    NumPy gradient also against central differences."""
     import torch
-    import torch.nn.functional as F
 
-    logits = RNG.standard_normal((6, 10)) * 3
+    from lenet5.losses import Criterion
+
+    criterion = Criterion(name, map_j=0.3)
+    outputs = RNG.standard_normal((6, 10)) * 3
     labels = RNG.integers(0, 10, 6)
-    loss, dlogits = softmax_cross_entropy(logits, labels, eps)
-    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    q = np.full((6, 10), eps / 10)
-    q[np.arange(6), labels] += 1 - eps
-    assert loss == pytest.approx(-np.mean((q * np.log(p)).sum(axis=1)), rel=1e-12)
-    numeric = numerical_grad(lambda: softmax_cross_entropy(logits, labels, eps)[0], logits)
-    assert rel_error(dlogits, numeric) < 1e-6
-    t = torch.tensor(logits, requires_grad=True)
-    F.cross_entropy(t, torch.from_numpy(labels), label_smoothing=eps).backward()
-    assert rel_error(dlogits, t.grad.numpy()) < 1e-10
+    loss, d = criterion.loss(outputs, labels)
+    assert isinstance(loss, float)
+    numeric = numerical_grad(lambda: criterion.loss(outputs, labels)[0], outputs)
+    assert rel_error(d, numeric) < 1e-6
+    t_loss, t_d = criterion.loss(torch.tensor(outputs), labels)
+    assert isinstance(t_loss, torch.Tensor) and t_loss.ndim == 0 and not t_loss.requires_grad
+    assert float(t_loss) == pytest.approx(loss, rel=1e-12)
+    assert rel_error(d, t_d.numpy()) < 1e-10
+    assert int(criterion.correct(torch.tensor(outputs), labels)) == criterion.correct(outputs, labels)
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():

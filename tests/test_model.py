@@ -5,9 +5,15 @@ import pytest
 
 from conftest import numerical_grad, rel_error
 from lenet5 import PRESETS, SGD, LeNet5, fit, load_dir
+from lenet5.losses import Criterion
 from lenet5.presets import seed_tanh_init
 
 RNG = np.random.default_rng(2)
+
+
+def crit(model) -> Criterion:
+    """The preset's own training criterion (the step owns it; the model does not)."""
+    return Criterion(model.preset.criteria[0])
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -19,10 +25,10 @@ def test_network_and_loss_gradients_match_finite_differences(preset):
 
     def f():
         model.seed_step([0])  # the same dropout masks at every evaluation
-        return model.loss(model.forward(x), labels)[0]
+        return crit(model).loss(model.forward(x), labels)[0]
 
     model.seed_step([0])
-    _, dlogits = model.loss(model.forward(x), labels)
+    _, dlogits = crit(model).loss(model.forward(x), labels)
     model.backward(dlogits)
     params, grads = model.params(), model.grads()
     for name in params:
@@ -135,7 +141,7 @@ def test_micro_batched_threaded_pass_equals_single_pass(n):
     x = RNG.random((n, 1, 28, 28))
     labels = RNG.integers(0, 10, n)
     for model in (single, split):
-        loss, d = model.loss(model.forward(x), labels)
+        loss, d = crit(model).loss(model.forward(x), labels)
         model.backward(d)
     assert split._cpu._parts is not None and len(split._cpu._parts) >= 2  # the split path really ran
     np.testing.assert_allclose(split.forward(x), single.forward(x), rtol=1e-10, atol=1e-12)
@@ -172,18 +178,33 @@ def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
         evaluate(model, split, tta="rotate")
 
 
-def test_fit_refuses_a_recipe_whose_loss_the_model_was_not_built_with(mini_dir):
+def test_fit_refuses_a_recipe_for_another_network_than_the_model(mini_dir):
     from lenet5 import Lenet5Error
 
     data = load_dir(mini_dir)
-    with pytest.raises(Lenet5Error, match="label smoothing 0.1 but the model was built with 0.0"):
-        fit(LeNet5("modern", seed=0), data, label_smoothing=0.1, epochs=1, progress=False)
-    with pytest.raises(Lenet5Error, match="criterion 'mse' but the model was built with 'map'"):
-        fit(LeNet5("lecun1998", seed=0), data, criterion="mse", epochs=1, progress=False)
-    with pytest.raises(Lenet5Error, match="label smoothing applies to the cross-entropy criterion"):
-        LeNet5("lecun1998", seed=0, label_smoothing=0.1)
-    with pytest.raises(Lenet5Error, match=r"widths \(8, 12, 40\) but the model was built with None"):
+    with pytest.raises(Lenet5Error, match=r"'widths': \[8, 12, 40\].*'widths': None"):
         fit(LeNet5("modern", seed=0), data, widths=(8, 12, 40), epochs=1, progress=False)
+    with pytest.raises(Lenet5Error, match=r"'dropout': 0.3.*'dropout': None"):
+        fit(LeNet5("modern", seed=0), data, dropout=0.3, epochs=1, progress=False)
+    # the model's own network is the default recipe's: a float64 model with other widths trains
+    model = LeNet5("modern", seed=0, dtype=np.float64, widths=(4, 8, 16))
+    fit(model, data, epochs=1, train_limit=64, progress=False)
+
+
+def test_the_criterion_is_the_steps_not_the_models(mini_dir):
+    """lecun1998 trained with MAP or MSE: the same network, the recipe's criterion evaluated by
+    the step. Far from every centre (as at the start) the MAP criterion is y_D + log(e^{−j} +
+    Σ e^{−y_i}) ≈ y_D − j, and its gradient that of MSE's y_D: the same weights, losses j apart."""
+    data = load_dir(mini_dir)
+    runs = {}
+    for criterion, j in (("mse", 0.1), ("map", 0.1), ("map", 0.5)):
+        model = LeNet5("lecun1998", seed=0)
+        history = fit(model, data, epochs=1, train_limit=20, criterion=criterion, map_j=j, progress=False)
+        runs[criterion, j] = history[0]["train_loss"], model.params()["f6.weight"]
+    mse = runs["mse", 0.1][0]
+    assert runs["map", 0.1][0] == pytest.approx(mse - 0.1, abs=1e-3)
+    assert runs["map", 0.5][0] == pytest.approx(mse - 0.5, abs=1e-3)
+    np.testing.assert_allclose(runs["map", 0.1][1], runs["mse", 0.1][1], atol=1e-6)
 
 
 def test_optimizer_state_that_does_not_fit_is_refused():
@@ -191,7 +212,7 @@ def test_optimizer_state_that_does_not_fit_is_refused():
 
     model = LeNet5("seed-tanh", seed=0)
     opt = SGD(model.params(), model.grads(), lr=0.1, momentum=0.9)
-    model.loss(model.forward(RNG.random((2, 1, 28, 28)).astype(np.float32)), np.array([1, 2]))
+    crit(model).loss(model.forward(RNG.random((2, 1, 28, 28)).astype(np.float32)), np.array([1, 2]))
     opt.step()  # velocity now exists for every parameter
     state = opt.state_dict()
     opt.load_state_dict(state)  # its own state fits
@@ -226,10 +247,10 @@ def test_modern_widths_change_the_channels_and_pass_a_gradient_check():
 
     def f():
         model.seed_step([0])
-        return model.loss(model.forward(x), labels)[0]
+        return crit(model).loss(model.forward(x), labels)[0]
 
     model.seed_step([0])
-    model.backward(model.loss(model.forward(x), labels)[1])
+    model.backward(crit(model).loss(model.forward(x), labels)[1])
     for name in ("c1.weight", "c3.weight", "c5.bias", "f6.weight"):
         p = model.params()[name]
         idx = RNG.choice(p.size, min(p.size, 30), replace=False)

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from lenet5 import LeNet5
+from lenet5.losses import Criterion
 
 RNG = np.random.default_rng(5)
 
 
-def _pair(criterion="map"):
-    lean = LeNet5("lecun1998", seed=3, dtype=np.float64, criterion=criterion)
-    layers = LeNet5("lecun1998", seed=3, dtype=np.float64, criterion=criterion)
+def _pair():
+    lean = LeNet5("lecun1998", seed=3, dtype=np.float64)
+    layers = LeNet5("lecun1998", seed=3, dtype=np.float64)
     for p in lean.params().values():  # move off the init, so every factor matters
         p += 0.05 * RNG.standard_normal(p.shape) * (p != 0)
     layers.load_state_dict(lean.state_dict())
@@ -20,15 +21,16 @@ def _pair(criterion="map"):
 
 @pytest.mark.parametrize("criterion", ["map", "mse"])
 def test_one_image_pass_equals_the_layers(criterion):
-    lean, layers = _pair(criterion)
+    lean, layers = _pair()
+    criterion = Criterion(criterion)
     x = lean.prepare(RNG.integers(0, 256, (1, 28, 28), dtype=np.uint8))
     label = np.array([RNG.integers(10)])
     out = lean.forward(x)
     assert lean._one_pass
-    loss, d = lean.loss(out, label)
+    loss, d = criterion.loss(out, label)
     lean.backward(d)
     ref = layers.forward_pass(x)
-    ref_loss, ref_d = layers.loss(ref, label)
+    ref_loss, ref_d = criterion.loss(ref, label)
     layers.backward_pass(ref_d)
     np.testing.assert_allclose(out, ref, rtol=1e-12)
     assert loss == pytest.approx(ref_loss, rel=1e-12)
@@ -60,10 +62,10 @@ def test_sdlm_steps_through_both_paths_agree(mini_dir):
         for i in range(5):
             x, y = model.prepare(data.train.images[i:i + 1]), data.train.labels[i:i + 1]
             if model is layers:
-                _, d = model.loss(model.forward_pass(x), y)
+                _, d = Criterion("map").loss(model.forward_pass(x), y)
                 model.backward_pass(d)
             else:
-                _, d = model.loss(model.forward(x), y)
+                _, d = Criterion("map").loss(model.forward(x), y)
                 model.backward(d)
             opt.step()
     for name, p in layers.params().items():

@@ -14,11 +14,7 @@ The randomness comes from the generator passed in; the training loop seeds one p
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map
-  (1.7 px root-mean-square displacement per axis, on top of the affine map's);
-- elastic-mild: the same with α = 10 (0.5 px): a gentler bend for a small network.
-
-Any of them can add cutout (DeVries & Taylor 2017, ``--cutout SIZE``): a SIZE×SIZE square at a
-random place in each image (it may hang over the edge) set to the background.
+  (1.7 px root-mean-square displacement per axis, on top of the affine map's).
 """
 
 from __future__ import annotations
@@ -44,15 +40,8 @@ class Augment:
     flip: bool = False
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0
-    cutout: int = 0
     #: the share of images left exactly as they are (drawn per image)
     clean: float = 0.0
-
-    @property
-    def moves(self) -> bool:
-        """Whether the transform moves pixels at all (not with cutout alone)."""
-        return bool(self.shift or self.rotate_deg or self.scale != (1.0, 1.0) or self.shear or self.squeeze
-                    or self.flip or self.elastic_alpha)
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.apply(images, self.draw(len(images), rng))
@@ -63,32 +52,25 @@ class Augment:
         applying each, at the cost of one batched call (per-image training augments one image
         per step, where the per-call overhead was most of the work)."""
         d: Draws = {}
-        if self.moves:
-            d["angle"] = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg, n))
-            d["scale"] = rng.uniform(*self.scale, n)
-            d["shear"] = rng.uniform(-self.shear, self.shear, n)
-            d["shift"] = rng.uniform(-self.shift, self.shift, (n, 2))
-            d["squeeze"] = rng.uniform(-self.squeeze, self.squeeze, n)
-            if self.flip:  # a mirror image, for half the images
-                d["mirror"] = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-            if self.elastic_alpha:
-                d["field"] = rng.uniform(-1, 1, (n, 2, SIZE, SIZE)).astype(np.float32)
-        if self.cutout:
-            d["top"], d["left"] = rng.integers(0, SIZE, n), rng.integers(0, SIZE, n)
+        d["angle"] = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg, n))
+        d["scale"] = rng.uniform(*self.scale, n)
+        d["shear"] = rng.uniform(-self.shear, self.shear, n)
+        d["shift"] = rng.uniform(-self.shift, self.shift, (n, 2))
+        d["squeeze"] = rng.uniform(-self.squeeze, self.squeeze, n)
+        if self.flip:  # a mirror image, for half the images
+            d["mirror"] = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        if self.elastic_alpha:
+            d["field"] = rng.uniform(-1, 1, (n, 2, SIZE, SIZE)).astype(np.float32)
         if self.clean:
             d["clean"] = rng.random(n) < self.clean
         return d
 
     def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
         """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them."""
-        out = images
-        if self.moves:
-            coords = self.source_coords(d)
-            if self.elastic_alpha:
-                coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
-            out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
-        if self.cutout:
-            out = blank_squares(out, self.cutout, d["top"], d["left"])
+        coords = self.source_coords(d)
+        if self.elastic_alpha:
+            coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
+        out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
         if self.clean:
             out = np.where(d["clean"][:, None, None], images, out)
         return out
@@ -169,38 +151,15 @@ def bilinear(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return (top * (1 - fr) + bottom * fr).reshape(coords.shape[:3])
 
 
-def cut_out(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A copy of uint8 images (N, H, W) with a size×size square set to 0 in each, centred on a
-    uniformly drawn pixel (so it may be partly outside the image)."""
-    n, h, w = images.shape
-    return blank_squares(images, size, rng.integers(0, h, n), rng.integers(0, w, n))
-
-
-def blank_squares(images: np.ndarray, size: int, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """A copy of images (N, H, W) with the size×size square centred on (row[i], col[i]) set to 0
-    in image i."""
-    n, h, w = images.shape
-    top, left = row - size // 2, col - size // 2
-    rows = (np.arange(h) >= top[:, None]) & (np.arange(h) < top[:, None] + size)  # (N, H)
-    cols = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # (N, W)
-    out = images.copy()
-    out[rows[:, :, None] & cols[:, None, :]] = 0
-    return out
-
-
-def make_augment(name: str, cutout: int = 0) -> Augment | None:
-    """The augmentation ``name`` (a key of AUGMENTS), with ``cutout`` added when it is > 0."""
-    base = AUGMENTS[name]
-    if not cutout:
-        return base
-    return replace(base if base is not None else Augment(0.0, 0.0, (1.0, 1.0), 0.0), cutout=cutout)
+def make_augment(name: str) -> Augment | None:
+    """The augmentation ``name`` (a key of AUGMENTS); None for "none"."""
+    return AUGMENTS[name]
 
 
 AUGMENTS = {
     "none": None,
     "affine": Augment(),
     "elastic": Augment(elastic_alpha=34.0),
-    "elastic-mild": Augment(elastic_alpha=10.0),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
     # for pictures of things, where a mirror image is the same thing (not for digits)

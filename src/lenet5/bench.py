@@ -8,8 +8,8 @@ Peers, all on the CPU, all running the same network from the same initial weight
   the NumPy engine (the training loop's own ``train_step``), PyTorch eager (the replica,
   ``torch.optim.SGD``), torch.compile (the replica's forward and criterion compiled by
   inductor, backward through the compiled graph, ``torch.optim.SGD`` eager), and JAX (the
-  network written in ``jax.lax``, the whole step — value_and_grad and the update — under
-  ``jax.jit``; seed-tanh and seed-sigmoid only);
+  preset's layer list mapped, kind by kind, to ``jax.lax`` ops (``JAX_OPS``), the whole step —
+  value_and_grad and the update — under ``jax.jit``);
 - inference (``--infer-images`` uint8 images in chunks of 500, input preparation included):
   the same four, and ONNX Runtime on ``lenet5.onnx_export.build_onnx_model`` (CPU provider,
   one intra-op thread per core).
@@ -29,7 +29,6 @@ has no version of the preset shows "-" and says why once.
 from __future__ import annotations
 
 import contextlib
-
 import importlib
 import json
 import os
@@ -37,17 +36,20 @@ import platform
 import statistics
 import sys
 import time
+import types
 from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
-from ._cpu import default_threads
+from . import lecun1998
+from ._cpu import blas_single_thread, default_threads
 from .flops import CONVENTION, flops
-from ._cpu import blas_single_thread
+from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from .losses import Criterion, torch_loss
 from .model import LeNet5
 from .optim import SGD
-from .presets import get_preset, scale_pixels
+from .presets import ModelSpec, get_preset, scale_pixels
 from .train import train_step
 
 LR, MOMENTUM = 0.01, 0.9
@@ -58,13 +60,9 @@ INFER_PEERS = ("numpy", "torch", "torch.compile", "jax", "onnxruntime")
 COMPILED = ("torch.compile", "jax", "onnxruntime")
 #: torch.compile's backend (tests swap in a cheaper one)
 COMPILE_BACKEND: Any = "inductor"
-#: the presets written in jax.lax, and their activation; why the others are not
-JAX_PRESETS = {"seed-tanh": "tanh", "seed-sigmoid": "sigmoid"}
-JAX_MISSING = {
-    "modern": "batch norm and dropout are not written in jax.lax here",
-    "lecun1998": "trainable subsampling, the partial C3, RBF output and MAP criterion are not written in jax.lax here",
-}
 INFER_CHUNK = 500
+#: the MAP criterion's constant, as in the presets' recipes
+MAP_J = 0.1
 
 
 class Unsupported(Exception):
@@ -187,10 +185,11 @@ def numpy_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray
     """(train_step(i), infer(x_uint8), model) for the NumPy engine: the training loop's own step."""
     model = LeNet5(preset, seed=0)
     opt = SGD(model.params(), model.grads(), lr=0.01, momentum=0.9)
+    criterion = Criterion(model.preset.criteria[0], MAP_J)
 
     def step(i: int) -> None:
         sl = slice(i * batch % (len(images) - batch + 1), None)
-        train_step(model, opt, model.prepare(images[sl][:batch]), labels[sl][:batch])
+        train_step(model, criterion, opt, model.prepare(images[sl][:batch]), labels[sl][:batch])
 
     return step, model.infer, model
 
@@ -199,18 +198,19 @@ def torch_engine(preset: str, batch: int, images: np.ndarray, labels: np.ndarray
     """The same for eager PyTorch: the replica, its criterion, torch.optim.SGD."""
     import torch
 
-    from .torch_replica import build, criterion
+    from .torch_replica import build
 
     net = build(preset, seed=0)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     prepare = get_preset(preset).prepare  # the preset's input coding (28x28 -> 32x32 for lecun1998)
+    criterion = get_preset(preset).criteria[0]
     tlab = torch.from_numpy(labels)
 
     def step(i: int) -> None:
         start = i * batch % (len(images) - batch + 1)
         x = torch.from_numpy(prepare(images[start:start + batch], np.float32))
         opt.zero_grad(set_to_none=True)
-        criterion(preset, net(x), tlab[start:start + batch]).backward()
+        torch_loss(criterion, net(x), tlab[start:start + batch], MAP_J).backward()
         opt.step()
 
     def infer(x: np.ndarray) -> None:
@@ -225,16 +225,17 @@ def torch_compile_step(preset: str, batch: int, images: np.ndarray, labels: np.n
     through the compiled graph (AOTAutograd), torch.optim.SGD eager as in the eager peer."""
     import torch
 
-    from .torch_replica import build, criterion
+    from .torch_replica import build
 
     torch._dynamo.reset()  # a fresh compilation for each batch size: its time is reported
     net = build(preset, seed=0)
     opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
     prepare = get_preset(preset).prepare
+    criterion = get_preset(preset).criteria[0]
     tlab = torch.from_numpy(labels)
 
     def loss_of(x, y):
-        return criterion(preset, net(x), y)
+        return torch_loss(criterion, net(x), y, MAP_J)
 
     compiled = torch.compile(loss_of, backend=COMPILE_BACKEND, dynamic=False)
 
@@ -249,79 +250,145 @@ def torch_compile_step(preset: str, batch: int, images: np.ndarray, labels: np.n
 
 
 # --------------------------------------------------------------------------- the JAX network
-def _jax_activation(preset: str) -> str:
-    get_preset(preset)  # an unknown name is the caller's error, not "unsupported"
-    if preset not in JAX_PRESETS:
-        why = JAX_MISSING.get(preset, "not written in jax.lax here")
-        raise Unsupported(f"preset {preset}: {why} (JAX peer: {', '.join(JAX_PRESETS)})")
-    return JAX_PRESETS[preset]
+def _jax_ops():
+    """Every layer kind, and its jax.lax version: layer -> op(params, buffers, x, train, key)
+    -> (y, {buffer name: new value}). NCHW, like the PyTorch replica."""
+    from jax import lax, random
+    import jax.numpy as jnp
+
+    dims = ("NCHW", "OIHW", "NCHW")
+
+    def conv(name, layer):
+        mask, pad = (None if layer.mask is None else jnp.asarray(layer.mask)), layer.pad
+
+        def op(p, b, x, train, key):
+            w = p[f"{name}.weight"] if mask is None else p[f"{name}.weight"] * mask
+            y = lax.conv_general_dilated(x, w, (1, 1), [(pad, pad), (pad, pad)], dimension_numbers=dims)
+            return y + p[f"{name}.bias"][None, :, None, None], {}
+        return op
+
+    def linear(name, layer):
+        return lambda p, b, x, train, key: (x @ p[f"{name}.weight"].T + p[f"{name}.bias"], {})
+
+    def batch_norm(name, layer):
+        eps, m = layer.eps, layer.momentum
+
+        def op(p, b, x, train, key):
+            if train:
+                mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+                n = x.size // x.shape[1]
+                new = {f"{name}.running_mean": (1 - m) * b[f"{name}.running_mean"] + m * mean,
+                       f"{name}.running_var": (1 - m) * b[f"{name}.running_var"] + m * var * n / (n - 1)}
+            else:
+                mean, var, new = b[f"{name}.running_mean"], b[f"{name}.running_var"], {}
+            scale = p[f"{name}.weight"] * lax.rsqrt(var + eps)
+            return (x - mean[None, :, None, None]) * scale[None, :, None, None] + p[f"{name}.bias"][None, :, None, None], new
+        return op
+
+    def dropout(name, layer):
+        keep = 1 - layer.p
+
+        def op(p, b, x, train, key):
+            if not train or layer.p == 0:
+                return x, {}
+            return jnp.where(random.bernoulli(key, keep, x.shape), x / keep, 0), {}
+        return op
+
+    def pool(kind):
+        def make(name, layer):
+            if kind == "avg":
+                return lambda p, b, x, train, key: (
+                    lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") * 0.25, {})
+            return lambda p, b, x, train, key: (
+                lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"), {})
+        return make
+
+    def elementwise(fn):
+        return lambda name, layer: (lambda p, b, x, train, key: (fn(x), {}))
+
+    def subsample(name, layer):
+        def op(p, b, x, train, key):
+            sums = lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+            return sums * p[f"{name}.weight"][None, :, None, None] + p[f"{name}.bias"][None, :, None, None], {}
+        return op
+
+    def rbf(name, layer):
+        def op(p, b, x, train, key):
+            return -((x[:, None, :] - b[f"{name}.centres"][None]) ** 2).sum(-1), {}
+        return op
+
+    return {
+        Conv2d: conv, Linear: linear, BatchNorm2d: batch_norm, Dropout: dropout,
+        Tanh: elementwise(jnp.tanh), Sigmoid: elementwise(lax.logistic), ReLU: elementwise(lambda x: jnp.maximum(x, 0)),
+        lecun1998.Squash: elementwise(lambda x: lecun1998.A * jnp.tanh(lecun1998.S * x)),
+        AvgPool2d: pool("avg"), MaxPool2d: pool("max"), Flatten: elementwise(lambda x: x.reshape(x.shape[0], -1)),
+        lecun1998.Subsample2d: subsample, lecun1998.RBF: rbf,
+    }
 
 
-def jax_params(preset: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """The initial weights of ``LeNet5(preset, seed)``, float32, keyed like its state_dict."""
-    _jax_activation(preset)
-    return {k: np.asarray(v, np.float32) for k, v in LeNet5(preset, seed=seed).state_dict().items()}
+def jax_params(preset: str, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(trainable parameters, float buffers) of ``LeNet5(preset, seed)``, float32, keyed like
+    its state_dict (integer counters are left out: nothing here reads them)."""
+    model = LeNet5(preset, seed=seed)
+    params = {k: np.asarray(v, np.float32) for k, v in model.params().items()}
+    buffers = {k: np.asarray(v, np.float32) for k, v in model.buffers().items() if v.dtype.kind == "f"}
+    return params, buffers
 
 
 def jax_forward(preset: str) -> Callable:
-    """forward(params, x (N, 1, 28, 28) float32) -> logits (N, 10): seed-tanh / seed-sigmoid in
-    jax.lax. C1 (pad 2) - act - 2×2 average pool - C3 - act - pool - C5 - act - F6 - sigmoid -
-    OUTPUT, with act = tanh or sigmoid, NCHW like the PyTorch replica."""
-    from jax import lax
-    import jax.numpy as jnp
+    """forward(params, buffers, x (N, 1, S, S), train, key) -> (outputs (N, 10), new buffers):
+    the preset's layers, each mapped by kind (``_jax_ops``)."""
+    from jax import random
 
-    act = {"tanh": jnp.tanh, "sigmoid": lax.logistic}[_jax_activation(preset)]
-    dims = ("NCHW", "OIHW", "NCHW")
+    ops = _jax_ops()
+    layers = [(name, ops[type(layer)](name, layer)) for name, layer in ModelSpec(preset).layers()]
 
-    def conv(params, x, name, pad):
-        y = lax.conv_general_dilated(x, params[f"{name}.weight"], (1, 1), [(pad, pad), (pad, pad)],
-                                     dimension_numbers=dims)
-        return y + params[f"{name}.bias"][None, :, None, None]
-
-    def pool(x):  # 2×2 average, stride 2
-        return lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") * 0.25
-
-    def linear(params, x, name):
-        return x @ params[f"{name}.weight"].T + params[f"{name}.bias"]
-
-    def forward(params, x):
-        x = pool(act(conv(params, x, "c1", 2)))  # S2
-        x = pool(act(conv(params, x, "c3", 0)))  # S4
-        x = act(conv(params, x, "c5", 0)).reshape(x.shape[0], -1)
-        x = lax.logistic(linear(params, x, "f6"))
-        return linear(params, x, "output")
+    def forward(params, buffers, x, train=False, key=None):
+        new: dict = {}
+        for i, (_, op) in enumerate(layers):
+            x, updates = op(params, buffers, x, train, None if key is None else random.fold_in(key, i))
+            new.update(updates)
+        return x, new
 
     return forward
 
 
 def jax_loss(preset: str) -> Callable:
-    """loss(params, x, labels) -> mean softmax cross-entropy, as the NumPy engine's criterion."""
+    """loss(params, buffers, x, labels, key) -> (the preset's criterion, mean over the batch;
+    new buffers), in training mode."""
     import jax
     import jax.numpy as jnp
 
-    forward = jax_forward(preset)
+    forward, name = jax_forward(preset), get_preset(preset).criteria[0]
 
-    def loss(params, x, labels):
-        logp = jax.nn.log_softmax(forward(params, x))
-        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+    def loss(params, buffers, x, labels, key):
+        z, new = forward(params, buffers, x, True, key)
+        right = jnp.take_along_axis(z, labels[:, None], axis=1)[:, 0]
+        if name == "cross-entropy":
+            value = jax.nn.logsumexp(z, axis=1) - right
+        elif name == "map":
+            value = jax.nn.logsumexp(jnp.concatenate([z, jnp.full((len(z), 1), -MAP_J, z.dtype)], 1), axis=1) - right
+        else:
+            value = -right
+        return value.mean(), new
 
     return loss
 
 
 def jax_sgd_step(preset: str, lr: float = LR, momentum: float = MOMENTUM) -> Callable:
-    """step(params, velocity, x, labels) -> (params, velocity, loss) under jax.jit, with
-    torch.optim.SGD's rule (v ← μ·v + g, θ ← θ − η·v; velocity starting at zero makes the first
-    v = g, as torch's). params and velocity are donated: updated in place."""
+    """step(params, velocity, buffers, x, labels, key) -> (params, velocity, buffers, loss) under
+    jax.jit, with torch.optim.SGD's rule (v ← μ·v + g, θ ← θ − η·v; velocity starting at zero
+    makes the first v = g, as torch's). params, velocity and buffers are donated: updated in place."""
     import jax
 
-    grad_fn = jax.value_and_grad(jax_loss(preset))
+    grad_fn = jax.value_and_grad(jax_loss(preset), has_aux=True)
 
-    @partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, velocity, x, labels):
-        loss, grads = grad_fn(params, x, labels)
+    @partial(jax.jit, donate_argnums=(0, 1, 2))
+    def step(params, velocity, buffers, x, labels, key):
+        (loss, new), grads = grad_fn(params, buffers, x, labels, key)
         velocity = jax.tree_util.tree_map(lambda v, g: momentum * v + g, velocity, grads)
         params = jax.tree_util.tree_map(lambda p, v: p - lr * v, params, velocity)
-        return params, velocity, loss
+        return params, velocity, {**buffers, **new}, loss
 
     return step
 
@@ -339,16 +406,17 @@ def jax_step(preset: str, batch: int, images: np.ndarray, labels: np.ndarray) ->
 
     cpu = _jax_cpu()
     sgd = jax_sgd_step(preset)
-    params = jax.device_put(jax_params(preset), cpu)
-    state = [params, jax.tree_util.tree_map(lambda p: jax.numpy.zeros_like(p), params)]
+    params, buffers = (jax.device_put(t, cpu) for t in jax_params(preset))
+    state = [params, jax.tree_util.tree_map(lambda p: jax.numpy.zeros_like(p), params), buffers]
     prepare = get_preset(preset).prepare
     labels32 = labels.astype(np.int32)
+    key = jax.random.PRNGKey(0)
 
     def step(i: int) -> None:
         start = _start(i, batch, len(images))
         x = jax.device_put(prepare(images[start:start + batch], np.float32), cpu)
         y = jax.device_put(labels32[start:start + batch], cpu)
-        state[0], state[1], loss = sgd(state[0], state[1], x, y)
+        state[0], state[1], state[2], loss = sgd(state[0], state[1], state[2], x, y, jax.random.fold_in(key, i))
         jax.block_until_ready((state[0], loss))
 
     return step
@@ -389,12 +457,13 @@ def _jax_infer(preset: str) -> Callable[[np.ndarray], Any]:
     import jax
 
     cpu = _jax_cpu()
-    forward = jax.jit(jax_forward(preset))
-    params = jax.device_put(jax_params(preset), cpu)
+    forward = jax_forward(preset)
+    run = jax.jit(lambda params, buffers, x: forward(params, buffers, x)[0])
+    params, buffers = (jax.device_put(t, cpu) for t in jax_params(preset))
     prepare = get_preset(preset).prepare
 
     def infer(x: np.ndarray):
-        return forward(params, jax.device_put(prepare(x, np.float32), cpu)).block_until_ready()
+        return run(params, buffers, jax.device_put(prepare(x, np.float32), cpu)).block_until_ready()
 
     return infer
 
@@ -580,6 +649,7 @@ def profile(preset: str, batch: int, steps: int) -> list[dict]:
     x = model.prepare(rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8))
     y = rng.integers(0, 10, batch)
     opt = SGD(model.params(), model.grads(), lr=0.01)
+    criterion = Criterion(model.preset.criteria[0], MAP_J)
     spent: dict[tuple[str, str], float] = {}
 
     def timed(key: tuple[str, str], fn: Callable) -> Callable:
@@ -593,13 +663,13 @@ def profile(preset: str, batch: int, steps: int) -> list[dict]:
     for name, layer in model.layers:  # instance attributes shadow the methods
         layer.forward = timed((name, "forward"), layer.forward)
         layer.backward = timed((name, "backward"), layer.backward)
-    model.loss = timed(("loss", "forward"), model.loss)
+    criterion = types.SimpleNamespace(loss=timed(("loss", "forward"), criterion.loss))  # what train_step calls
     opt.step = timed(("optimizer", "forward"), opt.step)
     for _ in range(2):  # warm-up: allocator, BLAS threads
-        train_step(model, opt, x, y)
+        train_step(model, criterion, opt, x, y)
     spent.clear()
     for _ in range(steps):
-        train_step(model, opt, x, y)
+        train_step(model, criterion, opt, x, y)
     rows = [{"layer": name, "kind": repr(layer), "forward_ms": 1e3 * spent.get((name, "forward"), 0) / steps,
              "backward_ms": 1e3 * spent.get((name, "backward"), 0) / steps} for name, layer in model.layers]
     rows += [{"layer": k, "kind": "", "forward_ms": 1e3 * spent[(k, "forward")] / steps, "backward_ms": 0.0}

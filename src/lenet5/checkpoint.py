@@ -36,7 +36,7 @@ from safetensors.numpy import save_file
 from .data import open_file, read_into, read_up_to
 from .errors import CheckpointError, Lenet5Error
 from .model import DEFAULT_PRESET, PRESETS, LeNet5
-from .presets import check_widths
+from .presets import ModelSpec
 
 FORMAT = "lenet5"
 
@@ -72,17 +72,14 @@ def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
     atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=meta))
 
 
-def save_checkpoint(path: str | Path, model: LeNet5, metadata: dict[str, Any] | None = None,
+def save_checkpoint(path: str | Path, model: Any, metadata: dict[str, Any] | None = None,
                     extra: dict[str, np.ndarray] | None = None) -> None:
-    """Write the model's weights (plus optional extra arrays) to path, with the preset, dtype
-    and ``metadata``; a model with other channel widths records them in the settings, so it loads
-    back as the same network."""
-    meta = dict(metadata or {})
-    if model.widths is not None:
-        settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-        meta["settings"] = {**settings, "widths": list(model.widths)}
-    save_tensors(path, {**model.state_dict(), **(extra or {})},
-                 {"format": FORMAT, "preset": model.preset.name, "dtype": str(model.dtype), **meta})
+    """Write the model's weights (plus optional extra arrays) to path, with its model spec
+    (``model``: preset, widths, dropout, dtype — what any engine rebuilds the network from),
+    the preset and dtype (for readers of earlier versions), and ``metadata``."""
+    spec = model.spec
+    meta = {"format": FORMAT, "preset": spec.preset, "dtype": spec.dtype, **(metadata or {}), "model": spec.to_json()}
+    save_tensors(path, {**model.state_dict(), **(extra or {})}, meta)
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -347,32 +344,29 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """criterion, map_j, dropout, label smoothing and widths from the metadata's settings, each
-    checked for its JSON type, so a loaded model is the one its run trained (and its loss the one
-    the run logged)."""
-    settings = meta.get("settings")
-    if settings is None:
-        settings = {}
-    if not isinstance(settings, dict):
-        raise CheckpointError(f"{path}: metadata 'settings' must be a JSON object, got {_kind(settings)}")
-    criterion, map_j, dropout = settings.get("criterion"), settings.get("map_j"), settings.get("dropout")
-    smoothing, widths = settings.get("label_smoothing"), settings.get("widths")
-    if criterion is not None and not isinstance(criterion, str):
-        raise CheckpointError(f"{path}: settings 'criterion' must be a string, got {criterion!r}")
-    if map_j is not None and not _number(map_j):
-        raise CheckpointError(f"{path}: settings 'map_j' must be a finite number, got {map_j!r}")
-    if dropout is not None and not (_number(dropout) and 0 <= dropout < 1):
-        raise CheckpointError(f"{path}: settings 'dropout' must be a probability in [0, 1), got {dropout!r}")
-    if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
-        raise CheckpointError(f"{path}: settings 'label_smoothing' must be a number in [0, 1), got {smoothing!r}")
-    if widths is not None:
-        try:
-            widths = check_widths(widths)
-        except Lenet5Error as e:
-            raise CheckpointError(f"{path}: settings 'widths': {e}") from None
-    return {"criterion": criterion, "map_j": 0.1 if map_j is None else map_j, "dropout": dropout,
-            "label_smoothing": smoothing or 0.0, "widths": widths}
+def _spec(path: Path, preset: str | None, meta: dict[str, Any], dtype: np.dtype | type) -> ModelSpec:
+    """The network a checkpoint holds: its recorded model spec, or (files of earlier versions)
+    its preset and the widths and dropout of its settings; ``preset`` overrides the recorded one
+    and ``dtype`` is the one to compute in. Every value is checked for its JSON type."""
+    recorded = meta.get("model")
+    if recorded is None:
+        settings = meta.get("settings")
+        settings = {} if settings is None else settings
+        if not isinstance(settings, dict):
+            raise CheckpointError(f"{path}: metadata 'settings' must be a JSON object, got {_kind(settings)}")
+        recorded = {"preset": meta.get("preset") or DEFAULT_PRESET,
+                    **{k: settings[k] for k in ("widths", "dropout") if settings.get(k) is not None}}
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{path}: metadata 'model' must be a JSON object, got {_kind(recorded)}")
+    name = preset or recorded.get("preset")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {str(name)[:80]!r}")
+    if name not in PRESETS:
+        raise CheckpointError(f"{path}: unknown preset {name[:80]!r} (known: {', '.join(PRESETS)})")
+    try:
+        return ModelSpec.from_json({**recorded, "preset": name, "dtype": np.dtype(dtype).name})
+    except Lenet5Error as e:
+        raise CheckpointError(f"{path}: the recorded network does not fit preset {name!r}: {e}") from None
 
 
 def _decode_meta(raw_meta: dict[str, str]) -> dict[str, Any]:
@@ -395,16 +389,7 @@ def _check_values(path: Path, name: str, value: np.ndarray, own: np.ndarray) -> 
 
 def _build_model(path: Path, preset: str | None, meta: dict[str, Any], dtype: np.dtype | type) -> LeNet5:
     """The untrained model the metadata describes (``preset`` overrides the recorded one)."""
-    name = preset or meta.get("preset") or DEFAULT_PRESET
-    if not isinstance(name, str):
-        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {name!r}")
-    if name not in PRESETS:
-        raise CheckpointError(f"{path}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    options = _model_options(path, meta)
-    try:
-        return LeNet5(name, seed=None, dtype=dtype, **options)
-    except (Lenet5Error, ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path}: settings do not fit preset {name!r}: {e}") from None
+    return LeNet5.from_spec(_spec(path, preset, meta, dtype), seed=None)
 
 
 def _check_names(path: Path, model: LeNet5, names: Iterable[str]) -> list[str]:

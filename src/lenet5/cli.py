@@ -124,8 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .torch_replica import TorchModel
 
         weights = model.state_dict()
-        model = TorchModel(model.preset.name, seed=None, device=args.device, criterion=model.criterion.name,
-                           map_j=model.map_j, label_smoothing=model.label_smoothing, widths=model.widths)
+        model = TorchModel.from_spec(model.spec, seed=None, device=args.device)
         model.load_state_dict(weights)
     name, test, described = _evaluation_data(args, meta)
     start = time.perf_counter()
@@ -147,6 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .losses import probabilities
     from .predict import prepare_files, save_inputs
 
     inputs = list(args.inputs)
@@ -157,8 +157,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.images = inputs
     images = prepare_files(args.images)
     logits = model.infer(images)
-    probs = model.criterion.probabilities(logits)
-    rbf = model.preset.name == "lecun1998"  # outputs are minus the RBF distances
+    probs = probabilities(model.preset.output, logits)
+    rbf = model.preset.output == "rbf"  # outputs are minus the RBF distances
     if args.show_input:
         save_inputs(images, args.images, args.show_input)
     results = []
@@ -359,13 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distort", action="store_const", const="lecun1998-pool", dest="augment",
                    help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in ten "
                         "left as it is, as from its pool of originals and distortions: --augment lecun1998-pool")
-    t.add_argument("--cutout", type=non_negative_int, default=None,
-                   help="also blank a random SIZE x SIZE square of every training image (default 0: off)")
-    t.add_argument("--label-smoothing", type=fraction, default=None,
-                   help="cross-entropy presets: mix the one-hot target with the uniform one (default 0)")
-    t.add_argument("--ema", type=fraction, default=None, metavar="DECAY",
-                   help="evaluate and save an exponential moving average of the weights with this decay per "
-                        "step, e.g. 0.999 (default 0: off)")
     t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
     t.add_argument("--widths", type=widths_list, default=None, metavar="C1,C3,C5",
                    help="modern only: channels of C1, C3, C5 (default LeNet-5's 6,16,120)")
@@ -421,7 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a trained network in another format (ONNX)")
     ex.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (unless --model)")
     ex.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint")
-    ex.add_argument("--format", choices=["onnx"], default="onnx")
     ex.add_argument("-o", "--output", type=Path, required=True, help="the file to write, e.g. model.onnx")
     ex.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     ex.add_argument("--test-data", type=Path, metavar="DIR",

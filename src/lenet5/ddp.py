@@ -65,23 +65,20 @@ class DDPModel(TorchModel):
     """The replica trained by W processes at once (see the module docstring)."""
 
     def __init__(self, config: TrainConfig, rank: int, world: int) -> None:
-        super().__init__(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
-                         criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing,
-                         widths=config.widths)
-        if config.dropout is not None:
-            self.net.p_drop = config.dropout
+        spec = config.spec
+        super().__init__(spec.preset, seed=config.seed, dtype=spec.dtype, device=config.device, widths=spec.widths,
+                         dropout=spec.dropout)
         self.rank, self.world = rank, world
         self.ddp = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
                                            else None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._logits = self.ddp(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-        return self._logits.detach().cpu().numpy()
+    def _run(self, x_device: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x_device)
 
     def shard(self, batch: np.ndarray) -> np.ndarray:
         return batch[self.rank::self.world]
 
-    def all_sum(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+    def all_sum(self, values: list) -> list[float]:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)  # gloo and NCCL both reduce float64 tensors
         return t.tolist()

@@ -7,8 +7,8 @@ Convention (what ``lenet5 bench`` divides by to print GFLOP/s):
     *connected* kernels (LeNet-5's partial C3 in lecun1998: 60 of 6·16 = 96). This is the
     network's useful work; an engine that multiplies by a masked dense kernel does more.
   - a fully connected layer: 2·in·out per image.
-  - the RBF output (lecun1998): 2·in·out per image, like a fully connected layer (the engine
-    computes it as |x|² − 2c·x + |c|², whose cost is the c·x product).
+  - the RBF output (lecun1998): 2·in·out per image, like a fully connected layer (a subtraction
+    and a multiply-add per centre and input).
 - Everything elementwise or per-window is left out: biases, activations, pooling, lecun1998's
   trainable subsampling, batch norm, dropout, the loss and the optimizer. At one FLOP per
   element (bias, activation, pooling input) that would add ~20,000 to seed-tanh's forward

@@ -9,7 +9,7 @@ initialisation) and Appendix C (stochastic diagonal Levenberg-Marquardt).
 - the OUTPUT layer's fixed RBF centres: stylised 7×12 bitmaps of the digits, +1 ink, −1 paper.
   The paper shows them in Fig. 3 but never lists them; these are our own drawings in that
   style (see ``GLYPHS``), so they are a documented choice, not a transcription;
-- the input coding: background −0.1, ink 1.175, 28×28 digits padded to 32×32;
+- the input coding: background −0.1, ink 1.175, 28×28 digits padded to 32×32 (``BACKGROUND``, ``INK``, ``PAD``);
 - its layers: ``Squash``, ``Subsample2d`` (trainable subsampling), ``RBF`` (the OUTPUT units),
   each with the second-order backward SDLM needs, and the initialisation (``init``: ±2.4/√F,
   where the paper prints ±2.4/F; see ``init``).
@@ -67,11 +67,9 @@ def rbf_centres(dtype: np.dtype | type = np.float32) -> np.ndarray:
                     dtype=dtype)
 
 
-def prepare_input(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """uint8 (N, 28, 28) -> (N, 1, 32, 32): paper −0.1, ink 1.175, padded with the background."""
-    x = np.full((len(images), 1, 32, 32), -0.1, dtype=dtype)
-    x[:, 0, 2:30, 2:30] = images.astype(dtype) * (1.275 / 255) - 0.1
-    return x
+#: the input coding: paper (pixel 0) is −0.1, full ink (255) 1.175, and the 28×28 digit is
+#: padded with paper to 32×32, so that the mean input is near 0 and its variance near 1
+BACKGROUND, INK, PAD = -0.1, 1.175, 2
 
 
 def fan_in(layer: Layer) -> np.ndarray:
@@ -188,9 +186,10 @@ class RBF(Layer):
         c = self.buffers["centres"]
         check_input(self, x, 2, c.shape[1])
         self._x = x
-        # Σ_j (x_j − c_kj)² = |x|² − 2 c·x + |c|², all K units at once
-        y = (x * x).sum(axis=0)[None, :] - 2 * (c @ x) + (c * c).sum(axis=1)[:, None]
-        return -y
+        # Σ_j (x_j − c_kj)², summed directly: the expansion |x|² − 2c·x + |c|² would be one
+        # product, but loses digits to cancellation near a centre, where the answer is decided
+        diff = x[None, :, :] - c[:, :, None]  # (K, F, N)
+        return -np.einsum("kfn,kfn->kn", diff, diff)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         c = self.buffers["centres"]

@@ -1,5 +1,5 @@
 """Training criteria: (outputs, labels) -> (mean loss, d loss / d outputs), and the class
-probabilities each criterion implies.
+probabilities a network's outputs imply.
 
 Outputs are (N, K) with the batch first, as the model returns them. Every softmax here
 subtracts the row maximum first (log-sum-exp), so no exponential overflows.
@@ -8,11 +8,7 @@ subtracts the row maximum first (log-sum-exp), so no exponential overflows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
-
-LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
 
 def softmax(logits: np.ndarray, extra: float | None = None) -> np.ndarray:
@@ -28,27 +24,21 @@ def softmax(logits: np.ndarray, extra: float | None = None) -> np.ndarray:
     return exp / total
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) and its gradient.
 
     logits (N, K), labels (N,) ints in [0, K) -> (loss, dlogits (N, K)).
     log softmax is computed with the log-sum-exp trick (subtract the row max first), so no
-    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − q)/N, q the
-    target: one-hot, or with label smoothing ε (as torch's ``label_smoothing``) the mixture
-    q = (1 − ε)·onehot + ε/K, so the loss is (1 − ε)·(−log p_y) + ε·mean_k(−log p_k).
+    exp ever overflows: log p = z − max − log Σ exp(z − max).  dlogits = (softmax − onehot)/N.
     """
-    n, k = logits.shape
+    n = len(labels)
     z = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(z)
     sumexp = exp.sum(axis=1, keepdims=True)
     rows = np.arange(n)
-    log_norm = np.log(sumexp[:, 0])
-    loss = float((log_norm - z[rows, labels]).sum()) / n
+    loss = float((np.log(sumexp[:, 0]) - z[rows, labels]).sum()) / n
     dlogits = exp / sumexp
-    if smoothing:
-        loss = (1 - smoothing) * loss + smoothing * float((log_norm - z.mean(axis=1)).sum()) / n
-        dlogits -= smoothing / k
-    dlogits[rows, labels] -= 1 - smoothing
+    dlogits[rows, labels] -= 1
     dlogits /= n
     return loss, dlogits
 
@@ -83,35 +73,86 @@ def mse_criterion(neg_dist: np.ndarray, labels: np.ndarray) -> tuple[float, np.n
     return -float(neg_dist[rows, labels].sum()) / n, grad
 
 
+# --------------------------------------------------------------------------- torch
+def torch_loss(name: str, outputs, labels, j: float):
+    """The same criteria written with torch's own ops (log-sum-exp inside ``F.cross_entropy``
+    and ``torch.logsumexp``), as a scalar tensor on the outputs' device."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.arange(len(labels), device=outputs.device)
+    if name == "cross-entropy":
+        return F.cross_entropy(outputs, labels)
+    if name == "mse":
+        return -outputs[rows, labels].mean()
+    extra = torch.full((len(labels), 1), -j, dtype=outputs.dtype, device=outputs.device)
+    return (torch.logsumexp(torch.cat([outputs, extra], 1), 1) - outputs[rows, labels]).mean()
+
+
+# --------------------------------------------------------------------------- the criterion
 @dataclass(frozen=True)
 class Criterion:
-    """A named criterion with what it says about the outputs.
+    """A training criterion by name ("cross-entropy", "map", "mse"), with the MAP constant j.
 
-    ``loss(outputs, labels) -> (loss, doutputs)``; ``probabilities(outputs)`` -> (N, K), the
-    class posteriors the criterion implies (for MAP they leave out the rubbish class's share,
-    so a row may sum to less than one).
+    ``loss(outputs, labels) -> (loss, doutputs)`` works on whatever arrays the engine returns:
+    NumPy arrays (the functions above; the loss a float), or torch tensors, evaluated with
+    torch on the tensors' own device (the loss a 0-d tensor, its gradient from torch's autograd
+    through the criterion alone), so a training step on a GPU never copies outputs to the host.
+    ``correct(outputs, labels)`` counts right answers the same way (an int, or a 0-d tensor).
     """
 
-    name: str
-    loss: LossFn
-    probabilities: Callable[[np.ndarray], np.ndarray]
+    name: str = "cross-entropy"
+    map_j: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in CRITERIA:
+            raise ValueError(f"unknown criterion {self.name!r}; choose one of: {', '.join(CRITERIA)}")
+
+    def loss(self, outputs, labels):
+        if isinstance(outputs, np.ndarray):
+            if self.name == "cross-entropy":
+                return softmax_cross_entropy(outputs, labels)
+            if self.name == "map":
+                return map_criterion(outputs, labels, self.map_j)
+            return mse_criterion(outputs, labels)
+        import torch
+
+        labels = torch.as_tensor(labels, device=outputs.device).long()
+        leaf = outputs.detach().requires_grad_()
+        with torch.enable_grad():
+            loss = torch_loss(self.name, leaf, labels, self.map_j)
+            (doutputs,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), doutputs
+
+    @staticmethod
+    def values(numbers: list) -> list[float]:
+        """Losses or counts as Python floats: floats as they are, tensors with one transfer."""
+        if not numbers or not hasattr(numbers[0], "device"):
+            return [float(v) for v in numbers]
+        import torch
+
+        return torch.stack(numbers).double().tolist()
+
+    def correct(self, outputs, labels):
+        """How many rows' largest output is the label."""
+        if isinstance(outputs, np.ndarray):
+            return int((outputs.argmax(axis=1) == labels).sum())
+        import torch
+
+        return (outputs.argmax(dim=1) == torch.as_tensor(labels, device=outputs.device)).sum()
 
 
-def cross_entropy(label_smoothing: float = 0.0, **_: float) -> Criterion:
-    if not label_smoothing:
-        return Criterion("cross-entropy", softmax_cross_entropy, softmax)
-    return Criterion("cross-entropy", lambda z, labels: softmax_cross_entropy(z, labels, label_smoothing), softmax)
+#: the criteria by name; the first is what a logits network trains with
+CRITERIA = ("cross-entropy", "map", "mse")
 
 
-def map_(map_j: float = 0.1, **_: float) -> Criterion:
-    return Criterion("map", lambda z, labels: map_criterion(z, labels, map_j), lambda z: softmax(z, -map_j))
-
-
-def mse(map_j: float = 0.1, **_: float) -> Criterion:
-    """MSE trains on y_D alone; its probabilities are read the MAP way (rubbish class at −j)."""
-    return Criterion("mse", mse_criterion, lambda z: softmax(z, -map_j))
-
-
-#: criterion factories by name, called with keyword settings (map_j, label_smoothing); each
-#: takes the ones it uses
-CRITERIA: dict[str, Callable[..., Criterion]] = {"cross-entropy": cross_entropy, "map": map_, "mse": mse}
+def probabilities(output: str, outputs: np.ndarray, map_j: float = 0.1) -> np.ndarray:
+    """Class probabilities (N, K) from a network's outputs (N, K), by what the outputs are
+    (``Preset.output``): softmax of "logits"; for "rbf" outputs (minus the RBF distances) the
+    MAP criterion's posterior, a softmax over the K classes and a rubbish class fixed at −j that
+    keeps its share (so a row may sum to less than one: the network's doubt, said honestly)."""
+    if output == "logits":
+        return softmax(outputs)
+    if output == "rbf":
+        return softmax(outputs, -map_j)
+    raise ValueError(f"unknown output kind {output!r}")

@@ -14,45 +14,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cpu import MicroBatches, blas_single_thread, default_threads
-from .averaging import with_average
+from ._cpu import MicroBatches, default_threads
 from .engine import SingleProcess
 from .layers import BatchNorm2d, Dropout, Layer
-from .losses import Criterion
+from .losses import probabilities
 from .optim import Optimizer, make_optimizer
-from .presets import DEFAULT_PRESET, PRESETS, Preset, TrainConfig, criterion_for, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, ModelSpec, Preset, TrainConfig
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "LeNet5"]
 
 
 class LeNet5(SingleProcess):
-    """A LeNet-5 network: forward, loss, backward, named parameters and gradients.
+    """A LeNet-5 network: forward, backward, named parameters and gradients.
 
     >>> model = LeNet5("seed-tanh", seed=0)
     >>> logits = model.forward(model.prepare(images))   # images: uint8 (N, 28, 28); logits (N, 10)
-    >>> loss, dlogits = model.loss(logits, labels)
+    >>> loss, dlogits = Criterion().loss(logits, labels)  # lenet5.losses: the training step's business
     >>> model.backward(dlogits)                          # fills model.grads()
     """
 
     def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0,
                  dtype: np.dtype | type | str = np.float32, threads: int | None = None,
-                 criterion: str | None = None, map_j: float = 0.1, dropout: float | None = None,
-                 label_smoothing: float = 0.0, widths: tuple[int, int, int] | None = None) -> None:
-        self.preset: Preset = get_preset(preset)
-        self.criterion: Criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
-        self.map_j, self.label_smoothing = map_j, label_smoothing
+                 dropout: float | None = None, widths: tuple[int, int, int] | None = None) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.widths = None if widths is None else tuple(widths)
-        self.layers: list[tuple[str, Layer]] = self.preset.layers(self.dtype, self.widths)
-        self._flatten_storage()
-        self._stochastic = any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
-        self.dropout = dropout
-        if dropout is not None:  # override the preset's dropout probability
-            for _, layer in self.layers:
-                if isinstance(layer, Dropout):
-                    layer.p = Dropout(dropout).p  # validates the value
+        self.spec = ModelSpec(preset, None if widths is None else tuple(widths), dropout, self.dtype.name)
+        self.preset: Preset = self.spec.definition
+        self.layers: list[tuple[str, Layer]] = self.spec.layers()
+        self._share_storage()
+        #: batch norm and dropout see the whole batch at once (it is never split over the cores)
+        self._whole_batch = any(isinstance(layer, (Dropout, BatchNorm2d)) for _, layer in self.layers)
         self.reset_parameters(np.random.default_rng(seed))
         self.activations: dict[str, np.ndarray] = {}
         self.training = True
@@ -61,26 +53,27 @@ class LeNet5(SingleProcess):
         self._one_pass = False  # whether the last forward went through the single-image path
 
     @classmethod
-    def from_config(cls, config: TrainConfig) -> "LeNet5":
-        return cls(config.preset, seed=config.seed, dtype=config.dtype, criterion=config.criterion,
-                   map_j=config.map_j, dropout=config.dropout, label_smoothing=config.label_smoothing,
-                   widths=config.widths)
+    def from_spec(cls, spec: ModelSpec, seed: int | None = 0, threads: int | None = None) -> "LeNet5":
+        return cls(spec.preset, seed=seed, dtype=spec.dtype, threads=threads, dropout=spec.dropout,
+                   widths=spec.widths)
 
-    def running(self):
-        """A training pass holds BLAS to one thread: this engine spreads big batches over the
-        cores itself (``_cpu.MicroBatches``), and on a busy machine OpenBLAS's spinning threads
-        made small-batch steps up to 10x slower (measured: batch 64, 566 vs 6,055 images/s)."""
-        return blas_single_thread()
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "LeNet5":
+        return cls.from_spec(config.spec, seed=config.seed)
+
+    @property
+    def widths(self) -> tuple[int, int, int] | None:
+        return self.spec.widths
 
     def make_optimizer(self, config: TrainConfig) -> Optimizer:
         """The optimizer ``config`` names, over this model's live parameters and gradients."""
-        return with_average(make_optimizer(config, self.params(), self.grads()), self, config.ema)
+        return make_optimizer(config, self.params(), self.grads())
 
     # -- parameters -----------------------------------------------------------------------
-    def _flatten_storage(self) -> None:
+    def _share_storage(self) -> None:
         """Re-home every parameter (and every gradient) as a view into one contiguous vector,
         in ``params()`` order: the layers see ordinary arrays, and an optimizer can update the
-        whole network in a few vector operations (``flat_params``/``flat_grads``)."""
+        whole network in a few vector operations (``lenet5.optim.as_one_vector`` finds them)."""
         for attr in ("params", "grads"):
             arrays = [(layer, name, a) for _, layer in self.layers for name, a in getattr(layer, attr).items()]
             flat = np.zeros(sum(a.size for _, _, a in arrays), self.dtype)
@@ -91,14 +84,6 @@ class LeNet5(SingleProcess):
                 getattr(layer, attr)[name] = view
                 at += a.size
             setattr(self, f"_flat_{attr}", flat)
-
-    def flat_params(self) -> np.ndarray:
-        """All parameters as one vector (a view: writing to it changes the parameters)."""
-        return self._flat_params
-
-    def flat_grads(self) -> np.ndarray:
-        """All gradients as one vector, in the order of flat_params (a view)."""
-        return self._flat_grads
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Weights from the preset's initialiser (in layer order), biases zero, batch-norm
@@ -155,9 +140,7 @@ class LeNet5(SingleProcess):
 
     def replica(self) -> "LeNet5":
         """A model sharing this one's parameter and buffer arrays, with its own caches and grads."""
-        twin = LeNet5(self.preset.name, seed=None, dtype=self.dtype, threads=1, criterion=self.criterion.name,
-                      map_j=self.map_j, dropout=self.dropout, label_smoothing=self.label_smoothing,
-                      widths=self.widths)
+        twin = LeNet5.from_spec(self.spec, seed=None, threads=1)
         for (_, mine), (_, theirs) in zip(self.layers, twin.layers):
             theirs.params = mine.params  # the same dicts: shared, always up to date
             theirs.buffers = mine.buffers
@@ -173,13 +156,8 @@ class LeNet5(SingleProcess):
     def eval(self) -> "LeNet5":
         return self.train(False)
 
-    @property
-    def stochastic(self) -> bool:
-        """Whether training depends on more than the batch (dropout masks, batch statistics)."""
-        return self._stochastic
-
     def seed_step(self, seed: list[int]) -> None:
-        """Give the dropout layers a generator for one step, from (seed, epoch, batch): a run can
+        """Give the dropout layers (if any) a generator for one step, from (seed, epoch, batch): a run can
         then be repeated or resumed exactly, whatever happened before that step."""
         for i, (_, layer) in enumerate(self.layers):
             if isinstance(layer, Dropout):
@@ -209,7 +187,7 @@ class LeNet5(SingleProcess):
             return self._one.forward(x.astype(self.dtype, copy=False))
         if keep:
             return self.forward_pass(x, keep)
-        return self._cpu.forward(x, whole=self.training and self.stochastic)  # batch norm: whole batch
+        return self._cpu.forward(x, whole=self.training and self._whole_batch)  # batch norm: whole batch
 
     def forward_pass(self, x: np.ndarray, keep: list[str] | None = None) -> np.ndarray:
         """One pass of x (N, 1, S, S) through the layers on this thread -> outputs (N, 10)."""
@@ -235,17 +213,16 @@ class LeNet5(SingleProcess):
             if d is None:  # the first layer does not propagate to the input
                 break
 
-    def loss(self, outputs: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-        """The preset's criterion: (mean loss, d loss / d outputs). Softmax cross-entropy,
-        except lecun1998 (MAP, with its constant j = ``map_j``, or MSE)."""
-        return self.criterion.loss(outputs, labels)
-
-    def diag_hessian(self, x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    def diag_hessian(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Gauss-Newton estimate of ∂²E/∂θ² for every parameter, averaged over the batch
         (Appendix C of the paper): a second backward pass in which each layer maps the
-        second derivatives of its outputs to those of its inputs and parameters."""
-        _, dlogits = self.loss(self.forward_pass(x), labels)
-        d: np.ndarray | None = dlogits.T
+        second derivatives of its outputs to those of its inputs and parameters.
+
+        The pass is seeded by the OUTPUT layer itself: the RBF units know the second derivative
+        of the paper's criterion with respect to their inputs (``lecun1998.RBF.backward_diag``),
+        so only the batch size of the seed matters here."""
+        outputs = self.forward_pass(x)
+        d: np.ndarray | None = np.zeros_like(outputs.T)
         out: dict[str, np.ndarray] = {}
         for ln, layer in reversed(self.layers):
             d, hess = layer.backward_diag(d)
@@ -259,10 +236,11 @@ class LeNet5(SingleProcess):
         machine allows; nothing is kept for a backward pass."""
         return self._cpu.infer(images, 10, self.dtype)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 10) for uint8 images (N, 28, 28), as the preset's criterion
-        defines them (for lecun1998's MAP criterion, the rubbish class keeps its share)."""
-        return self.criterion.probabilities(self.infer(images))
+    def predict(self, images: np.ndarray, map_j: float = 0.1) -> np.ndarray:
+        """Class probabilities (N, 10) for uint8 images (N, 28, 28), as the preset's output
+        defines them (``lenet5.losses.probabilities``; for lecun1998's RBF outputs, the MAP
+        criterion's rubbish class with constant ``map_j`` keeps its share)."""
+        return probabilities(self.preset.output, self.infer(images), map_j)
 
     def summary(self) -> list[dict]:
         """One row per layer: name, kind, output shape (without batch), trainable parameters."""

@@ -1,17 +1,17 @@
-"""ONNX export: a trained LeNet-5 as a self-contained ``.onnx`` file, built from the NumPy weights.
+"""ONNX export: a trained LeNet-5 as a self-contained ``.onnx`` file, built from its layer list.
 
 The graph takes what MNIST readers naturally have — ``input`` (N, 1, 28, 28) float32 pixels
 in [0, 1] (pixel/255, white digit on black), N dynamic — and returns ``logits`` (N, 10), whose
-argmax is the predicted digit. Anything a preset does beyond pixel/255 happens inside the graph:
+argmax is the predicted digit. The preset's input coding (``Preset.coding``: scale, shift and
+padding; the identity except for lecun1998's −0.1/1.175 on 32×32) is the graph's first nodes,
+then each layer of the model's list becomes its ONNX nodes, by kind, once (``NODES``):
 
-- seed-tanh, seed-sigmoid: C1 (padding 2) - act - 2×2 average pool - C3 - act - pool - C5 - act -
-  F6 - sigmoid - OUTPUT, with act = tanh or sigmoid.
-- modern: the same layout with ReLU and 2×2 max pooling; each batch norm (inference mode, running
-  statistics) is folded into the convolution before it, dropout is the identity at inference.
-- lecun1998: the input coding x·1.275 − 0.1 (background −0.1, ink 1.175) and the padding to
-  32×32 with −0.1; trainable subsampling as a depthwise 2×2 convolution; the partial C3 as its
-  masked weights; squash A·tanh(S·a) as Mul-Tanh-Mul; OUTPUT = −Σ_j (x_j − c_kj)², minus the
-  Euclidean distance to each fixed RBF centre.
+- Conv2d -> Conv (a partial connection table as its masked weights); Linear -> Gemm;
+- BatchNorm2d -> BatchNormalization (inference: running statistics); Dropout -> nothing;
+- Tanh, Sigmoid, ReLU -> Tanh, Sigmoid, Relu; LeNet-5's squash A·tanh(S·a) -> Mul-Tanh-Mul;
+- AvgPool2d, MaxPool2d -> AveragePool, MaxPool (2×2, stride 2); Flatten -> Flatten;
+- trainable subsampling -> a depthwise 2×2 convolution, stride 2, kernel = four copies of the
+  coefficient; the RBF output -> −Σ_j (x_j − c_kj)², summed directly as the engines do.
 
 The ``onnx`` package builds the graph (``helper.make_node`` ...); no PyTorch is involved.
 ``onnx`` is optional: without it, ``export_onnx`` raises a one-line Lenet5Error.
@@ -28,6 +28,8 @@ import numpy as np
 from . import lecun1998
 from .checkpoint import atomic_write
 from .errors import Lenet5Error
+from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
+from .presets import InputCoding
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import LeNet5
@@ -36,8 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_OPSET = 17
 #: the oldest opset with every operator used here in its current form (Unsqueeze/ReduceSum axes as inputs)
 MIN_OPSET = 13
-#: PyTorch's BatchNorm2d default, also the NumPy engine's; used when the model does not say
-BN_EPS = 1e-5
 INPUT, OUTPUT = "input", "logits"
 CLASS_NAMES = [str(d) for d in range(10)]
 PREPROCESSING = ("28x28 grey, float32 in [0,1], white digit on black, MNIST-style centred; pixel/255. "
@@ -120,137 +120,90 @@ class _Graph:
         return self.op("Flatten", [x], "flatten", axis=1)
 
 
-#: a graph builder: (graph, input name, state dict, model) -> output name
-Builder = Callable[[_Graph, str, dict[str, np.ndarray], "LeNet5"], str]
+# --------------------------------------------------------------------------- layer kind -> nodes
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
 
 
-# --------------------------------------------------------------------------- weights
-def _weight(state: dict[str, np.ndarray], key: str) -> np.ndarray:
-    """state[key] as float64 (every computation on weights is done in float64, stored in float32)."""
-    if key not in state:
-        raise Lenet5Error(f"cannot export: the model's state has no {key!r}")
-    return np.asarray(state[key], dtype=np.float64)
+def _conv_nodes(g: _Graph, x: str, name: str, layer: Conv2d) -> str:
+    weight = _f64(layer.params["weight"])
+    if layer.mask is not None:  # unconnected kernels are exactly zero
+        weight = weight * layer.mask
+    return g.conv(x, name, weight, _f64(layer.params["bias"]), pad=layer.pad)
 
 
-def _layer(state: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, bias) of layer ``name``."""
-    return _weight(state, f"{name}.weight"), _weight(state, f"{name}.bias")
+def _batch_norm_nodes(g: _Graph, x: str, name: str, layer: BatchNorm2d) -> str:
+    p, b = layer.params, layer.buffers
+    inputs = [x] + [g.const(f"{name}.{key}", _f64(v)) for key, v in
+                    (("weight", p["weight"]), ("bias", p["bias"]), ("running_mean", b["running_mean"]),
+                     ("running_var", b["running_var"]))]
+    return g.op("BatchNormalization", inputs, name, epsilon=float(layer.eps))
 
 
-def fold_batch_norm(weight: np.ndarray, bias: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                    mean: np.ndarray, var: np.ndarray, eps: float = BN_EPS) -> tuple[np.ndarray, np.ndarray]:
-    """A convolution followed by inference-mode batch norm, as one convolution.
-
-    BN(conv(x)) = γ·(W⋆x + b − μ)/√(σ²+ε) + β, so with s = γ/√(σ²+ε) per output channel:
-        w' = w·s,   b' = (b − μ)·s + β.
-    """
-    s = gamma / np.sqrt(var + eps)
-    return weight * s[:, None, None, None], (bias - mean) * s + beta
-
-
-def _bn_eps(model: "LeNet5", name: str) -> float:
-    """ε of batch-norm layer ``name``: the layer's own when the model exposes it, else 1e-5."""
-    try:
-        return float(model.layer(name).eps)  # type: ignore[attr-defined]
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return BN_EPS
-
-
-# --------------------------------------------------------------------------- one builder per layout
-def _classic_graph(g: _Graph, x: str, layers: dict[str, tuple[np.ndarray, np.ndarray]], act: str, f6_act: str,
-                   pool: str) -> str:
-    """C1 (pad 2) - act - S2 pool - C3 - act - S4 pool - C5 - act - F6 - f6_act - OUTPUT:
-    the layout of seed-tanh, seed-sigmoid and (batch norm folded into C1, C3) modern."""
-    x = g.pool(g.activation(g.conv(x, "c1", *layers["c1"], pad=2), "c1_act", act), "s2", pool)
-    x = g.pool(g.activation(g.conv(x, "c3", *layers["c3"]), "c3_act", act), "s4", pool)
-    x = g.flatten(g.activation(g.conv(x, "c5", *layers["c5"]), "c5_act", act))
-    x = g.activation(g.linear(x, "f6", *layers["f6"]), "f6_act", f6_act)
-    return g.linear(x, "output", *layers["output"], output=OUTPUT)
-
-
-def _seed_graph(act: str) -> Builder:
-    def build(g: _Graph, x: str, state: dict[str, np.ndarray], model: "LeNet5") -> str:
-        layers = {name: _layer(state, name) for name in ("c1", "c3", "c5", "f6", "output")}
-        return _classic_graph(g, x, layers, act=act, f6_act="sigmoid", pool="avg")
-    return build
-
-
-def _modern_graph(g: _Graph, x: str, state: dict[str, np.ndarray], model: "LeNet5") -> str:
-    """modern: C1 and C3 carry their batch norms (folded); dropout disappears at inference."""
-    layers = {name: _layer(state, name) for name in ("c1", "c3", "c5", "f6", "output")}
-    for conv in ("c1", "c3"):
-        bn = f"{conv}_bn"
-        gamma, beta = _layer(state, bn)
-        layers[conv] = fold_batch_norm(*layers[conv], gamma, beta, _weight(state, f"{bn}.running_mean"),
-                                       _weight(state, f"{bn}.running_var"), _bn_eps(model, bn))
-    return _classic_graph(g, x, layers, act="relu", f6_act="relu", pool="max")
-
-
-def _subsample(g: _Graph, x: str, name: str, coef: np.ndarray, bias: np.ndarray) -> str:
-    """Trainable subsampling a_c = coef_c·Σ(2×2 block of map c) + bias_c: a depthwise 2×2
-    convolution, stride 2, whose kernel for map c is four copies of coef_c."""
+def _subsample_nodes(g: _Graph, x: str, name: str, layer: lecun1998.Subsample2d) -> str:
+    """a_c = coef_c·Σ(2×2 block of map c) + bias_c: a depthwise 2×2 convolution, stride 2,
+    whose kernel for map c is four copies of coef_c."""
+    coef = _f64(layer.params["weight"])
     kernel = np.broadcast_to(coef[:, None, None, None], (len(coef), 1, 2, 2))
-    return g.conv(x, name, kernel, bias, stride=2, group=len(coef))
+    return g.conv(x, name, kernel, _f64(layer.params["bias"]), stride=2, group=len(coef))
 
 
-def _rbf(g: _Graph, x: str, centres: np.ndarray) -> str:
-    """−y_k = −Σ_j (x_j − c_kj)² for x (N, F), centres (K, F) -> (N, K), computed directly (no
-    expansion into |x|² − 2x·c + |c|², which loses digits to cancellation)."""
-    diff = g.op("Sub", [g.op("Unsqueeze", [x, g.const("axis_1", [1])], "rbf_x"),
-                        g.const("output.centres", centres)], "rbf_diff")  # (N, K, F)
-    squares = g.op("Mul", [diff, diff], "rbf_squares")
-    dist = g.op("ReduceSum", [squares, g.const("axis_2", [2])], "rbf_distance", keepdims=0)
-    return g.op("Neg", [dist], "output", output=OUTPUT)
+def _rbf_nodes(g: _Graph, x: str, name: str, layer: lecun1998.RBF) -> str:
+    """−y_k = −Σ_j (x_j − c_kj)² for x (N, F), centres (K, F) -> (N, K)."""
+    diff = g.op("Sub", [g.op("Unsqueeze", [x, g.const("axis_1", [1])], f"{name}_x"),
+                        g.const(f"{name}.centres", _f64(layer.buffers["centres"]))], f"{name}_diff")  # (N, K, F)
+    squares = g.op("Mul", [diff, diff], f"{name}_squares")
+    dist = g.op("ReduceSum", [squares, g.const("axis_2", [2])], f"{name}_distance", keepdims=0)
+    return g.op("Neg", [dist], name)
 
 
-def _lecun1998_graph(g: _Graph, x: str, state: dict[str, np.ndarray], model: "LeNet5") -> str:
-    """lecun1998: input coding and 32×32 padding, then C1-S2-C3-S4-C5-F6, squashed, RBF OUTPUT."""
-    # pixel/255 -> the paper's coding (background −0.1, ink 1.175), 28×28 -> 32×32 with background
-    x = g.op("Add", [g.op("Mul", [x, g.const("input_scale", 1.275)], "input_scaled"), g.const("input_shift", -0.1)],
-             "input_coded")
-    x = g.op("Pad", [x, g.const("input_pads", [0, 0, 2, 2, 0, 0, 2, 2]), g.const("background", -0.1)], "input_32x32",
-             mode="constant")
-    c3_weight, c3_bias = _layer(state, "c3")
-    c3_weight = c3_weight * lecun1998.C3_TABLE.T[:, :, None, None]  # unconnected kernels are zero
-    centres = np.asarray(state["output.centres"]) if "output.centres" in state else lecun1998.rbf_centres()
+#: every layer kind of ``lenet5.layers`` and ``lenet5.lecun1998``, and its ONNX nodes:
+#: (graph, input name, layer name, layer) -> output name
+NODES: dict[type, Callable[[_Graph, str, str, Any], str]] = {
+    Conv2d: _conv_nodes,
+    Linear: lambda g, x, name, layer: g.linear(x, name, _f64(layer.params["weight"]), _f64(layer.params["bias"])),
+    BatchNorm2d: _batch_norm_nodes,
+    Dropout: lambda g, x, name, layer: x,  # the identity at inference
+    Tanh: lambda g, x, name, layer: g.activation(x, name, "tanh"),
+    Sigmoid: lambda g, x, name, layer: g.activation(x, name, "sigmoid"),
+    ReLU: lambda g, x, name, layer: g.activation(x, name, "relu"),
+    lecun1998.Squash: lambda g, x, name, layer: g.activation(x, name, "squash"),
+    AvgPool2d: lambda g, x, name, layer: g.pool(x, name, "avg"),
+    MaxPool2d: lambda g, x, name, layer: g.pool(x, name, "max"),
+    Flatten: lambda g, x, name, layer: g.flatten(x),
+    lecun1998.Subsample2d: _subsample_nodes,
+    lecun1998.RBF: _rbf_nodes,
+}
 
-    x = g.activation(g.conv(x, "c1", *_layer(state, "c1")), "c1_act", "squash")
-    x = g.activation(_subsample(g, x, "s2", *_layer(state, "s2")), "s2_act", "squash")
-    x = g.activation(g.conv(x, "c3", c3_weight, c3_bias), "c3_act", "squash")
-    x = g.activation(_subsample(g, x, "s4", *_layer(state, "s4")), "s4_act", "squash")
-    x = g.flatten(g.activation(g.conv(x, "c5", *_layer(state, "c5")), "c5_act", "squash"))
-    x = g.activation(g.linear(x, "f6", *_layer(state, "f6")), "f6_act", "squash")
-    return _rbf(g, x, centres)
+
+def _coding_nodes(g: _Graph, x: str, coding: InputCoding) -> str:
+    """pixel/255 -> the preset's input: ·scale + shift, padded with the background ``shift``."""
+    if coding.scale != 1:
+        x = g.op("Mul", [x, g.const("input_scale", coding.scale)], "input_scaled")
+    if coding.shift:
+        x = g.op("Add", [x, g.const("input_shift", coding.shift)], "input_coded")
+    if coding.pad:
+        x = g.op("Pad", [x, g.const("input_pads", [0, 0, coding.pad, coding.pad] * 2),
+                         g.const("background", coding.shift)], f"input_{coding.size}x{coding.size}", mode="constant")
+    return x
+
+
+def _network_nodes(g: _Graph, model: "LeNet5") -> str:
+    """The input coding, then every layer of the model, in order; the last output is renamed
+    ``logits``."""
+    x = _coding_nodes(g, INPUT, model.preset.coding)
+    for name, layer in model.layers:
+        if type(layer) not in NODES:
+            raise Lenet5Error(f"cannot export layer {name} ({layer!r}) to ONNX")
+        x = NODES[type(layer)](g, x, name, layer)
+    return g.op("Identity", [x], "output", output=OUTPUT)
 
 
 LOGITS = "logits: softmax gives the class probabilities, argmax the predicted class"
 NEG_DISTANCES = ("negative RBF distances: minus the squared Euclidean distance from F6's output to each of the "
                  "10 fixed RBF centres; argmax (the nearest centre) is the predicted class")
-
-#: preset -> (graph builder, meaning of the output)
-_LAYOUTS: dict[str, tuple[Builder, str]] = {
-    "seed-tanh": (_seed_graph("tanh"), LOGITS),
-    "seed-sigmoid": (_seed_graph("sigmoid"), LOGITS),
-    "modern": (_modern_graph, LOGITS),
-    "lecun1998": (_lecun1998_graph, NEG_DISTANCES),
-}
-
-#: what model.prepare must compute from uint8 pixels, for the graph's input coding to be right
-_EXPECTED_CODING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "lecun1998": lambda p: np.pad(p * 1.275 - 0.1, ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-0.1),
-}
-
-
-def _check_input_coding(model: "LeNet5") -> None:
-    """Guard against drift: the graph's built-in coding must equal ``model.prepare`` on every
-    pixel value 0..255 (the graph receives pixel/255)."""
-    images = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(1, 28, 28)
-    pixels = images[:, None].astype(np.float64) / 255
-    expected = _EXPECTED_CODING.get(model.preset.name, lambda p: p)(pixels)
-    got = np.asarray(model.prepare(images), dtype=np.float64)
-    if got.shape != expected.shape or np.abs(got - expected).max() > 1e-6:
-        raise Lenet5Error(f"cannot export preset {model.preset.name!r}: its input preparation no longer matches "
-                          "the coding built into the ONNX graph")
+#: what the graph's output means, by ``Preset.output``
+MEANING = {"logits": LOGITS, "rbf": NEG_DISTANCES}
 
 
 # --------------------------------------------------------------------------- the model proto
@@ -269,17 +222,14 @@ def build_onnx_model(model: "LeNet5", opset: int = DEFAULT_OPSET) -> Any:
     """The ``onnx.ModelProto`` of ``model`` (checked with the ONNX checker), without writing it."""
     onnx = _require_onnx()
     preset = model.preset.name
-    if preset not in _LAYOUTS:
-        raise Lenet5Error(f"cannot export preset {preset!r} to ONNX; supported: {', '.join(_LAYOUTS)}")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise Lenet5Error(f"opset {opset} is not supported: choose {MIN_OPSET} to {newest} (default {DEFAULT_OPSET})")
-    _check_input_coding(model)
-    build, meaning = _LAYOUTS[preset]
+    meaning = MEANING[model.preset.output]
     helper, TensorProto = onnx.helper, onnx.TensorProto
 
     g = _Graph(onnx)
-    output = build(g, INPUT, model.state_dict(), model)
+    output = _network_nodes(g, model)
     graph = helper.make_graph(
         g.nodes, f"lenet5-{preset}",
         inputs=[helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 1, 28, 28],

@@ -7,7 +7,6 @@ rules follow torch.optim exactly (the parity tests check it), so both engines tr
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -123,11 +122,6 @@ class Optimizer:
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """Called by the training loop before each pass (not on a mid-pass resume). Nothing
         to do for first-order methods; SDLM estimates its curvature here."""
-
-    def evaluating(self, model) -> contextlib.AbstractContextManager:
-        """The weights to evaluate and save are the model's own (``lenet5.averaging.Averaged``
-        swaps its average in)."""
-        return contextlib.nullcontext()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {f"{slot}.{name}": v.copy() for slot, arrays in self.state.items() for name, v in arrays.items()}
@@ -256,7 +250,7 @@ class SDLM(Optimizer):
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """h_kk for this pass, from ``samples`` training images drawn with ``rng``."""
         idx = rng.choice(len(split), size=min(self.samples, len(split)), replace=False)
-        self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]), split.labels[idx])
+        self.state["hessian"] = model.diag_hessian(model.prepare(split.images[idx]))
         self._scales, self._lr_scale = None, (0.0, None)
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

@@ -351,8 +351,10 @@ def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) ->
     caption = (f"{run.path.name} | preset {settings['preset']} | {described.get('dataset', dataset)}, "
                f"{described.get('train_size', '?')} training images | {settings.get('engine', 'numpy')} engine")
     figures = {
-        "curves.png": plot_curves(history, run.batch_losses(), caption, model.criterion.name),
-        **({"errors.png": plot_errors(history, caption)} if model.preset.name == "lecun1998" else {}),
+        "curves.png": plot_curves(history, run.batch_losses(), caption,
+                                  settings.get("criterion") or model.preset.criteria[0]),
+        **({"errors.png": plot_errors(history, caption, model.preset.paper_errors)} if model.preset.paper_errors
+           else {}),
         "kernels.png": plot_kernels(model.params(), caption),
     }
     if settings.get("test_each_epoch", True):

@@ -1,10 +1,16 @@
 """Presets: each named network is the single source of everything it is.
 
-A ``Preset`` knows its layers, initialisation, input preparation, criteria, which optional
-settings it accepts, the name of its PyTorch replica, and its whole default training recipe.
-``resolve(name, **overrides)`` turns a preset and the options a user gave into the complete
-``TrainConfig`` that the CLI, the Python API (``lenet5.train.fit``) and the run directory all
-share: unset options take the preset's recipe, then ``TrainConfig``'s defaults.
+A ``Preset`` knows its layers, initialisation, input coding, output kind, criteria, which
+optional settings it accepts, and its whole default training recipe. Its layer list is *the*
+description of the network: the NumPy engine runs it, and the PyTorch replica
+(``lenet5.torch_replica``), the ONNX graph (``lenet5.onnx_export``), the JAX peer of
+``lenet5 bench`` and the FLOP count (``lenet5.flops``) are assembled from it, layer by layer.
+
+``ModelSpec`` names one network exactly (preset, channel widths, dropout, dtype): a checkpoint
+records it, and any engine rebuilds the network from it. ``resolve(name, **overrides)`` turns a
+preset and the options a user gave into the complete ``TrainConfig`` that the CLI, the Python
+API (``lenet5.train.fit``) and the run directory all share: unset options take the preset's
+recipe, then ``TrainConfig``'s defaults.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from . import lecun1998
 from .augment import AUGMENTS
 from .errors import Lenet5Error
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
-from .losses import CRITERIA
 from .persample import OneImage
 from .schedules import SCHEDULES
 
@@ -60,11 +65,38 @@ def kaiming_uniform_init(rng: np.random.Generator, name: str, w: np.ndarray) -> 
     return rng.uniform(-bound, bound, size=w.shape)
 
 
-def scale_pixels(images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
-    x = images.astype(dtype)
-    x *= 1 / 255
-    return x[:, None]
+@dataclass(frozen=True)
+class InputCoding:
+    """How uint8 pixels (N, 28, 28) become the network's input (N, 1, 28 + 2·pad, 28 + 2·pad):
+    x = pixel/255 · scale + shift, padded by ``pad`` pixels of the background value ``shift``.
+
+    The default is plain pixel/255; the 1998 network codes paper as −0.1 and ink as 1.175 on a
+    32×32 field (``lecun1998.CODING``). Every engine and the ONNX graph apply this one coding.
+    """
+
+    scale: float = 1.0
+    shift: float = 0.0
+    pad: int = 0
+
+    @property
+    def size(self) -> int:
+        return 28 + 2 * self.pad
+
+    def __call__(self, images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        if not self.pad:
+            x = images.astype(dtype)
+            x *= self.scale / 255
+            if self.shift:
+                x += self.shift
+            return x[:, None]
+        p, side = self.pad, self.size
+        x = np.full((len(images), 1, side, side), self.shift, dtype=dtype)
+        x[:, 0, p:p + 28, p:p + 28] = images.astype(dtype) * (self.scale / 255) + self.shift
+        return x
+
+
+#: pixel/255: every preset but lecun1998
+scale_pixels = InputCoding()
 
 
 # --------------------------------------------------------------------------- layer lists
@@ -156,10 +188,6 @@ class TrainConfig:
     dropout: float | None = None
     criterion: str | None = None
     map_j: float = 0.1
-    label_smoothing: float = 0.0
-    cutout: int = 0
-    #: decay of an exponential moving average of the weights, evaluated and saved (0: off)
-    ema: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     dataset: str = "mnist"
@@ -182,21 +210,39 @@ class TrainConfig:
         values = {**self.to_json(), **changes}
         return resolve(values.pop("preset"), **values)
 
+    @property
+    def spec(self) -> "ModelSpec":
+        """The network this recipe trains."""
+        return ModelSpec(self.preset, self.widths, self.dropout, self.dtype)
+
+    @property
+    def criterion_name(self) -> str:
+        """The criterion it trains with: the one it names, or its preset's default."""
+        return self.criterion or get_preset(self.preset).criteria[0]
+
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+#: options that earlier versions offered and that lost or tied on validation (docs/results.md),
+#: with the value that meant "off": a run that recorded another value can be evaluated and
+#: used for prediction, but not continued
+REMOVED_OPTIONS = {"label_smoothing": 0.0, "cutout": 0, "ema": 0.0}
+REMOVED_AUGMENTS = ("elastic-mild",)
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named network: layers, initialisation, input preparation, criteria, recipe."""
+    """A named network: layers, initialisation, input coding, output, criteria, recipe."""
 
     name: str
     description: str
     build: Callable[[np.dtype], Layers]
     init: Init
-    #: the PyTorch replica: a class of ``lenet5.torch_replica`` and its keyword arguments
-    replica: tuple[str, dict[str, Any]]
-    prepare: Callable[[np.ndarray, np.dtype], np.ndarray] = scale_pixels
+    #: how uint8 pixels become the network's input
+    coding: InputCoding = scale_pixels
+    #: what the network's 10 outputs are: "logits" (softmax gives the class probabilities) or
+    #: "rbf" (minus the squared distance of F6's output to each class's fixed centre)
+    output: str = "logits"
     #: its training recipe: TrainConfig fields that differ from TrainConfig's defaults
     recipe: dict[str, Any] = field(default_factory=dict)
     #: criteria it can train with, the first being its default (names from lenet5.losses)
@@ -207,10 +253,20 @@ class Preset:
     options: frozenset[str] = frozenset()
     #: whether ``init`` draws every parameter itself (biases included) from (rng, name, p, layer)
     init_all: bool = False
-    input_size: int = 28
+    #: the paper's published error rates this network reproduces (training, test; percent), drawn
+    #: beside a run's own (``lenet5.plots.plot_errors``); None: no published figure to compare
+    paper_errors: dict[str, float] | None = None
     #: a lean single-image training pass (forward, backward) over a model's live parameters and
     #: gradients, for per-pattern training (``lenet5.persample``); None: the layers do it
     one_image: Callable[[Any], Any] | None = None
+
+    @property
+    def input_size(self) -> int:
+        return self.coding.size
+
+    def prepare(self, images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """uint8 images (N, 28, 28) -> the network's input (N, 1, S, S), S = ``input_size``."""
+        return self.coding(images, dtype)
 
     def layers(self, dtype: np.dtype, widths: tuple[int, int, int] | None = None) -> Layers:
         """Its layer list; ``widths``: C1, C3 and C5 channels other than its own."""
@@ -230,18 +286,78 @@ def check_widths(widths: Any) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network exactly: a preset, its channel widths, its dropout probability, its dtype.
+
+    A checkpoint records it (``to_json``); every engine builds its network from
+    ``spec.layers()`` (the NumPy engine runs them, the PyTorch replica and the ONNX graph map
+    them one by one), so the same spec gives the same network everywhere.
+    """
+
+    preset: str = "seed-tanh"
+    #: C1, C3, C5 channels (None: the preset's own)
+    widths: tuple[int, int, int] | None = None
+    #: the dropout layers' probability (None: the preset's own)
+    dropout: float | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        p = get_preset(self.preset)
+        if self.widths is not None:
+            object.__setattr__(self, "widths", check_widths(self.widths))
+            if p.widen is None:
+                raise Lenet5Error(f"--widths applies to --preset modern, not {p.name}")
+        if self.dropout is not None:
+            if "dropout" not in p.options:
+                raise Lenet5Error(f"--dropout applies to --preset modern, not {p.name}")
+            if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+                    and 0 <= self.dropout < 1):
+                raise Lenet5Error(f"--dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise Lenet5Error(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    @property
+    def definition(self) -> Preset:
+        """Its preset."""
+        return get_preset(self.preset)
+
+    def layers(self) -> Layers:
+        """A fresh layer list (untrained parameters) with this spec's widths and dropout."""
+        layers = self.definition.layers(np.dtype(self.dtype), self.widths)
+        if self.dropout is not None:
+            for _, layer in layers:
+                if isinstance(layer, Dropout):
+                    layer.p = float(self.dropout)
+        return layers
+
+    def to_json(self) -> dict[str, Any]:
+        return {"preset": self.preset, "widths": None if self.widths is None else list(self.widths),
+                "dropout": self.dropout, "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: Any) -> "ModelSpec":
+        """A checked spec from its JSON form; a Lenet5Error names what is wrong."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or not isinstance(d.get("preset"), str) or set(d) - fields:
+            raise Lenet5Error(f"a model spec is an object with {', '.join(sorted(fields))}; got {str(d)[:120]}")
+        widths = d.get("widths")
+        return cls(d["preset"], tuple(widths) if isinstance(widths, list) else widths, d.get("dropout"),
+                   d.get("dtype", "float32"))
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset(
             "seed-tanh",
             "C1-S2-C3-S4-C5 with tanh and average pooling, sigmoid F6, softmax output",
-            _seed_layers(Tanh), seed_tanh_init, ("SeedLeNet5", {"activation": "tanh"}),
+            _seed_layers(Tanh), seed_tanh_init,
         ),
         Preset(
             "seed-sigmoid",
             "the seed-tanh network with sigmoid everywhere and Xavier-uniform init",
-            _seed_layers(Sigmoid), xavier_uniform_init, ("SeedLeNet5", {"activation": "sigmoid"}),
+            _seed_layers(Sigmoid), xavier_uniform_init,
             # plain SGD stays at chance for 10 epochs (gradients fade through four sigmoids);
             # Adam's per-parameter scaling trains it (measured on the 5k MNIST subset: 9.8% vs 91.5%)
             recipe={"optimizer": "adam", "lr": 0.003},
@@ -250,7 +366,7 @@ PRESETS: dict[str, Preset] = {
             "modern",
             "LeNet-5 layout with batch norm, ReLU, max pooling and dropout, trained with AdamW, "
             "one-cycle schedule and augmentation (affine for digits, mirror+shift for Fashion-MNIST)",
-            modern_layers(), kaiming_uniform_init, ("ModernLeNet5", {}),
+            modern_layers(), kaiming_uniform_init,
             recipe={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "schedule": "onecycle",
                     "epochs": 30, "augment": "auto"},
             options=frozenset({"dropout"}),
@@ -260,17 +376,18 @@ PRESETS: dict[str, Preset] = {
             "lecun1998",
             "LeNet-5 as published in 1998: 32x32 input, trainable subsampling, partial C3, "
             "scaled tanh, RBF output with the MAP criterion, SDLM per-sample training",
-            _lecun1998_layers, lecun1998.init, ("LeCun1998", {}),
-            prepare=lecun1998.prepare_input,
+            _lecun1998_layers, lecun1998.init,
+            coding=InputCoding(lecun1998.INK - lecun1998.BACKGROUND, lecun1998.BACKGROUND, lecun1998.PAD),
+            output="rbf",
             # the paper's η schedule ×0.3 (1.5e-4 for the first two passes, then down to 3e-6):
             # as printed, the steps overshoot once the network saturates and its curvature
             # estimates collapse; ×0.3 was the best of 1, 0.5, 0.3 on a validation split
-            # (README, "The 1998 network")
+            # (docs/paper.md)
             recipe={"optimizer": "sdlm", "lr": 0.00015, "schedule": "lecun1998", "epochs": 20, "batch_size": 1},
             criteria=("map", "mse"),
             options=frozenset({"criterion", "sdlm"}),
             init_all=True,
-            input_size=32,
+            paper_errors={"test": 0.95, "training": 0.35},
             one_image=lambda model: OneImage(model.params(), model.grads(), lecun1998.C3_TABLE.T,
                                              model.buffers()["output.centres"]),
         ),
@@ -321,19 +438,12 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
     for key in ("epochs", "batch_size"):
         need(isinstance(v[key], int) and not isinstance(v[key], bool) and v[key] >= 1,
              f"--{key.replace('_', '-')} must be an integer >= 1, got {v[key]!r}")
-    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split", "label_smoothing", "ema"):
+    for key in ("lr", "momentum", "warmup_epochs", "weight_decay", "map_j", "val_split"):
         need(isinstance(v[key], (int, float)) and not isinstance(v[key], bool) and math.isfinite(v[key])
              and v[key] >= 0, f"--{key.replace('_', '-')} must be a finite number >= 0, got {v[key]!r}")
     need(v["lr"] > 0, f"--lr must be > 0, got {v['lr']}")
     need(v["momentum"] < 1, f"--momentum must be in [0, 1), got {v['momentum']}")
     need(v["val_split"] < 1, f"--val-split must be in [0, 1), got {v['val_split']}")
-    need(v["label_smoothing"] < 1, f"--label-smoothing must be in [0, 1), got {v['label_smoothing']}")
-    need(v["ema"] < 1, f"--ema must be in [0, 1) (a decay per step, e.g. 0.999), got {v['ema']}")
-    need(not v["label_smoothing"] or (v["criterion"] or p.criteria[0]) == "cross-entropy",
-         f"--label-smoothing applies to the cross-entropy criterion, not {p.name}'s "
-         f"{v['criterion'] or p.criteria[0]}")
-    need(isinstance(v["cutout"], int) and not isinstance(v["cutout"], bool) and 0 <= v["cutout"] <= 28,
-         f"--cutout must be an integer from 0 to 28 (pixels), got {v['cutout']!r}")
     need(v["warmup_epochs"] <= v["epochs"], f"--warmup-epochs {v['warmup_epochs']} is longer than the run "
                                             f"({v['epochs']} epochs)")
     need(isinstance(v["seed"], int) and not isinstance(v["seed"], bool) and v["seed"] >= 0,
@@ -342,6 +452,9 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          f"--train-limit must be an integer >= 1, got {v['train_limit']!r}")
     need(v["dtype"] in ("float32", "float64"), f"--dtype must be float32 or float64, got {v['dtype']!r}")
     need(v["engine"] in ("numpy", "torch"), f"--engine must be numpy or torch, got {v['engine']!r}")
+    need(isinstance(v["device"], str), f"--device must be a string, got {v['device']!r}")
+    need(v["engine"] == "torch" or v["device"] == "cpu",
+         f"--device {v['device']} needs --engine torch (the NumPy engine runs on the CPU)")
     need(isinstance(v["test_each_epoch"], bool), f"test_each_epoch must be true or false, got {v['test_each_epoch']!r}")
     need(v["optimizer"] in ("sgd", "adam", "adamw", "sdlm"), f"unknown --optimizer {v['optimizer']!r}")
     need(v["schedule"] in SCHEDULES, f"unknown --schedule {v['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -362,14 +475,3 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
     need(v["optimizer"] != "sdlm" or not v["weight_decay"], "--optimizer sdlm takes no --weight-decay")
     need(v["engine"] != "torch" or v["optimizer"] != "sdlm",
          "--engine torch has no SDLM optimizer; train lecun1998 with --engine numpy or --optimizer sgd")
-
-
-def criterion_for(p: Preset, name: str | None, map_j: float, label_smoothing: float = 0.0):
-    """The preset's criterion ``name`` (its first when None), with its settings bound: the MAP
-    constant j, label smoothing (cross-entropy)."""
-    name = name or p.criteria[0]
-    if name not in p.criteria:
-        raise Lenet5Error(f"preset {p.name!r} has no criterion {name!r}; choose one of: {', '.join(p.criteria)}")
-    if label_smoothing and name != "cross-entropy":
-        raise Lenet5Error(f"label smoothing applies to the cross-entropy criterion, not {p.name}'s {name}")
-    return CRITERIA[name](map_j=map_j, label_smoothing=label_smoothing)

@@ -239,8 +239,8 @@ class RunDir:
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, model, optimizer, state: TrainState, meta: dict[str, Any]) -> Path:
         """The resumable state first (weights + optimizer + training state, one file), then the
-        weights to use (the optimizer's ``evaluating`` ones: with --ema, the average): a kill
-        between the two leaves model.safetensors one epoch behind, never a mismatched pair."""
+        weights: a kill between the two leaves model.safetensors one epoch behind, never a
+        mismatched pair."""
         last = state.history[-1] if state.history else {}
         info = {**meta, "epoch": state.epoch, "test_acc": last.get("test_acc")}
         weights = model.state_dict()
@@ -250,17 +250,15 @@ class RunDir:
         try:
             save_tensors(target, tensors, {"format": "lenet5-train-state", "train_state": state.to_json(), **info})
             target = self.model_path
-            with optimizer.evaluating(model):
-                save_checkpoint(target, model, info)
+            save_checkpoint(target, model, info)
         except OSError as e:
             raise _os_error(target, e) from None
         return self.model_path
 
     def save_best(self, model, optimizer, meta: dict[str, Any], record: dict) -> None:
         try:
-            with optimizer.evaluating(model):
-                save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"],
-                                                        "val_acc": record["val_acc"], "test_acc": record.get("test_acc")})
+            save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"],
+                                                    "val_acc": record["val_acc"], "test_acc": record.get("test_acc")})
         except OSError as e:
             raise _os_error(self.best_path, e) from None
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .data import Split
 from .engine import Engine
 from .errors import CheckpointError, Lenet5Error
-from .presets import DEFAULT_PRESET, TrainConfig, resolve
+from .presets import DEFAULT_PRESET, REMOVED_AUGMENTS, REMOVED_OPTIONS, TrainConfig, resolve
 from .runs import STATE, RunDir
 from .train import DivergenceError, Hooks, Interrupted, TrainState, fit, prepare_data
 
@@ -84,6 +84,7 @@ def _resume(path: str | Path, options: dict[str, Any]) -> Resumed:
     """Open a stopped run; options that contradict its settings are refused (only --epochs
     may grow)."""
     run_dir = RunDir.open(path)
+    _check_not_removed(run_dir)
     config, config_json, weights, optim, state = run_dir.load_resume()
     conflicts = [k for k, v in options.items() if k != "epochs" and v != getattr(config, k)]
     if conflicts:
@@ -97,6 +98,20 @@ def _resume(path: str | Path, options: dict[str, Any]) -> Resumed:
                           "pass --epochs N to train further")
     meta = {"settings": {**config_json["settings"], "epochs": config.epochs}, "data": config_json["data"]}
     return Resumed(run_dir, config, meta, weights, optim, state)
+
+
+def _check_not_removed(run_dir: RunDir) -> None:
+    """A run that used an option this version no longer offers cannot be continued as it began
+    (its checkpoints still evaluate and predict)."""
+    settings = run_dir.read_config()["settings"]
+    used = [f"--{k.replace('_', '-')} {settings[k]}" for k, off in REMOVED_OPTIONS.items()
+            if settings.get(k, off) not in (off, None)]
+    if settings.get("augment") in REMOVED_AUGMENTS:
+        used.append(f"--augment {settings['augment']}")
+    if used:
+        raise Lenet5Error(f"--resume {run_dir.path}: the run used {', '.join(used)}, which this version no longer "
+                          "offers (its measured results are in docs/results.md), so it cannot continue as it began; "
+                          "its checkpoints still evaluate and predict")
 
 
 def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str | Path | None = None,

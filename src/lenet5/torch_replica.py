@@ -1,7 +1,12 @@
-"""The PyTorch replica: the same networks as ``lenet5.model``, as ``torch.nn.Module`` s.
+"""The PyTorch replica: the networks of ``lenet5.presets``, assembled from the same layer lists.
 
-Attribute names (c1, c3, c5, f6, output) make ``state_dict()`` keys identical to the NumPy
-engine's parameter names, so weights move both ways::
+``replica(spec)`` walks ``spec.layers()`` (the very list the NumPy engine runs) and maps each
+layer kind, once, to torch's own module for it (``MODULES``): ``Conv2d`` -> ``nn.Conv2d``,
+``BatchNorm2d`` -> ``nn.BatchNorm2d``, LeNet-5's squashing, trainable subsampling and RBF output
+-> the small modules below, written with torch ops. The computation is torch's, not a copy of
+the NumPy engine's, so the parity tests (``tests/test_torch_parity.py``) compare two independent
+implementations of one description. The modules keep the layers' names, so ``state_dict()`` keys
+are the NumPy engine's parameter names and weights move both ways unchanged::
 
     from safetensors.torch import load_file
     net = lenet5.torch_replica.build("seed-tanh")
@@ -12,7 +17,8 @@ PyTorch is optional: importing this module without it raises a clear error.
 
 from __future__ import annotations
 
-import contextlib
+from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 
@@ -26,60 +32,20 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise Lenet5Error("PyTorch is not installed; install it with: pip install 'lenet5[torch]' "
                       "(CPU-only: pip install torch==2.13.0)") from e
 
-from .averaging import with_average
+from . import lecun1998
 from .engine import Optimizer, SingleProcess
-from .lecun1998 import A, S, C3_TABLE, rbf_centres
+from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .model import LeNet5
 from .optim import check_state
-from .presets import TrainConfig, criterion_for, get_preset
+from .presets import DEFAULT_PRESET, ModelSpec, TrainConfig
 
 
-class SeedLeNet5(nn.Module):
-    """seed-tanh / seed-sigmoid: C1(pad 2)-act-S2-C3-act-S4-C5-act-F6-sigmoid-OUTPUT (logits)."""
-
-    def __init__(self, activation: str = "tanh") -> None:
-        super().__init__()
-        self.act = torch.tanh if activation == "tanh" else torch.sigmoid
-        self.c1 = nn.Conv2d(1, 6, 5, padding=2)
-        self.c3 = nn.Conv2d(6, 16, 5)
-        self.c5 = nn.Conv2d(16, 120, 5)
-        self.f6 = nn.Linear(120, 84)
-        self.output = nn.Linear(84, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(self.act(self.c1(x)), 2)  # S2
-        x = F.avg_pool2d(self.act(self.c3(x)), 2)  # S4
-        x = self.act(self.c5(x)).flatten(1)
-        x = torch.sigmoid(self.f6(x))
-        return self.output(x)
-
-
-class ModernLeNet5(nn.Module):
-    """modern: C1-BN-ReLU-maxpool, C3-BN-ReLU-maxpool, C5-ReLU-dropout, F6-ReLU-dropout, OUTPUT."""
-
-    def __init__(self, p_drop: float = 0.1, widths: tuple[int, int, int] = (6, 16, 120)) -> None:
-        super().__init__()
-        self.p_drop = p_drop
-        c1, c3, c5 = widths
-        self.c1 = nn.Conv2d(1, c1, 5, padding=2)
-        self.c1_bn = nn.BatchNorm2d(c1)
-        self.c3 = nn.Conv2d(c1, c3, 5)
-        self.c3_bn = nn.BatchNorm2d(c3)
-        self.c5 = nn.Conv2d(c3, c5, 5)
-        self.f6 = nn.Linear(c5, 84)
-        self.output = nn.Linear(84, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.c1_bn(self.c1(x))), 2)  # S2
-        x = F.max_pool2d(F.relu(self.c3_bn(self.c3(x))), 2)  # S4
-        x = F.dropout(F.relu(self.c5(x)).flatten(1), self.p_drop, self.training)
-        x = F.dropout(F.relu(self.f6(x)), self.p_drop, self.training)
-        return self.output(x)
-
-
-def squash(x: torch.Tensor) -> torch.Tensor:
+# --------------------------------------------------------------------------- LeNet-5's own pieces
+class Squash(nn.Module):
     """LeNet-5's f(a) = A·tanh(S·a), A = 1.7159, S = 2/3."""
-    return A * torch.tanh(x * S)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lecun1998.A * torch.tanh(x * lecun1998.S)
 
 
 class Subsample(nn.Module):
@@ -94,6 +60,19 @@ class Subsample(nn.Module):
         return 4 * F.avg_pool2d(x, 2) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+class MaskedConv2d(nn.Conv2d):
+    """A convolution whose unconnected kernels (mask 0) are left out: LeNet-5's partial C3."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int,
+                 connections: np.ndarray) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding)
+        self.register_buffer("mask", torch.from_numpy(np.asarray(connections, np.float32))[:, :, None, None],
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask.to(x.dtype), self.bias)
+
+
 class RBFOutput(nn.Module):
     """Euclidean RBF units with fixed centres; returns −distance (the largest wins)."""
 
@@ -105,54 +84,51 @@ class RBFOutput(nn.Module):
         return -((x[:, None, :] - self.centres[None]) ** 2).sum(-1)
 
 
-class LeCun1998(nn.Module):
-    """lecun1998: 32×32 input, C1, S2 (trainable), C3 (partial table), S4, C5, F6, RBF OUTPUT."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 6, 5)
-        self.s2 = Subsample(6)
-        self.c3 = nn.Conv2d(6, 16, 5)
-        self.register_buffer("c3_mask", torch.from_numpy(C3_TABLE.T.astype(np.float32))[:, :, None, None],
-                             persistent=False)
-        self.s4 = Subsample(16)
-        self.c5 = nn.Conv2d(16, 120, 5)
-        self.f6 = nn.Linear(120, 84)
-        self.output = RBFOutput(rbf_centres())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = squash(self.s2(squash(self.c1(x))))
-        x = F.conv2d(x, self.c3.weight * self.c3_mask.to(x.dtype), self.c3.bias)
-        x = squash(self.s4(squash(x)))
-        x = squash(self.c5(x)).flatten(1)
-        return self.output(squash(self.f6(x)))
+# --------------------------------------------------------------------------- layer kind -> module
+def _conv(layer: Conv2d) -> nn.Module:
+    out_c, in_c, k, _ = layer.params["weight"].shape
+    if layer.mask is None:
+        return nn.Conv2d(in_c, out_c, k, padding=layer.pad)
+    return MaskedConv2d(in_c, out_c, k, layer.pad, layer.mask[:, :, 0, 0])
 
 
-def criterion(preset: str, logits: torch.Tensor, labels: torch.Tensor, name: str | None = None,
-              map_j: float = 0.1, label_smoothing: float = 0.0) -> torch.Tensor:
-    """The preset's training criterion in torch (for autograd parity checks): cross-entropy
-    (with torch's own label smoothing), or for lecun1998 the MAP criterion (a cross-entropy
-    over the K outputs plus a constant −j entry) or MSE."""
-    name = name or get_preset(preset).criteria[0]
-    rows = torch.arange(len(labels))
-    if name == "cross-entropy":
-        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    if name == "mse":
-        return -logits[rows, labels].mean()
-    extra = torch.full((len(labels), 1), -map_j, dtype=logits.dtype, device=logits.device)
-    return (torch.logsumexp(torch.cat([logits, extra], 1), 1) - logits[rows, labels]).mean()
+#: every layer kind of ``lenet5.layers`` and ``lenet5.lecun1998``, and torch's module for it
+MODULES: dict[type, Callable[[Layer], nn.Module]] = {
+    Conv2d: _conv,
+    Linear: lambda layer: nn.Linear(layer.params["weight"].shape[1], layer.params["weight"].shape[0]),
+    BatchNorm2d: lambda layer: nn.BatchNorm2d(len(layer.params["weight"]), eps=layer.eps, momentum=layer.momentum),
+    Dropout: lambda layer: nn.Dropout(layer.p),
+    Tanh: lambda layer: nn.Tanh(),
+    Sigmoid: lambda layer: nn.Sigmoid(),
+    ReLU: lambda layer: nn.ReLU(),
+    AvgPool2d: lambda layer: nn.AvgPool2d(2),
+    MaxPool2d: lambda layer: nn.MaxPool2d(2),
+    Flatten: lambda layer: nn.Flatten(),
+    lecun1998.Squash: lambda layer: Squash(),
+    lecun1998.Subsample2d: lambda layer: Subsample(len(layer.params["weight"])),
+    lecun1998.RBF: lambda layer: RBFOutput(layer.buffers["centres"]),
+}
 
 
-def build(preset: str, seed: int | None = 0, dtype: torch.dtype = torch.float32,
-          widths: tuple[int, int, int] | None = None) -> nn.Module:
-    """The replica of ``preset``, initialised exactly like ``LeNet5(preset, seed, widths=widths)``.
+def replica(spec: ModelSpec) -> nn.Sequential:
+    """The network ``spec`` describes, as an ``nn.Sequential`` of torch modules named like its
+    layers (untrained: load weights, or use ``build``)."""
+    modules = []
+    for name, layer in spec.layers():
+        if type(layer) not in MODULES:
+            raise Lenet5Error(f"the PyTorch replica has no module for layer {name} ({layer!r})")
+        modules.append((name, MODULES[type(layer)](layer)))
+    return nn.Sequential(OrderedDict(modules))
 
-    Initialisation reuses the NumPy engine's initialiser (same RNG stream), so both engines
-    start from identical weights for the same seed.
-    """
-    reference = LeNet5(preset, seed=seed, dtype=np.float64, widths=widths)  # refuses widths it cannot take
-    cls_name, kwargs = get_preset(preset).replica
-    net = globals()[cls_name](**kwargs, **({"widths": reference.widths} if widths else {})).to(dtype)
+
+def build(preset: str | ModelSpec = DEFAULT_PRESET, seed: int | None = 0, dtype: torch.dtype = torch.float32,
+          widths: tuple[int, int, int] | None = None, dropout: float | None = None) -> nn.Sequential:
+    """The replica of ``preset`` (a name or a ModelSpec), initialised exactly like
+    ``LeNet5(preset, seed, widths=widths)``: the NumPy engine's initialiser draws the weights
+    (same RNG stream), so both engines start from identical weights for the same seed."""
+    spec = preset if isinstance(preset, ModelSpec) else ModelSpec(preset, widths, dropout)
+    reference = LeNet5.from_spec(ModelSpec(spec.preset, spec.widths, spec.dropout, "float64"), seed=seed)
+    net = replica(spec).to(dtype)
     net.load_state_dict(to_torch_state(reference.state_dict(), dtype))
     return net
 
@@ -175,51 +151,46 @@ def resolve_device(device: str) -> torch.device:
         raise Lenet5Error(f"--device {device}: {e}") from None
 
 
+# --------------------------------------------------------------------------- the engine
 class TorchModel(SingleProcess):
     """The replica as an ``lenet5.engine.Engine``, so ``lenet5.train.fit`` drives it like LeNet5.
 
-    prepare / forward / loss / backward / infer / params / state_dict behave like
-    ``LeNet5``'s: inputs are prepared by the same preset code, the loss and its gradient are
-    the same NumPy function, and backward feeds that gradient to autograd.
+    ``forward`` takes the prepared NumPy batch, moves it to the device and returns the outputs
+    as a tensor there; the training step evaluates the criterion on it with torch and hands the
+    gradient back to ``backward``, so nothing returns to the host during a step.
     """
 
-    def __init__(self, preset: str, seed: int | None = 0, dtype: np.dtype | type = np.float32,
-                 device: str = "cpu", net: nn.Module | None = None, criterion: str | None = None,
-                 map_j: float = 0.1, label_smoothing: float = 0.0, widths: tuple[int, int, int] | None = None) -> None:
-        self.preset = get_preset(preset)
-        self.widths = None if widths is None else tuple(widths)
-        self.criterion = criterion_for(self.preset, criterion, map_j, label_smoothing)
-        self.map_j, self.label_smoothing = map_j, label_smoothing
+    def __init__(self, preset: str = DEFAULT_PRESET, seed: int | None = 0, dtype: np.dtype | type | str = np.float32,
+                 device: str = "cpu", widths: tuple[int, int, int] | None = None, dropout: float | None = None,
+                 net: nn.Module | None = None) -> None:
+        self.spec = ModelSpec(preset, None if widths is None else tuple(widths), dropout, np.dtype(dtype).name)
+        self.preset = self.spec.definition
         self.dtype = np.dtype(dtype)
         self.torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
         self.device = resolve_device(device)
-        self.net = (net if net is not None else build(preset, seed, self.torch_dtype, self.widths)).to(self.device)
-        self._logits: torch.Tensor | None = None
+        self.net = (net if net is not None else build(self.spec, seed, self.torch_dtype)).to(self.device)
+        self._dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.net.modules())
+        self._outputs: torch.Tensor | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, seed: int | None = 0, device: str = "cpu") -> "TorchModel":
+        return cls(spec.preset, seed=seed, dtype=spec.dtype, device=device, widths=spec.widths, dropout=spec.dropout)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "TorchModel":
-        model = cls(config.preset, seed=config.seed, dtype=config.dtype, device=config.device,
-                    criterion=config.criterion, map_j=config.map_j, label_smoothing=config.label_smoothing,
-                    widths=config.widths)
-        if config.dropout is not None:
-            model.net.p_drop = config.dropout
-        return model
+        return cls.from_spec(config.spec, seed=config.seed, device=config.device)
 
     def make_optimizer(self, config: TrainConfig) -> Optimizer:
-        return with_average(TorchOptimizer(self, config.optimizer, lr=config.lr, momentum=config.momentum,
-                                           weight_decay=config.weight_decay, nesterov=config.nesterov),
-                            self, config.ema)
+        return TorchOptimizer(self, config.optimizer, lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay, nesterov=config.nesterov)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         return self.preset.prepare(images, self.dtype)
 
-    @property
-    def stochastic(self) -> bool:
-        return any(isinstance(m, nn.BatchNorm2d) for m in self.net.modules()) or getattr(self.net, "p_drop", 0) > 0
-
     def seed_step(self, seed: list[int]) -> None:
         """torch's dropout draws from the global generator: seed it for this step."""
-        torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        if self._dropout:
+            torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
 
     def train(self, mode: bool = True) -> "TorchModel":
         self.net.train(mode)
@@ -228,21 +199,22 @@ class TorchModel(SingleProcess):
     def eval(self) -> "TorchModel":
         return self.train(False)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._logits = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-        return self._logits.detach().cpu().numpy()
+    def _run(self, x_device: torch.Tensor) -> torch.Tensor:
+        return self.net(x_device)
 
-    def loss(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-        """The preset's criterion, the same NumPy function the NumPy engine uses."""
-        return self.criterion.loss(logits, labels)
+    def forward(self, x: np.ndarray) -> torch.Tensor:
+        """x (N, 1, S, S) NumPy -> outputs (N, 10), a tensor on the device (kept for backward)."""
+        self._outputs = self._run(torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.torch_dtype))
+        return self._outputs.detach()
 
-    def backward(self, dlogits: np.ndarray) -> None:
+    def backward(self, doutputs: torch.Tensor) -> None:
         for p in self.net.parameters():
             p.grad = None
-        self._logits.backward(torch.from_numpy(dlogits).to(self.device))
-        self._logits = None
+        self._outputs.backward(doutputs)
+        self._outputs = None
 
     def infer(self, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+        """Outputs (N, 10) as NumPy for uint8 images (N, 28, 28), in inference mode."""
         was_training = self.net.training
         self.net.eval()
         try:
@@ -267,7 +239,9 @@ class TorchModel(SingleProcess):
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())
-        return f"TorchModel(preset={self.preset.name!r}, dtype={self.dtype}, device={self.device}, params={n})"
+        widths = f", widths={self.spec.widths}" if self.spec.widths else ""
+        return (f"TorchModel(preset={self.preset.name!r}{widths}, dtype={self.dtype}, device={self.device}, "
+                f"params={n})")
 
 
 class TorchOptimizer:
@@ -307,10 +281,6 @@ class TorchOptimizer:
 
     def prepare_epoch(self, model, split, rng: np.random.Generator) -> None:
         """First-order methods need nothing before a pass."""
-
-    def evaluating(self, model) -> contextlib.AbstractContextManager:
-        """The weights to evaluate and save are the model's own."""
-        return contextlib.nullcontext()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {"steps": np.array(self.steps, dtype=np.int64)}

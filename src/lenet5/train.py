@@ -6,7 +6,10 @@
 
 One training step, whatever the engine (``lenet5.engine.Engine``):
 prepare (and augment) the batch -> forward -> criterion -> backward -> optimizer step, with the
-learning rate set from the schedule before the step.
+learning rate set from the schedule before the step. The step owns the criterion
+(``lenet5.losses.Criterion``); it evaluates the engine's outputs where they are, so the torch
+engine's steps stay on its device. The loop reads the losses back every ``READ_EVERY`` steps
+(every step when they are plain floats), for the progress bar and the divergence guard.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import numpy as np
 
 from ._cpu import blas_single_thread
 from .augment import Augment, join_draws, make_augment
-from .averaging import Averaged
 from .data import Dataset, Split, batches
 from .engine import Engine, Optimizer
 from .errors import Lenet5Error
+from .losses import Criterion
 from .presets import TrainConfig, resolve
 from .schedules import Schedule, make_schedule
 
@@ -34,6 +37,8 @@ from .schedules import Schedule, make_schedule
 #: a training pass prepares its steps in chunks of about this many images (for small batches,
 #: preparing one step at a time cost more than the step: per-image SDLM with distortions)
 CHUNK_IMAGES = 256
+#: losses held on an engine's device are read back (one transfer) after this many steps
+READ_EVERY = 25
 
 
 class DivergenceError(Lenet5Error):
@@ -80,15 +85,18 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
-def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "none") -> dict:
+def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "none",
+             criterion: Criterion | None = None) -> dict:
     """Loss, accuracy, per-class accuracy and confusion matrix (rows: true, cols: predicted).
 
+    ``criterion``: the loss reported (default: the preset's own criterion).
     ``tta="flip"`` (test-time augmentation, for classes that look the same mirrored, such as
     Fashion-MNIST's): each image's outputs are the mean of the network's outputs for the image
     and for its left-right mirror; loss and accuracy are those of the averaged outputs.
     """
     if tta not in TTA:
         raise Lenet5Error(f"unknown test-time augmentation {tta!r}; choose one of: {', '.join(TTA)}")
+    criterion = criterion or Criterion(model.spec.definition.criteria[0])
     n = len(split)
     confusion = np.zeros((10, 10), dtype=np.int64)
     total_loss = 0.0
@@ -97,7 +105,7 @@ def evaluate(model: Engine, split: Split, batch_size: int = 500, tta: str = "non
         outputs = model.infer(split.images[idx])
         if tta == "flip":
             outputs = (outputs + model.infer(np.ascontiguousarray(split.images[idx][:, :, ::-1]))) / 2
-        loss, _ = model.loss(outputs, labels)
+        loss, _ = criterion.loss(outputs, labels)
         total_loss += loss * len(idx)
         confusion += confusion_matrix(labels, outputs.argmax(axis=1))
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
@@ -176,21 +184,21 @@ class Hooks:
     should_stop: Callable[[], bool] | None = None  # polled after every complete step
 
 
-def train_step(model: Engine, optimizer: Optimizer, x: np.ndarray, labels: np.ndarray,
-               global_size: int | None = None) -> tuple[float, np.ndarray]:
-    """One step on a prepared batch: forward, criterion, backward, update. Returns (loss, outputs).
+def train_step(model: Engine, criterion: Criterion, optimizer: Optimizer, x: np.ndarray, labels: np.ndarray,
+               global_size: int | None = None) -> tuple[Any, Any]:
+    """One step on a prepared batch: forward, criterion, backward, update. Returns (loss, outputs)
+    as the engine holds them (a float and NumPy arrays, or tensors on the engine's device).
 
     In data-parallel training a process holds only its shard of a global batch of
     ``global_size`` images; its gradient is rescaled so that averaging over the processes
     gives the gradient of the mean loss over the whole global batch.
     """
     outputs = model.forward(x)
-    loss, doutputs = model.loss(outputs, labels)
-    if math.isfinite(loss):
-        if global_size is not None and model.world > 1:
-            doutputs *= len(labels) * model.world / global_size
-        model.backward(doutputs)
-        optimizer.step()
+    loss, doutputs = criterion.loss(outputs, labels)
+    if global_size is not None and model.world > 1:
+        doutputs *= len(labels) * model.world / global_size
+    model.backward(doutputs)
+    optimizer.step()
     return loss, outputs
 
 
@@ -207,6 +215,7 @@ class _Loop:
     schedule, the seed of each step's randomness, the augmentation and the caller's hooks."""
 
     model: Engine
+    criterion: Criterion
     optimizer: Optimizer
     lr_at: Schedule
     steps_per_epoch: int
@@ -236,54 +245,62 @@ class _Loop:
                     augment.draw(len(i), np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
                     for b, i in zip(steps, shards)]))
             cuts = np.cumsum([len(i) for i in shards])[:-1]
-            return list(zip(np.split(model.prepare(images), cuts), np.split(split.labels[idx], cuts)))
+            x = model.spec.definition.prepare(images, model.spec.dtype)
+            return list(zip(np.split(x, cuts), np.split(split.labels[idx], cuts)))
+
+        pending: list[tuple[int, Any, Any, int]] = []  # (batch, loss, correct, images) not yet read
+
+        def settle() -> None:
+            """Read the pending steps' losses (one transfer), check them, report them."""
+            losses = self.criterion.values([p[1] for p in pending])
+            right = self.criterion.values([p[2] for p in pending])
+            for (b, _, _, n), loss, correct in zip(pending, losses, right):
+                if not math.isfinite(loss):
+                    raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
+                                          "try a smaller learning rate (--lr)")
+                totals.add(loss, int(correct), n)
+                if hooks.on_batch is not None:
+                    hooks.on_batch(epoch, b + 1, loss)
+            bar.update(len(pending), loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
+            pending.clear()
 
         with contextlib.ExitStack() as stack:
-            stack.enter_context(model.running())
+            # this engine spreads big batches over the cores itself (``_cpu.MicroBatches``), and on
+            # a busy machine OpenBLAS's spinning threads made small-batch steps up to 10x slower
+            # (measured: batch 64, 566 vs 6,055 images/s); a torch engine does not use NumPy's BLAS
+            stack.enter_context(blas_single_thread())
             firsts = range(start, len(order), per_chunk)
-            pool = pending = None
+            pool = pending_chunk = None
             if augment is not None and firsts:
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-                stack.enter_context(blas_single_thread())  # the helper thread has a core of its own
-                pending = pool.submit(inputs, firsts[0])
+                pending_chunk = pool.submit(inputs, firsts[0])
             for c, first in enumerate(firsts):
-                if pending is not None:
-                    chunk = pending.result()
-                    pending = pool.submit(inputs, firsts[c + 1]) if c + 1 < len(firsts) else None
+                if pending_chunk is not None:
+                    chunk = pending_chunk.result()
+                    pending_chunk = pool.submit(inputs, firsts[c + 1]) if c + 1 < len(firsts) else None
                 else:
                     chunk = inputs(first)
                 for b, (x, labels) in enumerate(chunk, first):
                     self.optimizer.lr = self.lr_at((epoch - 1) * self.steps_per_epoch + b)
-                    if model.stochastic:
-                        model.seed_step([self.seed, epoch, b, 1])
-                    loss, outputs = train_step(model, self.optimizer, x, labels, len(order[b]))
-                    if not math.isfinite(loss):
-                        raise DivergenceError(f"loss became {loss} at epoch {epoch}, batch {b + 1}; "
-                                              "try a smaller learning rate (--lr)")
-                    totals.add(loss, int((outputs.argmax(axis=1) == labels).sum()), len(labels))
-                    if hooks.on_batch is not None:
-                        hooks.on_batch(epoch, b + 1, loss)
-                    bar.update(loss=totals.loss / totals.seen, acc=totals.correct / totals.seen)
+                    model.seed_step([self.seed, epoch, b, 1])
+                    loss, outputs = train_step(model, self.criterion, self.optimizer, x, labels, len(order[b]))
+                    pending.append((b, loss, self.criterion.correct(outputs, labels), len(labels)))
+                    if isinstance(loss, float) or len(pending) >= READ_EVERY:
+                        settle()
                     if hooks.should_stop is not None and hooks.should_stop():
+                        settle()
                         return PassResult(totals, b + 1, True)
+            if pending:
+                settle()
         return PassResult(totals, len(order), False)
 
 
 def _check_model(model: Engine, config: TrainConfig) -> None:
-    """The network and its loss are the engine's own (built with it), so a recipe asking for
-    other ones would be silently ignored: refuse it instead."""
-    if config.preset != model.preset.name:
-        raise Lenet5Error(f"the recipe is for preset {config.preset!r}, the model is {model.preset.name!r}")
-    wanted = {"criterion": config.criterion or model.preset.criteria[0], "label_smoothing": config.label_smoothing,
-              "widths": config.widths}
-    if wanted["criterion"] in ("map", "mse"):
-        wanted["map_j"] = config.map_j
-    built = {"criterion": model.criterion.name, "label_smoothing": model.label_smoothing, "map_j": model.map_j,
-             "widths": model.widths}
-    for key, value in wanted.items():
-        if value != built[key]:
-            raise Lenet5Error(f"the recipe asks for {key.replace('_', ' ')} {value!r} but the model was built with "
-                              f"{built[key]!r}: build it from the recipe (LeNet5.from_config(config))")
+    """The network is the engine's own (built with it), so a recipe asking for another one
+    would be silently ignored: refuse it instead."""
+    if config.spec != model.spec:
+        raise Lenet5Error(f"the recipe is for the network {config.spec.to_json()} but the model is "
+                          f"{model.spec.to_json()}: build it from the recipe (LeNet5.from_config(config))")
 
 
 def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, optimizer: Optimizer | str | None = None,
@@ -302,24 +319,21 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
     ``hooks``: per-step and per-epoch callbacks and a stop request; a stop raises
     ``Interrupted`` carrying the state to resume from.
 
-    With ``ema`` (a decay per step) the figures are those of the averaged weights
-    (``lenet5.averaging``), which the model holds when fit returns; ``live_val_acc`` and
-    ``live_test_acc`` are those of the last step's weights.
-
     Returns one record per epoch (epoch, train_loss, train_acc, [val_loss, val_acc,] [test_loss,
-    test_acc (unless ``test_each_epoch`` is off),] [live_val_acc, live_test_acc,] seconds, train_seconds).
+    test_acc (unless ``test_each_epoch`` is off),] seconds, train_seconds).
     """
     if isinstance(optimizer, str):
         overrides["optimizer"], optimizer = optimizer, None
     if config is None:
-        config = resolve(model.preset.name, **overrides)
+        spec = model.spec
+        config = resolve(spec.preset, **{"widths": spec.widths, "dropout": spec.dropout, "dtype": spec.dtype,
+                                         **overrides})
     elif overrides:
         config = config.replace(**overrides)
     _check_model(model, config)
     if optimizer is None:
         optimizer = model.make_optimizer(config)
-    elif config.ema and not isinstance(optimizer, Averaged):  # the recipe averages: so does a given optimizer
-        optimizer = Averaged(optimizer, model, config.ema)
+    criterion = Criterion(config.criterion_name, config.map_j)
     state = state or TrainState()
     rng = np.random.default_rng(config.seed)
     if state.rng_state is not None:
@@ -330,7 +344,7 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
                           f"the {model.world} processes")
     lr_at = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                           round(config.warmup_epochs * steps_per_epoch), steps_per_epoch)
-    loop = _Loop(model, optimizer, lr_at, steps_per_epoch, config.seed, make_augment(config.augment, config.cutout),
+    loop = _Loop(model, criterion, optimizer, lr_at, steps_per_epoch, config.seed, make_augment(config.augment),
                  hooks or Hooks())
     history = list(state.history)
     best = state.best_val_acc
@@ -355,15 +369,10 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
         loss_sum, correct, seen = model.all_sum([totals.loss, totals.correct, totals.seen])
         record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
         splits = {"val": val, "test": data.test if config.test_each_epoch else None}
-        with optimizer.evaluating(model):  # the network the run saves (with --ema: the average)
-            for key, split in splits.items():
-                if split is not None:
-                    e = evaluate(model, split, eval_batch_size)
-                    record.update({f"{key}_loss": e["loss"], f"{key}_acc": e["accuracy"]})
-        if config.ema:  # the last step's weights too, for comparison
-            for key, split in splits.items():
-                if split is not None:
-                    record[f"live_{key}_acc"] = evaluate(model, split, eval_batch_size)["accuracy"]
+        for key, split in splits.items():
+            if split is not None:
+                e = evaluate(model, split, eval_batch_size, criterion=criterion)
+                record.update({f"{key}_loss": e["loss"], f"{key}_acc": e["accuracy"]})
         record.update(seconds=time.perf_counter() - start, train_seconds=train_seconds)
         if val is not None and (best is None or record["val_acc"] > best):
             record["best"] = True
@@ -374,8 +383,6 @@ def fit(model: Engine, data: Dataset, config: TrainConfig | None = None, *, opti
             loop.hooks.on_epoch(record, state)
         if result.stopped and epoch < config.epochs:  # asked to stop on the epoch's last step
             raise Interrupted(state)
-    if isinstance(optimizer, Averaged):  # the trained network is the one evaluated and saved
-        model.load_state_dict(optimizer.average)
     return history
 
 

@@ -79,7 +79,9 @@ def private_copy(model: LeNet5) -> LeNet5:
 def probabilities(model: LeNet5, outputs: np.ndarray) -> np.ndarray:
     """Class probabilities as ``lenet5 predict`` reports them: the preset's criterion's (softmax
     of the outputs; for lecun1998's MAP criterion the rubbish class keeps a share)."""
-    return np.asarray(model.criterion.probabilities(outputs), dtype=np.float64)
+    from ..losses import probabilities as implied
+
+    return np.asarray(implied(model.preset.output, outputs), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -248,7 +250,7 @@ def model_details(entry: ModelEntry) -> dict:
         "params": model.num_parameters(),
         "input_size": model.preset.input_size,
         "classes": class_names(dataset_of(entry.meta)),
-        "output": "rbf" if model.preset.name == "lecun1998" else "softmax",
+        "output": "rbf" if model.preset.output == "rbf" else "softmax",
         "stages": [{"stage": s, "layer": layer, "shape": summary[layer]["output_shape"],
                     "kind": layer_kind(model, layer)} for s, layer in stages.items()],
         "layers": [name for name, _ in model.layers],
@@ -299,7 +301,7 @@ def analyse(model: LeNet5, image: np.ndarray) -> dict:
     maps = {stage: {"layer": layer, **q} for (stage, layer), q in zip(stages.items(), quantized)}
     out = {"probs": rounded(probs, 5), "outputs": rounded(logits, 4), "prediction": int(logits.argmax()),
            "maps": maps}
-    if model.preset.name == "lecun1998":
+    if model.preset.output == "rbf":
         out["rbf_distances"] = rounded(-logits, 3)
         out["f6_values"] = rounded(model.activations[stages["f6"]][0].ravel(), 3)
     return out
