@@ -211,3 +211,98 @@ def test_bench_header_and_json_name_this_cpus_extensions(capsys):
     assert cli.main(["bench", *small]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert env["cpu"] in header and (("AVX-512 (F" in header) == ("avx512f" in flags))
+
+
+# --------------------------------------------------------------------------- help that guides
+def _all_parsers():
+    """(command path, parser) for lenet5 and every subcommand, however deep."""
+    import argparse
+
+    todo, found = [(("lenet5",), cli.build_parser())], []
+    while todo:
+        path, parser = todo.pop()
+        found.append((path, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(path + (name,), sub) for name, sub in action.choices.items()]
+    return found
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = [(" ".join(path), action.option_strings or action.dest) for path, parser in _all_parsers()
+               for action in parser._actions
+               if not action.help and type(action).__name__ != "_SubParsersAction"]
+    assert not missing, missing
+
+
+def test_every_command_shows_examples():
+    leaves = [(path, parser) for path, parser in _all_parsers() if len(path) == 2]
+    assert len(leaves) >= 10
+    for path, parser in leaves:
+        text = parser.format_help()
+        assert "examples:" in text and f"lenet5 {path[1]}" in text.split("examples:")[1], path
+
+
+def test_train_help_groups_newcomers_options_first():
+    text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    order = [text.index(h) for h in ("start here:", "recipe:", "one preset only:", "run control:",
+                                     "each preset's recipe", "examples:")]
+    assert order == sorted(order)
+    first = text[text.index("start here:"):text.index("recipe:")]
+    assert all(o in first for o in ("--preset", "--epochs", "--dataset", "--data-dir", "--out"))
+    assert "--lr" not in first and "--widths" not in first and "--resume" not in first
+    for removed in ("--label-smoothing", "--cutout", "--ema", "elastic-mild"):
+        assert removed not in text
+
+
+def test_train_help_recipes_are_generated_from_the_presets(monkeypatch):
+    from lenet5 import presets
+
+    def recipe_line(name):
+        lines = cli.recipes_text().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        more = [line for line in lines[start + 1:]]
+        wrapped = [lines[start]] + more[:next((i for i, line in enumerate(more) if line[:16].strip()), len(more))]
+        return " ".join(" ".join(wrapped).split())  # the preset's line with its continuations
+
+    modern = presets.PRESETS["modern"]
+    before = recipe_line("modern")
+    assert "--optimizer adamw" in before and "--schedule onecycle" in before and "--augment auto" in before
+    changed = {**modern.recipe, "lr": 0.0123, "epochs": 77}
+    monkeypatch.setitem(presets.PRESETS, "modern", presets.dataclasses.replace(modern, recipe=changed))
+    after = recipe_line("modern")
+    assert "--lr 0.0123" in after and "--epochs 77" in after and "--lr 0.0123" not in before
+    # the preset-only defaults come from the network itself
+    assert "--widths 6,16,120" in before and "--dropout 0.1" in before
+    assert "--criterion map" in recipe_line("lecun1998") and "--batch-size 1" in recipe_line("lecun1998")
+
+
+def test_bare_lenet5_prints_the_overview_and_version_works():
+    import lenet5
+
+    r = run()
+    assert r.returncode == 0 and "COMMAND" in r.stdout and "train" in r.stdout and "examples:" in r.stdout
+    assert "required" not in r.stderr
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"lenet5 {lenet5.__version__}"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["trian"], "did you mean train?"),
+    (["train", "--preset", "modrn"], "did you mean modern?"),
+    (["train", "--dataset", "fashion"], "did you mean fashion-mnist?"),
+    (["evaluate", "--dataset", "kmnsit"], "did you mean kmnist?"),
+    (["data", "path", "minst"], "did you mean mnist?"),
+])
+def test_a_mistyped_command_preset_or_dataset_gets_did_you_mean(argv, said, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_hopeless_typo_gets_the_choices_only(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--preset", "xyzzy"])
+    err = capsys.readouterr().err
+    assert "did you mean" not in err and "seed-tanh" in err
