@@ -326,22 +326,27 @@ def _jax_ops():
     }
 
 
-def jax_params(preset: str, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(trainable parameters, float buffers) of ``LeNet5(preset, seed)``, float32, keyed like
-    its state_dict (integer counters are left out: nothing here reads them)."""
-    model = LeNet5(preset, seed=seed)
+def _spec(network: str | ModelSpec) -> ModelSpec:
+    return network if isinstance(network, ModelSpec) else ModelSpec(network)
+
+
+def jax_params(network: str | ModelSpec, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(trainable parameters, float buffers) of the NumPy engine's network (a preset name or a
+    ModelSpec) initialised with ``seed``, float32, keyed like its state_dict (integer counters
+    are left out: nothing here reads them)."""
+    model = LeNet5.from_spec(_spec(network), seed=seed)
     params = {k: np.asarray(v, np.float32) for k, v in model.params().items()}
     buffers = {k: np.asarray(v, np.float32) for k, v in model.buffers().items() if v.dtype.kind == "f"}
     return params, buffers
 
 
-def jax_forward(preset: str) -> Callable:
+def jax_forward(network: str | ModelSpec) -> Callable:
     """forward(params, buffers, x (N, 1, S, S), train, key) -> (outputs (N, 10), new buffers):
-    the preset's layers, each mapped by kind (``_jax_ops``)."""
+    the network's layers (a preset name or a ModelSpec), each mapped by kind (``_jax_ops``)."""
     from jax import random
 
     ops = _jax_ops()
-    layers = [(name, ops[type(layer)](name, layer)) for name, layer in ModelSpec(preset).layers()]
+    layers = [(name, ops[type(layer)](name, layer)) for name, layer in _spec(network).layers()]
 
     def forward(params, buffers, x, train=False, key=None):
         new: dict = {}
@@ -353,13 +358,13 @@ def jax_forward(preset: str) -> Callable:
     return forward
 
 
-def jax_loss(preset: str) -> Callable:
+def jax_loss(network: str | ModelSpec) -> Callable:
     """loss(params, buffers, x, labels, key) -> (the preset's criterion, mean over the batch;
     new buffers), in training mode."""
     import jax
     import jax.numpy as jnp
 
-    forward, name = jax_forward(preset), get_preset(preset).criteria[0]
+    forward, name = jax_forward(network), _spec(network).definition.criteria[0]
 
     def loss(params, buffers, x, labels, key):
         z, new = forward(params, buffers, x, True, key)
@@ -375,13 +380,13 @@ def jax_loss(preset: str) -> Callable:
     return loss
 
 
-def jax_sgd_step(preset: str, lr: float = LR, momentum: float = MOMENTUM) -> Callable:
+def jax_sgd_step(network: str | ModelSpec, lr: float = LR, momentum: float = MOMENTUM) -> Callable:
     """step(params, velocity, buffers, x, labels, key) -> (params, velocity, buffers, loss) under
     jax.jit, with torch.optim.SGD's rule (v ← μ·v + g, θ ← θ − η·v; velocity starting at zero
     makes the first v = g, as torch's). params, velocity and buffers are donated: updated in place."""
     import jax
 
-    grad_fn = jax.value_and_grad(jax_loss(preset), has_aux=True)
+    grad_fn = jax.value_and_grad(jax_loss(network), has_aux=True)
 
     @partial(jax.jit, donate_argnums=(0, 1, 2))
     def step(params, velocity, buffers, x, labels, key):
