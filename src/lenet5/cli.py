@@ -116,19 +116,22 @@ def _evaluation_data(args: argparse.Namespace, meta: dict):
     given; else the test files the checkpoint's run recorded, if they are still there unchanged
     (SHA-256); else the dataset it was trained on, from the usual places. One line on stderr
     says which, unless --data-dir or --dataset chose."""
-    from .datasets import DATASETS, load_dataset, load_recorded_test
+    from .datasets import DATASETS, SAMPLE_NAME, load_dataset, load_recorded_test
 
     def say(message: str) -> None:
         print(f"lenet5: {message}", file=sys.stderr)
 
     recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     trained_on = recorded.get("dataset")
-    if args.data_dir is None and args.dataset is None and recorded:
+    if trained_on == SAMPLE_NAME:  # the bundled sample is where MNIST falls back to offline
+        trained_on = "mnist"
+    # a checkpoint of a run that recorded where its files were (pretrained weights travel without them)
+    if args.data_dir is None and args.dataset is None and args.model is None and recorded.get("directory"):
         test, why_not = load_recorded_test(recorded)
         if test is not None:
             say(f"evaluating on the run's own test files in {recorded['directory']} (SHA-256 as recorded)")
             described = {**recorded, "test_size": len(test)}
-            return trained_on, test, described
+            return recorded.get("dataset"), test, described
         if trained_on not in DATASETS:
             raise Lenet5Error(f"the checkpoint's run trained on {trained_on or 'unrecorded'} data and its test files "
                               f"cannot be used ({why_not}); pass --data-dir DIR or --dataset NAME")
