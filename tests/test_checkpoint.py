@@ -8,6 +8,7 @@ from safetensors.numpy import save_file
 
 from lenet5 import CheckpointError, LeNet5, load_checkpoint, save_checkpoint
 from lenet5.checkpoint import read_safetensors
+from lenet5.losses import Criterion
 
 
 def test_roundtrip_keeps_weights_preset_and_metadata(tmp_path):
@@ -108,7 +109,7 @@ def test_metadata_is_json(tmp_path):
 def test_roundtrip_of_every_preset_with_buffers(tmp_path, preset):
     model = LeNet5(preset, seed=3)
     x = model.prepare(np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8))
-    _, d = model.loss(model.forward(x), np.arange(4))  # moves batch-norm statistics
+    _, d = Criterion(model.preset.criteria[0]).loss(model.forward(x), np.arange(4))  # moves batch-norm statistics
     model.backward(d)
     save_checkpoint(tmp_path / "m.safetensors", model)
     loaded, meta = load_checkpoint(tmp_path / "m.safetensors")
@@ -122,13 +123,6 @@ def test_roundtrip_of_every_preset_with_buffers(tmp_path, preset):
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
 
 
-def test_lecun1998_criterion_settings_survive_a_checkpoint(tmp_path):
-    model = LeNet5("lecun1998", seed=0, criterion="map", map_j=0.0)
-    save_checkpoint(tmp_path / "m.safetensors", model, {"settings": {"criterion": "map", "map_j": 0.0}})
-    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
-    assert loaded.criterion.name == "map" and loaded.map_j == 0.0  # 0 is a valid j, not "unset"
-
-
 # --------------------------------------------------------------------------- hostile checkpoints
 def save_with(path, preset: str = "seed-tanh", metadata: dict | None = None, mutate=None) -> None:
     """A bare safetensors file with the preset's state dict and the given string metadata."""
@@ -140,15 +134,13 @@ def save_with(path, preset: str = "seed-tanh", metadata: dict | None = None, mut
 
 @pytest.mark.parametrize("preset,metadata,message", [
     ("seed-tanh", {"preset": '["seed-tanh"]'}, "metadata 'preset' must be a string, got ['seed-tanh']"),
-    ("lecun1998", {"preset": "lecun1998", "settings": '{"criterion": "hinge"}'},
-     "settings do not fit preset 'lecun1998'"),
-    ("lecun1998", {"preset": "lecun1998", "settings": '{"criterion": ["map"]}'},
-     "settings 'criterion' must be a string, got ['map']"),
+    ("lecun1998", {"preset": "lecun1998", "settings": '{"widths": [8, 12, 40]}'},
+     "the recorded network does not fit preset 'lecun1998': --widths applies to --preset modern"),
     ("modern", {"preset": "modern", "settings": '{"dropout": 5}'},
-     "settings 'dropout' must be a probability in [0, 1), got 5"),
-    ("lecun1998", {"preset": "lecun1998", "settings": '{"map_j": "abc"}'},
-     "settings 'map_j' must be a finite number, got 'abc'"),
-    ("lecun1998", {"preset": "lecun1998", "settings": '{"map_j": true}'}, "settings 'map_j' must be a finite number"),
+     "the recorded network does not fit preset 'modern': --dropout must be in [0, 1), got 5"),
+    ("modern", {"model": '{"preset": "modern", "dropout": "high"}'}, "--dropout must be in [0, 1), got 'high'"),
+    ("modern", {"model": '["modern"]'}, "metadata 'model' must be a JSON object, got a list"),
+    ("modern", {"model": '{"preset": "modern", "colour": "red"}'}, "a model spec is an object with"),
     ("seed-tanh", {"settings": "[1, 2]"}, "metadata 'settings' must be a JSON object, got a list"),
 ])
 def test_metadata_of_the_wrong_json_shape(tmp_path, preset, metadata, message):
@@ -235,19 +227,6 @@ def test_checkpoints_written_by_pytorch_load_bfloat16_included(tmp_path):
     np.testing.assert_array_equal(loaded.params()["f6.weight"], expected)
 
 
-def test_a_loaded_model_keeps_the_label_smoothing_of_its_run(tmp_path, mini_dir):
-    from lenet5 import cli
-
-    out = tmp_path / "run"
-    assert cli.main(["train", "--preset", "modern", "--epochs", "1", "--train-limit", "64", "--label-smoothing", "0.2",
-                     "--data-dir", str(mini_dir), "--dataset", "mnist", "--out", str(out), "--quiet", "--no-plots"]) == 0
-    model, _ = load_checkpoint(out / "model.safetensors")
-    assert model.label_smoothing == 0.2
-    # its loss is the smoothed one: on a confident right answer it stays well above the plain loss
-    logits = np.array([[20.0] + [0.0] * 9])
-    assert model.loss(logits, np.array([0]))[0] > 1.0
-
-
 def test_widths_in_the_settings_rebuild_the_network_or_are_refused(tmp_path):
     model = LeNet5("modern", seed=0, widths=(8, 12, 40))
     save_checkpoint(tmp_path / "w.safetensors", model)  # the Python API records the widths itself
@@ -258,5 +237,6 @@ def test_widths_in_the_settings_rebuild_the_network_or_are_refused(tmp_path):
 
     save_tensors(tmp_path / "bad.safetensors", model.state_dict(),
                  {"preset": "modern", "settings": json.dumps({"widths": [8, 12]})})
-    with pytest.raises(CheckpointError, match="bad.safetensors: settings 'widths'"):
+    with pytest.raises(CheckpointError, match="bad.safetensors: the recorded network does not fit preset 'modern': "
+                                              "--widths must be three integers"):
         load_checkpoint(tmp_path / "bad.safetensors")

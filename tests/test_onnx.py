@@ -25,6 +25,7 @@ import lenet5  # noqa: E402
 from lenet5 import LeNet5, read_idx  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
 from lenet5.lecun1998 import C3_TABLE  # noqa: E402
+from lenet5.losses import Criterion  # noqa: E402
 from lenet5.onnx_export import export_onnx  # noqa: E402
 
 PRESETS = ["seed-tanh", "seed-sigmoid", "modern", "lecun1998"]
@@ -65,7 +66,8 @@ def sgd_steps(model: LeNet5, steps: int, lr: float, batch: int = 32) -> None:
     rng = np.random.default_rng(0)
     for _ in range(steps):
         idx = rng.choice(len(TRAIN_IMAGES), batch, replace=False)
-        _, dlogits = model.loss(model.forward(model.prepare(TRAIN_IMAGES[idx])), TRAIN_LABELS[idx])
+        _, dlogits = Criterion(model.preset.criteria[0]).loss(model.forward(model.prepare(TRAIN_IMAGES[idx])),
+                                                               TRAIN_LABELS[idx])
         model.backward(dlogits)
         grads = model.grads()
         for name, p in model.params().items():

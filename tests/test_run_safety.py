@@ -56,12 +56,13 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, mini_dir):
 
 
 def test_force_clears_the_old_run_so_divergence_never_blames_its_checkpoint(tmp_path, mini_dir, monkeypatch, capsys):
-    import lenet5.model
 
     out = tmp_path / "r"
     assert train(out, mini_dir, "--preset", "modern", "--epochs", "1") == 0
-    real = lenet5.model.LeNet5.loss
-    monkeypatch.setattr(lenet5.model.LeNet5, "loss", lambda self, z, y: (float("nan"), real(self, z, y)[1]))
+    from lenet5.losses import Criterion
+
+    real = Criterion.loss
+    monkeypatch.setattr(Criterion, "loss", lambda self, z, y: (float("nan"), real(self, z, y)[1]))
     capsys.readouterr()
     assert train(out, mini_dir, "--force", "--epochs", "2") == 2
     err = capsys.readouterr().err
@@ -188,8 +189,7 @@ def test_compare_output_and_damaged_metrics_are_one_line_errors(tmp_path, mini_d
 
 @pytest.mark.parametrize("args,fragment", [
     (["--seed", "-1"], "--seed"), (["--warmup-epochs", "1e308"], "--warmup-epochs"),
-    (["--cutout", "29"], "--cutout"), (["--label-smoothing", "1"], "--label-smoothing"),
-    (["--preset", "lecun1998", "--label-smoothing", "0.1"], "--label-smoothing applies to the cross-entropy")])
+    (["--preset", "lecun1998", "--dropout", "0.1"], "--dropout applies to --preset modern")])
 def test_out_of_range_numbers(mini_dir, args, fragment):
     one_line_error(run("train", "--no-plots", "--data-dir", mini_dir, *args), fragment)
 

@@ -113,17 +113,17 @@ def test_resume_errors(tmp_path, mini_dir, capsys):
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, mini_dir, monkeypatch, capsys):
-    import lenet5.model
+    from lenet5.losses import Criterion
 
     calls = []
-    real = lenet5.model.LeNet5.loss
+    real = Criterion.loss
 
     def nan_in_epoch_two(self, logits, labels):
         calls.append(1)
         loss, d = real(self, logits, labels)
         return (float("inf") if len(calls) == 12 else loss), d  # 300/32 = 10 steps per epoch
 
-    monkeypatch.setattr(lenet5.model.LeNet5, "loss", nan_in_epoch_two)
+    monkeypatch.setattr(Criterion, "loss", nan_in_epoch_two)
     out = tmp_path / "r"
     code = cli.main(["train", "--no-plots", "--data-dir", str(mini_dir), "--epochs", "3", "--batch-size", "32", "--out", str(out),
                      "--quiet"])
@@ -225,6 +225,8 @@ def test_chunked_pass_equals_a_step_by_step_loop(mini_dir, preset, batch_size, a
     from lenet5 import resolve
     from lenet5.augment import make_augment
     from lenet5.data import Dataset, Split, batches
+    from lenet5._cpu import blas_single_thread
+    from lenet5.losses import Criterion
     from lenet5.train import train_step
 
     full = load_dir(mini_dir)
@@ -238,12 +240,13 @@ def test_chunked_pass_equals_a_step_by_step_loop(mini_dir, preset, batch_size, a
     opt = ref.make_optimizer(resolve(preset, **kw))
     opt.prepare_epoch(ref, data.train, np.random.default_rng([3, 1, 2]))
     aug = make_augment(augment)
-    with ref.running():  # BLAS on one thread, as in fit's passes (a product's round-off depends on it)
+    criterion = Criterion(ref.preset.criteria[0])
+    with blas_single_thread():  # BLAS on one thread, as in fit's passes (a product's round-off depends on it)
         for b, idx in enumerate(batches(len(data.train), batch_size, np.random.default_rng(3))):
             images = data.train.images[idx]
             if aug is not None:
                 images = aug(images, np.random.default_rng([3, 1, b, 0, 0]))
-            train_step(ref, opt, ref.prepare(images), data.train.labels[idx])
+            train_step(ref, criterion, opt, ref.prepare(images), data.train.labels[idx])
     for k, v in ref.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k], v, err_msg=k)
 

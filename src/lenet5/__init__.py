@@ -17,18 +17,19 @@ from .data import Dataset, Split, load_dir, read_idx
 from .datasets import load_dataset
 from .errors import CheckpointError, DataError, Lenet5Error
 from .layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, Sigmoid, Tanh
-from .losses import softmax_cross_entropy
+from .losses import Criterion, softmax_cross_entropy
 from .model import LeNet5
 from .optim import SGD, Adam, AdamW
-from .presets import PRESETS, TrainConfig, get_preset, resolve
+from .presets import PRESETS, ModelSpec, TrainConfig, get_preset, resolve
 from .train import Hooks, evaluate, fit
 from .zoo import pretrained
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "Adam", "AdamW", "AvgPool2d", "CheckpointError", "Conv2d", "DataError", "Dataset", "Flatten", "Hooks",
-    "Layer", "LeNet5", "Lenet5Error", "Linear", "PRESETS", "SGD", "Sigmoid", "Split", "Tanh", "TrainConfig",
+    "Adam", "AdamW", "AvgPool2d", "CheckpointError", "Conv2d", "Criterion", "DataError", "Dataset", "Flatten", "Hooks",
+    "Layer", "LeNet5", "Lenet5Error", "Linear", "ModelSpec", "PRESETS", "SGD", "Sigmoid", "Split", "Tanh",
+    "TrainConfig",
     "evaluate", "fit", "get_preset", "load_checkpoint", "load_dataset", "load_dir", "pretrained", "read_idx", "resolve",
     "save_checkpoint", "softmax_cross_entropy",
 ]

@@ -360,7 +360,7 @@ def _spec(path: Path, preset: str | None, meta: dict[str, Any], dtype: np.dtype 
         raise CheckpointError(f"{path}: metadata 'model' must be a JSON object, got {_kind(recorded)}")
     name = preset or recorded.get("preset")
     if not isinstance(name, str):
-        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {str(name)[:80]!r}")
+        raise CheckpointError(f"{path}: metadata 'preset' must be a string, got {repr(name)[:80]}")
     if name not in PRESETS:
         raise CheckpointError(f"{path}: unknown preset {name[:80]!r} (known: {', '.join(PRESETS)})")
     try:

@@ -147,6 +147,8 @@ def _evaluation_data(args: argparse.Namespace, meta: dict):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate
 
+    if args.engine == "numpy" and args.device != "cpu":
+        raise Lenet5Error(f"--device {args.device} needs --engine torch (the NumPy engine runs on the CPU)")
     model, meta, label = _load_model(args.checkpoint, args.model, args.preset)
     if args.engine == "torch":
         from .torch_replica import TorchModel
