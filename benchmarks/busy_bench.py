@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))  # a checkout, installed or not
-from lenet5.bench import environment, vector_summary  # noqa: E402
+from lenet5.bench import environment, vector_summary  # noqa: E402  (after the path is set)
 
 BUSY = {
     # one core, pure Python: the interpreter never sleeps and never releases it
@@ -107,14 +107,14 @@ def main() -> int:
 
     before, during = rates(idle), rates(busy)
     command = " ".join(["python benchmarks/busy_bench.py", *sys.argv[1:]])
+    pinned = " pinned to CPU 0" if args.pin else ""
     lines = [f"# {command}",
-             f"# {date.today()} {env['cpu']} ({vector_summary(env['vector_extensions'])}), {env['cores']} cores; "
-             f"numpy {env['numpy']}, torch {env['torch']}, jax {env['jax']}, onnxruntime {env['onnxruntime']}",
-             f"# busy: one {args.busy} process{' pinned to CPU 0' if args.pin else ''} "
-             f"(started {args.settle:g} s before the busy run); preset {args.preset}, {args.steps} steps x "
-             f"{args.repeats} repeats",
-             f"# load average (1 min): {load_idle[0]:.2f} before the idle run, {load_busy[0]:.2f} before the busy "
-             f"run, {load_after[0]:.2f} after it",
+             (f"# {date.today()} {env['cpu']} ({vector_summary(env['vector_extensions'])}), {env['cores']} cores; "
+              f"numpy {env['numpy']}, torch {env['torch']}, jax {env['jax']}, onnxruntime {env['onnxruntime']}"),
+             (f"# busy: one {args.busy} process{pinned} (started {args.settle:g} s before the busy run); "
+              f"preset {args.preset}, {args.steps} steps x {args.repeats} repeats"),
+             (f"# load average (1 min): {load_idle[0]:.2f} before the idle run, {load_busy[0]:.2f} before the busy "
+              f"run, {load_after[0]:.2f} after it"),
              "", f"{'measurement':<26}{'engine':<15}{'idle img/s':>12}{'busy img/s':>12}{'busy/idle':>11}"]
     for key in before:
         if key in during:

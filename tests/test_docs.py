@@ -24,7 +24,7 @@ def test_readme_fits_in_200_lines():
 def test_readme_test_command_is_the_one_ci_runs():
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci.startswith("pip install")
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL)
     assert ci in [line for block in blocks for line in block.splitlines()]
 
 

@@ -92,9 +92,10 @@ _VECTOR_FLAGS = [("sse4_2", "SSE4.2", "SSE42"), ("avx", "AVX", "AVX"), ("avx2", 
 def _cpu_flags() -> set[str] | None:
     """The CPU's feature flags from /proc/cpuinfo (Linux), or None where there is none."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith(("flags", "Features")):
-                return set(line.split(":", 1)[1].split())
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None

@@ -170,9 +170,9 @@ def auto_augment(name: str, data_dir: str | Path | None = None) -> str:
     if name == SAMPLE_NAME:
         return DATASETS["mnist"].auto_augment
     where = f"the files in --data-dir {data_dir}" if data_dir else f"dataset {name!r}"
-    raise DataError(f"--augment auto follows the dataset, but {where} match no published checksum of "
-                    f"{', '.join(DATASETS)}: choose --augment affine (written characters), flip (mirror-"
-                    "symmetric classes such as clothing) or none, or name the data with --dataset")
+    raise DataError(f"--augment auto follows the dataset, but {where} are not recognised as one of "
+                    f"{', '.join(DATASETS)} by their checksums: choose --augment affine (written characters), "
+                    "flip (mirror-symmetric classes such as clothing) or none, or name the data with --dataset")
 
 
 # --------------------------------------------------------------------------- recognition

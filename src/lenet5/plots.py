@@ -139,7 +139,7 @@ def plot_confusion(confusion: np.ndarray, caption: str, class_names: list[str]):
     fig.colorbar(im, cax=cax, label="images")
     top = confusion.max()
     for i, j in zip(*np.nonzero(confusion)):
-        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=SMALL - 1,
+        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=SMALL,
                 color="white" if confusion[i, j] > top / 2 else "black")
     ticks = range(len(class_names))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=class_names, yticklabels=class_names,
