@@ -529,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         ("lenet5 evaluate --model modern", "a pretrained network on MNIST's test set"),
                                         ("lenet5 evaluate CKPT --data-dir DIR --json", "other files; one JSON object"),
                                         ("lenet5 evaluate CKPT --tta flip", "average each image with its mirror")))
-    e.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (or a notebook-style .npz)")
+    e.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT",
+                   help="model.safetensors (or a notebook-style .npz); or --model NAME")
     e.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     e.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="this dataset's test set, from the usual places (default: the run's own test files)")
@@ -537,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="override the preset stored in the checkpoint")
     e.add_argument("--batch-size", type=positive_int, default=500, metavar="N",
-                   help="images per forward pass (default 500; the result does not depend on it)")
+                   help="images per forward pass (default 500; more takes more memory)")
     e.add_argument("--tta", choices=TTA, default="none",
                    help="test-time augmentation: 'flip' averages each image's outputs with its mirror's "
                         "(for mirror-symmetric classes such as Fashion-MNIST's, not for digits)")
