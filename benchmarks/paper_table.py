@@ -1,6 +1,6 @@
 """The 1998 paper's LeNet-5 table against ours, from the runs of benchmarks/paper.sh.
 
-    python benchmarks/paper_table.py runs/paper        # writes docs/paper.md and docs/images/paper_errors.png
+    python benchmarks/paper_table.py runs/paper        # writes its block of docs/paper.md and docs/images/paper_errors_*.png
 
 For each variant (plain, --distort) and seed: the final pass's test error, the training error
 of the final network on the whole training set (measured here, as the paper reports it), the
@@ -50,9 +50,16 @@ def main(root: str) -> None:
                        + (f" ± {sd:.2f}" if len(errs) > 1 else " (one seed)")
                        + f" | {PAPER.get(variant, {}).get('test', float('nan')):.2f}% |")
     text = "\n".join(lines + summary) + "\n"
-    Path("docs").mkdir(exist_ok=True)
-    Path("docs/paper.md").write_text("# The 1998 paper's LeNet-5 on full MNIST, measured\n\n"
-                                     "`MNIST=... benchmarks/paper.sh; python benchmarks/paper_table.py runs/paper`\n\n" + text)
+    block = "`MNIST=... benchmarks/paper.sh; python benchmarks/paper_table.py runs/paper`\n\n" + text
+    page = Path("docs/paper.md")
+    start, end = "<!-- paper_table.py", "<!-- end paper_table.py -->"
+    if page.exists() and start in page.read_text():  # the generated block of the page, between its markers
+        before, rest = page.read_text().split(start, 1)
+        head, after = rest.split(end, 1)
+        page.write_text(before + start + head.split("\n", 1)[0] + "\n" + block + end + after)
+    else:
+        page.parent.mkdir(exist_ok=True)
+        page.write_text("# The 1998 paper's LeNet-5 on full MNIST, measured\n\n" + block)
     print(text, end="")
     plt = _plt()
     for variant, (history, name) in curves.items():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every result table of this project, rerun and regenerated: docs/results.md and docs/paper.md.
+# Every result table of this project, rerun and regenerated: the generated blocks of docs/results.md and docs/paper.md.
 #
 #   MNIST=../shared/data/mnist benchmarks/results.sh
 #   benchmarks/results.sh --tables      # only regenerate the tables from the runs there are
@@ -56,13 +56,8 @@ done
 [ $tables_only = 1 ] || benchmarks/paper.sh 0 1 2
 python benchmarks/paper_table.py runs/paper
 
-earlier=$(sed -n '/^## Earlier runs/,$p' docs/results.md 2>/dev/null || true)
+# the generated block of docs/results.md, between its markers (the rest of the page is prose)
 {
-  echo "# Results, measured on this machine"
-  echo
-  echo "Every table below: \`MNIST=../shared/data/mnist benchmarks/results.sh\` (final epochs, never a"
-  echo "best epoch; the test set is never used to choose anything)."
-  echo
   echo "## Every preset on full MNIST (issue 17)"
   echo
   echo "60,000 training images, the official 10,000 test images; mean ± sd over the seeds;"
@@ -76,10 +71,13 @@ earlier=$(sed -n '/^## Earlier runs/,$p' docs/results.md 2>/dev/null || true)
   echo '`benchmarks/record.sh final` with the chosen options; tables: `python benchmarks/record_table.py runs/record`.'
   echo
   python benchmarks/record_table.py runs/record
-  echo
-  echo "## The 1998 paper's table (issue 17)"
-  echo
-  echo 'See [paper.md](paper.md) (`benchmarks/paper.sh`, `benchmarks/paper_table.py`).'
-  if [ -n "$earlier" ]; then echo; echo "$earlier"; fi
-} > docs/results.md.new
-mv docs/results.md.new docs/results.md
+} > docs/results.block
+python - <<'PY'
+from pathlib import Path
+page, block = Path("docs/results.md"), Path("docs/results.block")
+start, end = "<!-- results.sh", "<!-- end results.sh -->"
+before, rest = page.read_text().split(start, 1)
+head, after = rest.split(end, 1)
+page.write_text(before + start + head.split("\n", 1)[0] + "\n" + block.read_text() + end + after)
+block.unlink()
+PY

@@ -127,7 +127,7 @@ def test_compare_table(tmp_path, mini_dir, capsys):
     assert table == (tmp_path / "t.md").read_text()
     lines = table.splitlines()
     assert lines[0].startswith("| run | preset | dataset | train images | epochs")
-    assert "| a | seed-tanh | mnist | 300 | 2 |" in lines[2] and "| b | seed-sigmoid |" in lines[3]
+    assert "| a | seed-tanh | unrecognised | 300 | 2 |" in lines[2] and "| b | seed-sigmoid |" in lines[3]
     final = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])["test_acc"]
     assert f"{100 * final:.2f}%" in lines[2]
     assert cli.main(["compare", str(tmp_path)]) == 2
@@ -151,7 +151,7 @@ def test_no_test_leaves_the_test_set_alone(tmp_path, mini_dir):
 
 def test_widths_train_save_load_and_evaluate(tmp_path, mini_dir):
     out = tmp_path / "wide"
-    r = run("train", "--preset", "modern", "--widths", "8,12,40", "--data-dir", mini_dir, "--epochs", 1,
+    r = run("train", "--preset", "modern", "--widths", "8,12,40", "--data-dir", mini_dir, "--dataset", "mnist", "--epochs", 1,
             "--out", out, "--quiet", "--no-plots")
     assert r.returncode == 0, r.stderr
     from lenet5 import load_checkpoint
@@ -171,3 +171,138 @@ def test_distort_draws_from_the_papers_pool():
     training set held 60,000 originals beside 540,000 distortions)."""
     args = cli.build_parser().parse_args(["train", "--preset", "lecun1998", "--distort"])
     assert args.augment == "lecun1998-pool"
+
+
+# --------------------------------------------------------------------------- bench names the CPU
+def test_bench_names_the_vector_extensions_from_the_cpu_flags(monkeypatch):
+    from lenet5 import bench
+
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fpu", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"})
+    found = bench.vector_extensions()
+    assert found == ["SSE4.2", "AVX", "AVX2", "FMA", "AVX-512F", "AVX-512BW"]
+    assert bench.vector_summary(found) == "AVX2, FMA, AVX-512 (F, BW)"
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: {"fp", "asimd"})
+    assert bench.vector_summary(bench.vector_extensions()) == "NEON"
+
+
+def test_bench_falls_back_to_numpys_cpu_features(monkeypatch):
+    from lenet5 import bench
+
+    monkeypatch.setattr(bench, "_cpu_flags", lambda: None)
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    assert ("AVX2" in bench.vector_extensions()) == bool(features.get("AVX2"))
+
+
+def test_bench_header_and_json_name_this_cpus_extensions(capsys):
+    import pathlib
+
+    flags = next((set(line.split(":", 1)[1].split()) for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), None) if pathlib.Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        pytest.skip("no x86 /proc/cpuinfo flags here")
+    small = ["--batch-sizes", "4", "--steps", "1", "--repeats", "1", "--infer-images", "8"]
+    assert cli.main(["bench", *small, "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)["environment"]
+    assert ("AVX2" in env["vector_extensions"]) == ("avx2" in flags)
+    assert ("AVX-512F" in env["vector_extensions"]) == ("avx512f" in flags)
+    assert cli.main(["bench", *small]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert env["cpu"] in header and (("AVX-512 (F" in header) == ("avx512f" in flags))
+
+
+# --------------------------------------------------------------------------- help that guides
+def _all_parsers():
+    """(command path, parser) for lenet5 and every subcommand, however deep."""
+    import argparse
+
+    todo, found = [(("lenet5",), cli.build_parser())], []
+    while todo:
+        path, parser = todo.pop()
+        found.append((path, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(path + (name,), sub) for name, sub in action.choices.items()]
+    return found
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = [(" ".join(path), action.option_strings or action.dest) for path, parser in _all_parsers()
+               for action in parser._actions
+               if not action.help and type(action).__name__ != "_SubParsersAction"]
+    assert not missing, missing
+
+
+def test_every_command_shows_examples():
+    leaves = [(path, parser) for path, parser in _all_parsers() if len(path) == 2]
+    assert len(leaves) >= 10
+    for path, parser in leaves:
+        text = parser.format_help()
+        assert "examples:" in text and f"lenet5 {path[1]}" in text.split("examples:")[1], path
+
+
+def test_train_help_groups_newcomers_options_first():
+    text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    order = [text.index(h) for h in ("start here:", "recipe:", "one preset only:", "run control:",
+                                     "each preset's recipe", "examples:")]
+    assert order == sorted(order)
+    first = text[text.index("start here:"):text.index("recipe:")]
+    assert all(o in first for o in ("--preset", "--epochs", "--dataset", "--data-dir", "--out"))
+    assert "--lr" not in first and "--widths" not in first and "--resume" not in first
+    for removed in ("--label-smoothing", "--cutout", "--ema", "elastic-mild"):
+        assert removed not in text
+
+
+def test_train_help_recipes_are_generated_from_the_presets(monkeypatch):
+    from lenet5 import presets
+
+    def recipe_line(name):
+        lines = cli.recipes_text().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        more = [line for line in lines[start + 1:]]
+        wrapped = [lines[start]] + more[:next((i for i, line in enumerate(more) if line[:16].strip()), len(more))]
+        return " ".join(" ".join(wrapped).split())  # the preset's line with its continuations
+
+    modern = presets.PRESETS["modern"]
+    before = recipe_line("modern")
+    assert "--optimizer adamw" in before and "--schedule onecycle" in before and "--augment auto" in before
+    changed = {**modern.recipe, "lr": 0.0123, "epochs": 77}
+    monkeypatch.setitem(presets.PRESETS, "modern", presets.dataclasses.replace(modern, recipe=changed))
+    after = recipe_line("modern")
+    assert "--lr 0.0123" in after and "--epochs 77" in after and "--lr 0.0123" not in before
+    # the preset-only defaults come from the network itself
+    assert "--widths 6,16,120" in before and "--dropout 0.1" in before
+    assert "--criterion map" in recipe_line("lecun1998") and "--batch-size 1" in recipe_line("lecun1998")
+
+
+def test_bare_lenet5_prints_the_overview_and_version_works():
+    import lenet5
+
+    r = run()
+    assert r.returncode == 0 and "COMMAND" in r.stdout and "train" in r.stdout and "examples:" in r.stdout
+    assert "required" not in r.stderr
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"lenet5 {lenet5.__version__}"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["trian"], "did you mean train?"),
+    (["train", "--preset", "modrn"], "did you mean modern?"),
+    (["train", "--dataset", "fashion"], "did you mean fashion-mnist?"),
+    (["evaluate", "--dataset", "kmnsit"], "did you mean kmnist?"),
+    (["data", "path", "minst"], "did you mean mnist?"),
+])
+def test_a_mistyped_command_preset_or_dataset_gets_did_you_mean(argv, said, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_hopeless_typo_gets_the_choices_only(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--preset", "xyzzy"])
+    err = capsys.readouterr().err
+    assert "did you mean" not in err and "seed-tanh" in err

@@ -416,3 +416,180 @@ def test_cache_file_failing_its_checksum_is_reported(env):
     (env / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"other content"))
     with pytest.raises(datasets.DataError, match="train-labels-idx1-ubyte.gz: cached file is corrupt"):
         datasets.load_dataset("mnist", progress=False)
+
+
+# --------------------------------------------------------------------------- data known by its content
+def _toy_dataset(monkeypatch, directory: Path) -> None:
+    """Register a dataset 'toy' whose published checksums are those of the files in directory,
+    computed here with hashlib over the bytes on disk (the code under test hashes arrays)."""
+    gz_md5 = {f: hashlib.md5((directory / f).read_bytes()).hexdigest() for f in FILES}
+    raw_md5 = {f[:-3]: hashlib.md5(gzip.decompress((directory / f).read_bytes())).hexdigest() for f in FILES}
+    monkeypatch.setitem(datasets.DATASETS, "toy", DatasetInfo("toy", "a toy dataset", (), gz_md5, (), "", raw_md5,
+                                                              auto_augment="flip"))
+
+
+def _copy(src: Path, dst: Path, names: dict[str, str] | None = None, plain: bool = False) -> Path:
+    """Copy the four files of src into dst, optionally under other names or decompressed."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        body = (src / (names or {}).get(f, f)).read_bytes()
+        if plain:
+            (dst / f[:-3]).write_bytes(gzip.decompress(body))
+        else:
+            (dst / f).write_bytes(body)
+    return dst
+
+
+def test_files_are_recognised_by_content_whatever_their_directory_or_compression(tmp_path, monkeypatch):
+    _toy_dataset(monkeypatch, MINI)
+    # under a directory whose name says "mnist", and recompressed (level 1): the content decides
+    recompressed = tmp_path / "mnist"
+    recompressed.mkdir()
+    for f in FILES:
+        (recompressed / f).write_bytes(gzip.compress(gzip.decompress((MINI / f).read_bytes()), compresslevel=1))
+    assert (recompressed / FILES[0]).read_bytes() != (MINI / FILES[0]).read_bytes()
+    for d in (MINI, recompressed, _copy(MINI, tmp_path / "plain", plain=True)):
+        data = datasets.load_dataset(None, d)
+        assert data.name == "toy", d
+        assert set(data.recognised.values()) == {"toy"} and len(data.recognised) == 4
+        assert data.describe()["recognised"] == data.recognised and data.describe()["directory"] == str(d.resolve())
+
+
+def test_a_test_file_under_a_training_name_is_not_recognised_as_training_data(tmp_path, monkeypatch):
+    _toy_dataset(monkeypatch, MINI)
+    swapped = _copy(MINI, tmp_path / "swapped", {"train-labels-idx1-ubyte.gz": "t10k-labels-idx1-ubyte.gz",
+                                                 "train-images-idx3-ubyte.gz": "t10k-images-idx3-ubyte.gz"})
+    warnings = []
+    data = datasets.load_dataset(None, swapped, warn=warnings.append)
+    assert data.recognised["train-images-idx3-ubyte.gz"] is None and data.recognised["t10k-images-idx3-ubyte.gz"] == "toy"
+    assert any("t10k-images-idx3-ubyte" in w and "not what its name says" in w for w in warnings)
+
+
+def test_unknown_files_are_unrecognised_and_auto_augment_asks_for_a_choice(tmp_path, capsys):
+    data = datasets.load_dataset(None, MINI)  # a slice of MNIST matches no published checksum
+    assert data.name == datasets.UNRECOGNISED and set(data.recognised.values()) == {None}
+    out = tmp_path / "run"
+    code = cli.main(["train", "--preset", "modern", "--data-dir", str(MINI), "--epochs", "1", "--out", str(out),
+                     "--quiet", "--no-plots"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--augment auto" in err and str(MINI) in err and "choose --augment" in err
+    assert not out.exists()
+    assert cli.main(["train", "--preset", "modern", "--data-dir", str(MINI), "--augment", "affine", "--epochs", "1",
+                     "--train-limit", "64", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["dataset"] == "unrecognised" and config["settings"]["dataset"] == "unrecognised"
+    assert config["settings"]["augment"] == "affine"
+
+
+def test_dataset_contradicting_the_files_is_refused_and_unrecognised_files_take_its_word(tmp_path, monkeypatch,
+                                                                                        capsys):
+    _toy_dataset(monkeypatch, MINI)
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(MINI), "--out", str(tmp_path / "a"),
+                     "--quiet", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "a toy dataset (recognised by their checksums), not --dataset mnist" in err and "--dataset toy" in err
+    monkeypatch.delitem(datasets.DATASETS, "toy")
+    data = datasets.load_dataset("fashion-mnist", MINI)
+    assert data.name == "fashion-mnist" and set(data.describe()["recognised"].values()) == {None}
+
+
+def test_auto_augment_follows_the_recognised_dataset(tmp_path, monkeypatch):
+    _toy_dataset(monkeypatch, MINI)  # 'toy' asks for flip, like Fashion-MNIST
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "modern", "--data-dir", str(MINI), "--epochs", "1", "--train-limit", "64",
+                     "--out", str(out), "--quiet", "--no-plots"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["dataset"] == "toy" and config["settings"]["augment"] == "flip"
+
+
+@pytest.mark.slow
+def test_fashion_mnist_given_by_data_dir_is_recorded_as_fashion_mnist_and_flipped(tmp_path):
+    """The issue's case: --data-dir of Debian's Fashion-MNIST, --dataset unset."""
+    d = fashion_dir()
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "modern", "--data-dir", str(d), "--epochs", "1", "--train-limit", "100",
+                     "--out", str(out), "--quiet", "--no-plots"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["dataset"] == "fashion-mnist" and config["data"]["dataset"] == "fashion-mnist"
+    assert config["settings"]["augment"] == "flip"
+    assert config["data"]["recognised"] == {f: "fashion-mnist" for f in FILES}
+
+
+def test_renamed_copy_of_mnist_is_still_mnist(tmp_path):
+    """Official MNIST test files, decompressed, in a folder named fashion-mnist, beside a training
+    subset: the test files are MNIST's, so the dataset is."""
+    from conftest import shared_mnist
+
+    src = shared_mnist()
+    if src is None:
+        pytest.skip("offline MNIST data (../shared/data/mnist) not found")
+    d = tmp_path / "fashion-mnist"
+    d.mkdir()
+    for f in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (d / f).write_bytes(gzip.decompress((src / f"{f}.gz").read_bytes()))
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (d / f"{f}.gz").write_bytes((MINI / f"{f}.gz").read_bytes())
+    data = datasets.load_dataset(None, d)
+    assert data.name == "mnist"
+    assert data.recognised == {"train-images-idx3-ubyte.gz": None, "train-labels-idx1-ubyte.gz": None,
+                               "t10k-images-idx3-ubyte": "mnist", "t10k-labels-idx1-ubyte": "mnist"}
+
+
+# --------------------------------------------------------------------------- evaluate finds the run's data
+def _train_on_copy(tmp_path: Path) -> tuple[Path, Path]:
+    data = _copy(MINI, tmp_path / "data")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data-dir", str(data), "--epochs", "1", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    return data, out
+
+
+def test_evaluate_uses_the_runs_recorded_test_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
+    data, run = _train_on_copy(tmp_path)
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "run")  # the recorded directory is absolute
+    assert cli.main(["evaluate", str(run / "model.safetensors"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 200  # the mini test set, not the 2,000-image bundled sample
+    assert f"the run's own test files in {data.resolve()}" in captured.err and len(captured.err.splitlines()) == 1
+
+
+def test_evaluate_falls_back_clearly_when_the_runs_files_changed(tmp_path, capsys, env):
+    """env: 'mnist' is the mini fixture (checksums and local mirror), so the copy is recognised
+    as mnist and the fallback is mnist from the usual places (here: downloaded from the mirror)."""
+    data, run = _train_on_copy(tmp_path)
+    assert json.loads((run / "config.json").read_text())["data"]["dataset"] == "mnist"
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run / "model.safetensors"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "t10k-labels-idx1-ubyte.gz changed since the run" in captured.err
+    assert "evaluating on mnist from the usual places" in captured.err
+    assert json.loads(captured.out)["data"]["source"] == f"cache:{env}"
+
+
+def test_evaluate_of_an_unrecognised_run_whose_files_are_gone_asks_for_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LENET5_MIRRORS", CLOSED)
+    data, run = _train_on_copy(tmp_path)
+    for f in data.iterdir():
+        f.unlink()
+    data.rmdir()
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data.resolve()} is gone" in err and "--data-dir" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_path_names_every_place_and_the_role_of_lenet5_data(env, capsys):
+    assert cli.main(["data", "download", "mnist"]) == 0
+    assert cli.main(["data", "path", "kmnist"]) == 0
+    out = capsys.readouterr().out
+    assert str(env.parent / "kmnist") in out and "/usr/share/datasets/kmnist" in out
+    assert "$LENET5_DATA" in out and "parent of one folder per dataset" in out and "not found" in out
+    assert cli.main(["data", "path", "mnist", "--json"]) == 0
+    w = json.loads(capsys.readouterr().out)
+    assert w["found"] == str(env) and w["lenet5_data"] == str(env.parent)

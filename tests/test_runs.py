@@ -179,7 +179,7 @@ def test_modern_recipe_resumes_exactly_with_dropout_augmentation_and_adamw(mini_
 
 def test_preset_recipe_and_option_checks(tmp_path, mini_dir, capsys):
     out = tmp_path / "m"
-    assert cli.main(["train", "--no-plots", "--preset", "modern", "--epochs", "1", "--data-dir", str(mini_dir),
+    assert cli.main(["train", "--no-plots", "--preset", "modern", "--epochs", "1", "--data-dir", str(mini_dir), "--dataset", "mnist",
                      "--out", str(out), "--quiet"]) == 0
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["optimizer"], settings["augment"], settings["schedule"]) == ("adamw", "affine", "onecycle")

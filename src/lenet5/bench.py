@@ -79,6 +79,52 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Vector extensions worth naming, as /proc/cpuinfo spells their flags (x86, then Arm), and
+#: as numpy's __cpu_features__ does (the fallback where there is no /proc/cpuinfo)
+_VECTOR_FLAGS = [("sse4_2", "SSE4.2", "SSE42"), ("avx", "AVX", "AVX"), ("avx2", "AVX2", "AVX2"),
+                 ("fma", "FMA", "FMA3"), ("avx512f", "AVX-512F", "AVX512F"), ("avx512dq", "AVX-512DQ", "AVX512DQ"),
+                 ("avx512bw", "AVX-512BW", "AVX512BW"), ("avx512vl", "AVX-512VL", "AVX512VL"),
+                 ("avx512_vnni", "AVX-512VNNI", "AVX512VNNI"), ("avx512_bf16", "AVX-512BF16", "AVX512BF16"),
+                 ("avx512_fp16", "AVX-512FP16", "AVX512FP16"), ("amx_tile", "AMX", None),
+                 ("asimd", "NEON", "ASIMD"), ("sve", "SVE", "SVE"), ("sve2", "SVE2", None)]
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def vector_extensions() -> list[str]:
+    """The SIMD extensions of this CPU that matter for BLAS and NumPy's loops, e.g. ["SSE4.2",
+    "AVX", "AVX2", "FMA", "AVX-512F", ...]: from /proc/cpuinfo, else numpy's own detection."""
+    flags = _cpu_flags()
+    if flags is not None:
+        return [name for flag, name, _ in _VECTOR_FLAGS if flag in flags]
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return []
+    return [name for _, name, key in _VECTOR_FLAGS if key and features.get(key)]
+
+
+def vector_summary(extensions: list[str]) -> str:
+    """One short phrase: "AVX2, FMA, AVX-512 (F, DQ, BW, VL, VNNI), AMX"."""
+    wide = [e.removeprefix("AVX-512") for e in extensions if e.startswith("AVX-512")]
+    rest = [e for e in extensions if not e.startswith("AVX-512") and e not in ("SSE4.2", "AVX")]
+    parts = rest[:2] + ([f"AVX-512 ({', '.join(wide)})"] if wide else []) + rest[2:]
+    return ", ".join(parts) or "no AVX/NEON"
+
+
 def _import(name: str):
     """The module, or None when it is not installed (or cannot be imported at all)."""
     try:
@@ -641,7 +687,8 @@ def environment() -> dict:
     torch = _torch()
     jax = _import("jax")
     ort = _import("onnxruntime")
-    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    info = {"cpu": _cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
+            "python": platform.python_version(),
             "numpy": np.__version__, "numpy_engine_threads": default_threads(),
             "torch": torch.__version__ if torch else None,
             "torch_threads": torch.get_num_threads() if torch else None,
@@ -708,7 +755,8 @@ def report(env: dict, preset: str, repeats: int, result: dict) -> list[str]:
         versions.append(f"jax {env['jax']}")
     if env["onnxruntime"]:
         versions.append(f"onnxruntime {env['onnxruntime']} ({env['onnxruntime_threads']} threads)")
-    lines = [f"lenet5 bench: {preset}, {env['cpu']}, {env['cores']} cores, " + ", ".join(versions),
+    lines = [f"lenet5 bench: {preset}, {env['cpu']} ({vector_summary(env.get('vector_extensions', []))}), "
+             f"{env['cores']} cores, " + ", ".join(versions),
              f"cell: median images/s [min-max] over {repeats} interleaved repeats, then GFLOP/s "
              f"({flops(preset, 1, True):,} FLOPs per training image, {flops(preset, 1, False):,} per inference: "
              "lenet5.flops)",

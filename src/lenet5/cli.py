@@ -99,14 +99,22 @@ class _Distort(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage block) and exit with status 2.
+    """argparse, but errors are one line (no usage block) and exit with status 2, a mistyped
+    choice (command, preset, dataset, ...) gets a "did you mean", and an epilog may be computed
+    only when the help is shown (``epilog_fn``).
 
     ``intermixed=True``: positionals and options in any order (``predict CKPT --json a.png``);
     argparse would otherwise take all positionals at their first run.
     """
 
-    def __init__(self, *args, intermixed: bool = False, **kwargs):
+    def __init__(self, *args, epilog_fn=None, intermixed: bool = False, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):  # the raw formatter keeps the epilogs' layout; wrap the prose here
+            import textwrap
+
+            kwargs["description"] = textwrap.fill(kwargs["description"], 88)
         super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
         self.intermixed, self._inside = intermixed, False
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -120,6 +128,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {clip(message, 300)}\n")
+
+    def format_help(self) -> str:
+        if self.epilog_fn is not None:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+    def _check_value(self, action: argparse.Action, value) -> None:  # argparse's own hook for choices
+        if action.choices is not None and value not in action.choices:
+            from difflib import get_close_matches
+
+            names = [str(c) for c in action.choices]
+            near = get_close_matches(str(value), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {', '.join(names)}){hint}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -155,8 +177,40 @@ def _load_model(checkpoint: Path | None, model_name: str | None, preset: str | N
     return model, meta, str(checkpoint)
 
 
+def _evaluation_data(args: argparse.Namespace, meta: dict):
+    """(dataset name, test split, its description) for ``evaluate``: --data-dir or --dataset when
+    given; else the test files the checkpoint's run recorded, if they are still there unchanged
+    (SHA-256); else the dataset it was trained on, from the usual places. One line on stderr
+    says which, unless --data-dir or --dataset chose."""
+    from .datasets import DATASETS, SAMPLE_NAME, load_dataset, load_recorded_test
+
+    def say(message: str) -> None:
+        print(f"lenet5: {message}", file=sys.stderr)
+
+    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    trained_on = recorded.get("dataset")
+    if trained_on == SAMPLE_NAME:  # the bundled sample is where MNIST falls back to offline
+        trained_on = "mnist"
+    # a checkpoint of a run that recorded where its files were (pretrained weights travel without them)
+    if args.data_dir is None and args.dataset is None and args.model is None and recorded.get("directory"):
+        test, why_not = load_recorded_test(recorded)
+        if test is not None:
+            say(f"evaluating on the run's own test files in {recorded['directory']} (SHA-256 as recorded)")
+            described = {**recorded, "test_size": len(test)}
+            return recorded.get("dataset"), test, described
+        if trained_on not in DATASETS:
+            raise Lenet5Error(f"the checkpoint's run trained on {trained_on or 'unrecorded'} data and its test files "
+                              f"cannot be used ({why_not}); pass --data-dir DIR or --dataset NAME")
+        say(f"the run's test files cannot be used ({why_not}); evaluating on {trained_on} from the usual places")
+    if args.data_dir is not None:
+        dataset = args.dataset  # None: the files say what they are
+    else:
+        dataset = args.dataset or (trained_on if trained_on in DATASETS else "mnist")
+    data = load_dataset(dataset, args.data_dir, progress=not args.json)
+    return data.name, data.test, data.describe()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
     from .train import evaluate
 
     if args.engine == "numpy" and args.device != "cpu":
@@ -168,18 +222,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights = model.state_dict()
         model = TorchModel.from_spec(model.spec, seed=None, device=args.device)
         model.load_state_dict(weights)
-    trained_on = (meta.get("data") or {}).get("dataset") if isinstance(meta.get("data"), dict) else None
-    dataset = args.dataset or (trained_on if trained_on in ("mnist", "fashion-mnist", "kmnist") else "mnist")
-    data = load_dataset(dataset, args.data_dir, progress=not args.json)
+    name, test, described = _evaluation_data(args, meta)
     start = time.perf_counter()
-    result = evaluate(model, data.test, args.batch_size, tta=args.tta)
-    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=data.describe(),
+    result = evaluate(model, test, args.batch_size, tta=args.tta)
+    result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=described,
                   seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
         return 0
     tta = ", each averaged with its mirror (--tta flip)" if args.tta == "flip" else ""
-    print(f"{label} ({model.preset.name}) on {data.name} test set, {result['n']} images{tta}")
+    print(f"{label} ({model.preset.name}) on {name} test set, {result['n']} images{tta}")
     print(f"accuracy {100 * result['accuracy']:.2f}%   loss {result['loss']:.4f}")
     print("per-class accuracy: " + "  ".join(f"{d}:{100 * a:.1f}%" for d, a in enumerate(result["per_class_accuracy"])))
     print("confusion matrix (rows: true label, columns: predicted):")
@@ -378,7 +430,21 @@ def cmd_data(args: argparse.Namespace) -> int:
         for f, state in r["files"].items():
             print(f"{state:<8} {Path(r['path']) / f}")
         return 0 if r["verified"] else 1
-    print(datasets.load_dataset(args.name, download_ok=False).source.split(":", 1)[-1])
+    w = datasets.where(args.name)
+    if args.json:
+        print(json.dumps(w))
+        return 0
+    print(f"{args.name}: " + (f"found in {w['found']}" if w["found"] else "not found yet"))
+    print("looked for, in this order:")
+    print("  1. --data-dir DIR, when given (any directory with the four IDX files, plain or .gz)")
+    for i, p in enumerate(w["places"], 2):
+        print(f"  {i}. {p['kind']:<6} {p['path']}  ({'found' if p['found'] else 'missing'})")
+    print(f"  {len(w['places']) + 2}. download from {', '.join(w['mirrors'])} into the cache")
+    if w["sample"]:
+        print(f"  {len(w['places']) + 3}. offline: the 5,000-image sample bundled with lenet5 ({w['sample']})")
+    env = f"$LENET5_DATA is {w['lenet5_data']}" if w["lenet5_data"] else "$LENET5_DATA is not set"
+    print(f"the cache is {w['cache_root']} ({env}; when set, it is the parent of one folder per dataset: "
+          f"$LENET5_DATA/{args.name}, ...)")
     return 0
 
 
@@ -389,87 +455,200 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def _engine_args(p: argparse.ArgumentParser, default: str | None = "numpy") -> None:
+def _engine_args(p, default: str | None = "numpy") -> None:
     p.add_argument("--engine", choices=["numpy", "torch"], default=default,
                    help="numpy (default) or the PyTorch replica (needs torch installed)")
     p.add_argument("--device", default=None if default is None else "cpu",
                    help="torch engine only: cpu, cuda, cuda:N or auto (default cpu)")
 
 
+def _examples(*pairs: tuple[str, str]) -> str:
+    """An epilog: 'examples:' and one command per line, with what it does beside it."""
+    width = max(len(cmd) for cmd, _ in pairs) + 3
+    return "examples:\n" + "\n".join(f"  {cmd:<{width}}{what}".rstrip() for cmd, what in pairs)
+
+
+def _flag(key: str, value) -> str:
+    value = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else f"{value:g}" if isinstance(
+        value, float) else value
+    return f"--{key.replace('_', '-')} {value}"
+
+
+def _preset_only_defaults(p) -> dict:
+    """The defaults of a preset's own options, read off its layers (never copied by hand)."""
+    import numpy as np
+
+    from .layers import Dropout
+
+    out: dict = {}
+    layers = dict(p.layers(np.dtype("float32")))
+    if p.widen is not None:
+        out["widths"] = tuple(int(layers[n].params["weight"].shape[0]) for n in ("c1", "c3", "c5"))
+    drop = [layer.p for layer in layers.values() if isinstance(layer, Dropout)]
+    if "dropout" in p.options and drop:
+        out["dropout"] = float(drop[0])
+    if "criterion" in p.options:
+        out["criterion"] = p.criteria[0]
+    return out
+
+
+#: recipe options every preset's line shows; the others are shown where a recipe sets them
+RECIPE_SHOWN = ("epochs", "batch_size", "optimizer", "lr", "schedule", "augment")
+
+
+def recipes_text(width: int = 100) -> str:
+    """Each preset's recipe as the options it amounts to, from ``presets.PRESETS`` (for
+    ``lenet5 train --help``)."""
+    from .presets import PRESETS, TrainConfig
+
+    base = TrainConfig().to_json()
+    lines = ["each preset's recipe (what an unset option means; lenet5/presets.py):"]
+    for name, p in PRESETS.items():
+        values = {**base, **p.recipe}
+        keys = [k for k in base if k in RECIPE_SHOWN or (k in p.recipe and k != "preset")]
+        extra = _preset_only_defaults(p)
+        if "criterion" in extra:
+            extra["map_j"] = values["map_j"]
+        lines += _wrap(name, [_flag(k, values[k]) for k in keys] + [_flag(k, v) for k, v in extra.items()], width)
+    common = [_flag(k, base[k]) for k in ("momentum", "warmup_epochs", "weight_decay", "seed", "dtype", "val_split")]
+    lines += _wrap("every preset", [*common, "(unless its recipe says otherwise)"], width)
+    lines += _wrap("augment auto", [f"{n}: {info.auto_augment}," for n, info in _datasets().items()]
+                   + ["unrecognised data: choose one"], width)
+    return "\n".join(lines)
+
+
+def _wrap(label: str, parts: list[str], width: int) -> list[str]:
+    """``label`` then the parts, wrapped between parts (never inside '--flag value')."""
+    lines, line = [], f"  {label:<14}"
+    for part in parts:
+        if len(line) + len(part) + 1 > width and line.strip() != label:
+            lines.append(line.rstrip())
+            line = " " * 16
+        line += part + " "
+    return lines + [line.rstrip()]
+
+
+def _datasets() -> dict:
+    from .datasets import DATASETS
+
+    return DATASETS
+
+
+TRAIN_EXAMPLES = _examples(
+    ("lenet5 train", "seed-tanh on MNIST, downloaded on first use"),
+    ("lenet5 train --preset modern --epochs 5", "the modern network, a short run"),
+    ("lenet5 train --preset modern --data-dir DIR", "your IDX files, recognised by content"),
+    ("lenet5 train --preset lecun1998 --distort", "the 1998 network, the paper's distortions"),
+    ("lenet5 train --resume runs/RUN --epochs 40", "continue a stopped run, or train it on"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .presets import DEFAULT_PRESET, PRESETS
+    from . import __version__
+    from .presets import DEFAULT_PRESET, PRESETS, TrainConfig
     from .augment import AUGMENTS
     from .datasets import DATASETS
     from .optim import OPTIMIZERS
     from .schedules import SCHEDULES
     from .train import TTA
 
-    parser = _Parser(prog="lenet5", description="LeNet-5 in NumPy: train, evaluate, benchmark.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    base = TrainConfig()
+    parser = _Parser(prog="lenet5", description="LeNet-5 from scratch in NumPy: train it, look inside, "
+                                                "recognise your own digits, measure its speed.",
+                     epilog=_examples(
+                         ("lenet5 predict --model modern digit.png", "recognise your own digit (pretrained)"),
+                         ("lenet5 train", "train a network (MNIST, downloaded on first use)"),
+                         ("lenet5 serve", "draw a digit in the browser and watch the network think"),
+                         ("lenet5 COMMAND --help", "every option of a command, with examples")))
+    parser.add_argument("--version", action="version", version=f"lenet5 {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model and save it in a run directory")
+    t = sub.add_parser("train", help="train a model and save it in a run directory",
+                       description="Train a network with its preset's recipe; every option you set replaces one "
+                                   "ingredient of it. Writes a new run directory: weights, metrics, figures.",
+                       usage="lenet5 train [--preset NAME] [--epochs N] [--dataset NAME | --data-dir DIR] "
+                             "[--out DIR] [OPTION ...]",
+                       epilog_fn=lambda: recipes_text() + "\n\n" + TRAIN_EXAMPLES)
     # every training option defaults to None = unset: the preset's recipe fills it
     # (lenet5.presets.resolve), and a resumed run can tell what the user really asked for
-    t.add_argument("--preset", choices=sorted(PRESETS), default=None, help=f"network (default {DEFAULT_PRESET})")
-    t.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="found in the cache or a system location, else downloaded (default mnist)")
-    t.add_argument("--data-dir", help="use the four MNIST-format IDX files in this directory instead")
-    t.add_argument("--epochs", type=positive_int, default=None, help="default 10 (modern: 30, lecun1998: 20)")
-    t.add_argument("--batch-size", type=positive_int, default=None, help="default 64 (lecun1998: 1)")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
-                   help="default sgd (seed-sigmoid: adam, modern: adamw, lecun1998: sdlm)")
-    t.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate, default 0.1 (modern: 0.003)")
-    t.add_argument("--momentum", type=fraction, default=None, help="SGD momentum in [0, 1) (default 0)")
-    t.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
-    t.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="learning-rate schedule over the whole run (default cosine decay to 0; modern: onecycle)")
-    t.add_argument("--warmup-epochs", type=non_negative_float, default=None,
-                   help="linear warm-up before the schedule (not with onecycle; default 0)")
-    t.add_argument("--weight-decay", type=non_negative_float, default=None, help="default 0 (modern: 0.05)")
-    t.add_argument("--augment", choices=sorted([*AUGMENTS, "auto"]), default=None,
-                   help="random distortions of training images: none (default), affine, elastic, flip, lecun1998, "
-                        "lecun1998-pool; "
-                        "auto (modern's default): flip for fashion-mnist, affine otherwise")
-    t.add_argument("--distort", action=_Distort, nargs=0, default=False,
-                   help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in ten "
-                        "left as it is, as from its pool of originals and distortions: --augment lecun1998-pool")
-    t.add_argument("--dropout", type=fraction, default=None, help="modern only: dropout probability (default 0.1)")
-    t.add_argument("--widths", type=widths_list, default=None, metavar="C1,C3,C5",
-                   help="modern only: channels of C1, C3, C5 (default LeNet-5's 6,16,120)")
-    t.add_argument("--criterion", choices=["map", "mse"], default=None,
-                   help="lecun1998 only: the paper's MAP criterion (default) or ML/MSE")
-    t.add_argument("--map-j", type=non_negative_float, default=None,
-                   help="lecun1998 only: the MAP criterion's constant j (default 0.1)")
-    t.add_argument("--seed", type=non_negative_int, default=None, help="seed for init, shuffling and --train-limit "
-                                                                       "(default 0)")
-    t.add_argument("--train-limit", type=positive_int, default=None,
-                   help="train on N images drawn at random (seeded) from the training set")
-    t.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default float32")
-    t.add_argument("--val-split", type=fraction, default=None,
-                   help="hold out this fraction of the training set for validation; the best "
-                        "validation epoch is kept as best.safetensors")
-    t.add_argument("--no-test", dest="test_each_epoch", action="store_const", const=False, default=None,
-                   help="do not evaluate the test set after each epoch (to choose a recipe on --val-split "
-                        "without looking at it); no test figures either")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
-    t.add_argument("--force-data", action="store_true",
-                   help="with --resume: continue even though the data files changed")
-    t.add_argument("--out", help="run directory (default: runs/<time>-<preset>, always new)")
-    t.add_argument("--force", action="store_true", help="reuse a non-empty --out (its earlier run files are removed)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
-    t.add_argument("--no-plots", action="store_true", help="do not draw the run's figures at the end")
-    _engine_args(t, default=None)
+    first = t.add_argument_group("start here")
+    first.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help=f"the network and its recipe (default {DEFAULT_PRESET}; recipes below)")
+    first.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="passes over the training set (recipe)")
+    first.add_argument("--dataset", choices=list(DATASETS), default=None,
+                       help=f"found in the cache or a system location, else downloaded (default {base.dataset}); "
+                            "see lenet5 data path NAME")
+    first.add_argument("--data-dir", metavar="DIR",
+                       help="use the four MNIST-format IDX files in DIR instead; what they are is recognised "
+                            "by their checksums")
+    first.add_argument("--out", metavar="DIR", help="run directory (default: runs/<time>-<preset>, always new)")
+    recipe = t.add_argument_group("recipe", "unset, each takes the preset's recipe (below)")
+    recipe.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="images per step")
+    recipe.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                        help="sdlm: lecun1998's second-order per-image method")
+    recipe.add_argument("--lr", type=positive_float, default=None, help="(peak) learning rate")
+    recipe.add_argument("--momentum", type=fraction, default=None, metavar="M", help="SGD momentum in [0, 1)")
+    recipe.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
+    recipe.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="learning-rate schedule over the whole run")
+    recipe.add_argument("--warmup-epochs", type=non_negative_float, default=None, metavar="E",
+                        help="linear warm-up before the schedule (not with onecycle)")
+    recipe.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="W",
+                        help="L2 (sgd, adam) or decoupled (adamw) weight decay")
+    recipe.add_argument("--augment", choices=sorted([*AUGMENTS, "auto"]), default=None,
+                        help="random distortions of the training images; auto follows the recognised dataset")
+    recipe.add_argument("--distort", action=_Distort, nargs=0, default=False,
+                        help="the 1998 paper's distortions (translation, scaling, squeezing, shear), one image in "
+                             "ten left as it is: --augment lecun1998-pool")
+    recipe.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
+                        help="train on N images drawn at random (seeded) from the training set")
+    only = t.add_argument_group("one preset only", "defaults read off the preset (below)")
+    only.add_argument("--widths", type=widths_list, default=None, metavar="C1,C3,C5",
+                      help="modern: channels of C1, C3 and C5 (F6 stays 84)")
+    only.add_argument("--dropout", type=fraction, default=None, metavar="P",
+                      help="modern: dropout probability after C5 and F6")
+    only.add_argument("--criterion", choices=["map", "mse"], default=None,
+                      help="lecun1998: the paper's MAP criterion or ML/MSE")
+    only.add_argument("--map-j", type=non_negative_float, default=None, metavar="J",
+                      help="lecun1998: the MAP criterion's constant j")
+    control = t.add_argument_group("run control")
+    control.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly where it stopped")
+    control.add_argument("--force-data", action="store_true",
+                         help="with --resume: continue even though the data files changed")
+    control.add_argument("--force", action="store_true",
+                         help="reuse a non-empty --out (its earlier run files are removed)")
+    control.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
+                         help=f"seed for init, shuffling and --train-limit (default {base.seed})")
+    control.add_argument("--val-split", type=fraction, default=None, metavar="F",
+                         help="hold out this fraction of the training set for validation; the best "
+                              "validation epoch is kept as best.safetensors")
+    control.add_argument("--no-test", dest="test_each_epoch", action="store_const", const=False, default=None,
+                         help="do not evaluate the test set after each epoch (to choose a recipe on --val-split "
+                              "without looking at it); no test figures either")
+    control.add_argument("--dtype", choices=["float32", "float64"], default=None, help=f"default {base.dtype}")
+    _engine_args(control, default=None)
+    control.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    control.add_argument("--no-plots", action="store_true", help="do not draw the run's figures at the end")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set")
-    e.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (or a notebook-style .npz)")
+    e = sub.add_parser("evaluate", help="accuracy, loss and confusion matrix of a checkpoint on the test set",
+                       description="Accuracy, loss, per-class accuracy and confusion matrix on a test set. A run's "
+                                   "checkpoint is evaluated on the test files its run recorded, when they are still "
+                                   "there unchanged (SHA-256); else on its dataset from the usual places.",
+                       epilog=_examples(("lenet5 evaluate runs/RUN/model.safetensors", "on the run's own test files"),
+                                        ("lenet5 evaluate --model modern", "a pretrained network on MNIST's test set"),
+                                        ("lenet5 evaluate CKPT --data-dir DIR --json", "other files; one JSON object"),
+                                        ("lenet5 evaluate CKPT --tta flip", "average each image with its mirror")))
+    e.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT",
+                   help="model.safetensors (or a notebook-style .npz); or --model NAME")
     e.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     e.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="default: the dataset the checkpoint was trained on")
-    e.add_argument("--data-dir", help="use the IDX files in this directory instead")
+                   help="this dataset's test set, from the usual places (default: the run's own test files)")
+    e.add_argument("--data-dir", metavar="DIR", help="the test files in this directory instead")
     e.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="override the preset stored in the checkpoint")
-    e.add_argument("--batch-size", type=positive_int, default=500)
+    e.add_argument("--batch-size", type=positive_int, default=500, metavar="N",
+                   help="images per forward pass (default 500; more takes more memory)")
     e.add_argument("--tta", choices=TTA, default="none",
                    help="test-time augmentation: 'flip' averages each image's outputs with its mirror's "
                         "(for mirror-symmetric classes such as Fashion-MNIST's, not for digits)")
@@ -479,7 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="read digits and numbers in your own pictures: photos of paper, scans, "
                                         "drawings (PNG, JPEG, BMP, ...)", intermixed=True,
-                        usage="%(prog)s [--model NAME | CKPT] [options] IMAGE...")
+                        usage="%(prog)s [--model NAME | CKPT] [options] IMAGE...",
+                        epilog=_examples(("lenet5 predict --model modern digit.png", "a pretrained network"),
+                                         ("lenet5 predict --model modern photo-of-2026.jpg", "a whole number"),
+                                         ("lenet5 predict runs/RUN/model.safetensors a.png b.jpg", "your own run"),
+                                         ("lenet5 predict --model modern photo.jpg --show-input seen/",
+                                          "also save every stage of reading it")))
     pr.add_argument("inputs", nargs="+", metavar="IMAGE", help="a checkpoint (unless --model), then pictures")
     pr.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     pr.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
@@ -493,9 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print JSON: per picture its reading and every digit's box and probabilities")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="write a trained network in another format (ONNX)")
+    ex = sub.add_parser("export", help="write a trained network in another format (ONNX)",
+                        epilog=_examples(("lenet5 export --model modern -o modern.onnx", "a pretrained network"),
+                                         ("lenet5 export runs/RUN/model.safetensors -o m.onnx --test-data t/",
+                                          "with test pairs")))
     ex.add_argument("checkpoint", type=Path, nargs="?", help="model.safetensors (unless --model)")
-    ex.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint")
+    ex.add_argument("--model", metavar="NAME", help="pretrained weights instead of a checkpoint (see lenet5 models)")
     ex.add_argument("-o", "--output", type=Path, required=True, help="the file to write, e.g. model.onnx")
     ex.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     ex.add_argument("--test-data", type=Path, metavar="DIR",
@@ -503,51 +690,82 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--test-sets", type=positive_int, default=3, help="how many pairs (default 3)")
     ex.set_defaults(func=cmd_export)
 
-    sv = sub.add_parser("serve", help="draw a digit in the browser, watch the network think, and train")
+    sv = sub.add_parser("serve", help="draw a digit in the browser, watch the network think, and train",
+                        epilog=_examples(("lenet5 serve", "the pretrained networks, at http://127.0.0.1:8000"),
+                                         ("lenet5 serve runs/RUN", "also a run of yours")))
     from . import web  # light: the server's own imports wait until it runs
 
     web.configure_parser(sv)
     sv.set_defaults(func=cmd_serve)
 
-    mo = sub.add_parser("models", help="the pretrained models shipped with lenet5")
-    mo.add_argument("--json", action="store_true")
+    mo = sub.add_parser("models", help="the pretrained models shipped with lenet5",
+                        epilog=_examples(("lenet5 models", "name, preset, dataset, test accuracy"),
+                                         ("lenet5 predict --model NAME digit.png", "use one")))
+    mo.add_argument("--json", action="store_true", help="print one JSON object (name -> its manifest entry)")
     mo.set_defaults(func=cmd_models)
 
-    pl = sub.add_parser("plot", help="draw a run's figures (curves, confusion, kernels, feature maps, mistakes)")
-    pl.add_argument("run_dir", type=Path)
-    pl.add_argument("--sample", type=int, default=0, help="test image whose feature maps to draw (default 0)")
+    pl = sub.add_parser("plot", help="draw a run's figures (curves, confusion, kernels, feature maps, mistakes)",
+                        epilog=_examples(("lenet5 plot runs/RUN", "write the PNG files into the run directory"),
+                                         ("lenet5 plot runs/RUN --sample 7", "feature maps of test image #7")))
+    pl.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory of lenet5 train")
+    pl.add_argument("--sample", type=non_negative_int, default=0, metavar="I",
+                    help="test image whose feature maps to draw (default 0)")
     pl.set_defaults(func=cmd_plot)
 
-    c = sub.add_parser("compare", help="a table of runs: preset, data, epochs, accuracy, time")
-    c.add_argument("run_dirs", nargs="+", type=Path)
+    c = sub.add_parser("compare", help="a table of runs: preset, data, epochs, accuracy, time",
+                       epilog=_examples(("lenet5 compare runs/*", "every run, side by side"),
+                                        ("lenet5 compare runs/a runs/b --markdown --output t.md", "for a document")))
+    c.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of lenet5 train")
     c.add_argument("--markdown", action="store_true", help="a Markdown table")
-    c.add_argument("--output", type=Path, help="also write the table to this file")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--output", type=Path, metavar="FILE", help="also write the table to this file")
+    c.add_argument("--json", action="store_true", help="print one JSON list, one object per run")
     c.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("summary", help="every layer's output shape and parameter count")
-    s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("summary", help="every layer's output shape and parameter count",
+                       epilog=_examples(("lenet5 summary", f"the default network, {DEFAULT_PRESET}"),
+                                        ("lenet5 summary --preset lecun1998", "the 1998 network: 60,000 parameters")))
+    s.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help=f"the network (default {DEFAULT_PRESET})")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_summary)
 
-    d = sub.add_parser("data", help="list, download, verify or locate datasets")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    d = sub.add_parser("data", help="list, download, verify or locate datasets",
+                       epilog=_examples(("lenet5 data list", "every dataset and where it is found"),
+                                        ("lenet5 data path mnist", "where MNIST is looked for, in order"),
+                                        ("lenet5 data download fashion-mnist", "into the cache, verified"),
+                                        ("lenet5 data verify mnist", "re-check the checksums")))
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     dl = dsub.add_parser("list", help="each dataset, where it is found, and whether its checksums match")
-    dl.add_argument("--json", action="store_true")
-    for verb, text in [("download", "download into the cache (verified)"), ("verify", "re-check checksums"),
-                       ("path", "print the directory the dataset is loaded from")]:
-        p = dsub.add_parser(verb, help=text)
-        p.add_argument("name", choices=list(DATASETS))
+    dl.add_argument("--json", action="store_true", help="print one JSON list")
+    for verb, text in [("download", "download into the cache (verified)"),
+                       ("verify", "re-check the checksums of the copy that would be used"),
+                       ("path", "where the dataset is looked for, in order, and where it is found")]:
+        p = dsub.add_parser(verb, help=text, description=text)
+        p.add_argument("name", choices=list(DATASETS), help="the dataset: " + ", ".join(DATASETS))
+        if verb == "path":
+            p.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_data)
 
     b = sub.add_parser("bench", help="training and inference speed: the NumPy engine vs every installed peer "
-                                     "(PyTorch, torch.compile, JAX, ONNX Runtime)")
-    b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET)
-    b.add_argument("--batch-sizes", type=batch_sizes, default="64",
-                   help=f"comma-separated, e.g. 1,16,64,256,1024 (each at most {MAX_BENCH_BATCH:,})")
-    b.add_argument("--steps", type=positive_int, default=100, help="training steps per repetition")
-    b.add_argument("--repeats", type=positive_int, default=5, help="interleaved repetitions per engine")
-    b.add_argument("--infer-images", type=infer_images, default=10000, help=f"at most {MAX_INFER_IMAGES:,}")
+                                     "(PyTorch, torch.compile, JAX, ONNX Runtime)",
+                       description="Training and inference speed of the NumPy engine and every installed peer "
+                                   "(PyTorch, torch.compile, JAX, ONNX Runtime) on the same batches, on this CPU "
+                                   "(named, with its vector extensions, in the first line).",
+                       epilog=_examples(("lenet5 bench", "batch 64, the default network"),
+                                        ("lenet5 bench --batch-sizes 16,64,256", "three batch sizes"),
+                                        ("lenet5 bench --profile", "each layer's share of a training step"),
+                                        ("lenet5 bench --json > bench.json", "everything, machine-readable")))
+    b.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help=f"the network (default {DEFAULT_PRESET})")
+    b.add_argument("--batch-sizes", type=batch_sizes, default="64", metavar="N,N,...",
+                   help=f"training batch sizes, comma-separated (default 64), e.g. 1,16,64,256,1024 "
+                        f"(each at most {MAX_BENCH_BATCH:,})")
+    b.add_argument("--steps", type=positive_int, default=100, metavar="N",
+                   help="training steps per repetition (default 100)")
+    b.add_argument("--repeats", type=positive_int, default=5, metavar="N",
+                   help="interleaved repetitions per engine (default 5)")
+    b.add_argument("--infer-images", type=infer_images, default=10000, metavar="N",
+                   help=f"images per inference measurement (default 10000, at most {MAX_INFER_IMAGES:,})")
     b.add_argument("--profile", action="store_true", help="per-layer forward/backward time of a training step")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
@@ -561,10 +779,16 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import os_error
 
     try:
+        parser = build_parser()
         try:
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
+            if args.command == "data" and args.data_command is None:
+                parser.parse_args(["data", "--help"])
         except SystemExit as e:  # a bad argument (its one line is printed) or --help
             return e.code if isinstance(e.code, int) else 2
+        if args.command is None:  # bare `lenet5`: the overview, not an error
+            parser.print_help()
+            return 0
         # floating-point trouble is checked where it matters (a loss that diverges, weights and
         # outputs that are not finite) and reported as one line: no RuntimeWarnings beside it
         with np.errstate(all="ignore"):

@@ -44,6 +44,9 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of the file as stored
+    #: path -> (MD5 of the file as stored, MD5 of its uncompressed content): what the published
+    #: checksums are, so that the data can be recognised by its content (lenet5.datasets.recognise)
+    md5: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,12 +59,17 @@ class Dataset:
     test: Split
     name: str = "mnist"
     source: str = ""
+    #: the absolute directory the files were read from (where ``lenet5 evaluate`` finds them again)
+    directory: str = ""
+    #: file name -> the dataset whose published checksum it matches, or None (lenet5.datasets.recognise)
+    recognised: dict[str, str | None] = field(default_factory=dict)
 
     def describe(self) -> dict:
         """What a run trained and tested on, for its metadata."""
-        return {"dataset": self.name, "source": self.source, "train_size": len(self.train),
-                "test_size": len(self.test),
-                "files": {Path(p).name: h for s in (self.train, self.test) for p, h in s.files.items()}}
+        return {"dataset": self.name, "source": self.source, "directory": self.directory,
+                "train_size": len(self.train), "test_size": len(self.test),
+                "files": {Path(p).name: h for s in (self.train, self.test) for p, h in s.files.items()},
+                "recognised": dict(self.recognised)}
 
 
 # --------------------------------------------------------------------------- files
@@ -158,14 +166,15 @@ def open_file(path: str | Path, error: type[Lenet5Error] = DataError, what: str 
 
 
 class _HashingReader:
-    """A read-only file wrapper that feeds everything read through it to a hash."""
+    """A read-only file wrapper that feeds everything read through it to some hashes."""
 
-    def __init__(self, raw: BinaryIO, digest: "hashlib._Hash") -> None:
-        self.raw, self.digest = raw, digest
+    def __init__(self, raw: BinaryIO, *digests: "hashlib._Hash") -> None:
+        self.raw, self.digests = raw, digests
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
-        self.digest.update(data)
+        for digest in self.digests:
+            digest.update(data)
         return data
 
     def drain(self) -> None:
@@ -235,14 +244,15 @@ def _parse_idx(path: Path, stream: BinaryIO, magic: int, size: int, gz: bool) ->
     return out.reshape(dims)
 
 
-def _read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
-    """(array, sha256 of the file as stored), reading the file once, in bounded chunks."""
+def _read_idx(path: Path, magic: int) -> tuple[np.ndarray, str, tuple[str, str]]:
+    """(array, SHA-256 of the file as stored, (MD5 as stored, MD5 of the uncompressed content)),
+    reading the file once, in bounded chunks."""
     gz = path.suffix == ".gz"
     raw, size = open_file(path, DataError, "IDX file")
-    digest = hashlib.sha256()
+    digest, stored_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     try:
         with raw:
-            hashed = _HashingReader(raw, digest)
+            hashed = _HashingReader(raw, digest, stored_md5)
             if gz:
                 with gzip.GzipFile(fileobj=hashed, mode="rb") as stream:  # type: ignore[arg-type]
                     arr = _parse_idx(path, stream, magic, size, gz=True)  # type: ignore[arg-type]
@@ -253,7 +263,11 @@ def _read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
         raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: {_os_problem(path, e)}") from None
-    return arr, digest.hexdigest()
+    # the uncompressed content is the header (magic, then each dimension) and the payload
+    content_md5 = hashlib.md5(magic.to_bytes(4, "big"), usedforsecurity=False)
+    content_md5.update(b"".join(d.to_bytes(4, "big") for d in arr.shape))
+    content_md5.update(np.ascontiguousarray(arr).reshape(-1))
+    return arr, digest.hexdigest(), (stored_md5.hexdigest(), content_md5.hexdigest())
 
 
 def read_idx(path: str | Path, magic: int) -> np.ndarray:
@@ -278,8 +292,8 @@ def load_split(directory: str | Path, split: str) -> Split:
     """Load the 'train' or 'test' images and labels from a directory of IDX files."""
     directory = Path(directory)
     image_path, label_path = (_find(directory, stem) for stem in SPLITS[split])
-    images, image_sha = _read_idx(image_path, IMAGE_MAGIC)
-    labels, label_sha = _read_idx(label_path, LABEL_MAGIC)
+    images, image_sha, image_md5 = _read_idx(image_path, IMAGE_MAGIC)
+    labels, label_sha, label_md5 = _read_idx(label_path, LABEL_MAGIC)
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{image_path}: images must be N x {IMAGE_SIZE} x {IMAGE_SIZE}, "
                         f"got dimensions {'x'.join(map(str, images.shape))}")
@@ -292,7 +306,8 @@ def load_split(directory: str | Path, split: str) -> Split:
     if labels.max() >= NUM_CLASSES:
         bad = int(np.argmax(labels >= NUM_CLASSES))
         raise DataError(f"{label_path}: label {labels[bad]} at index {bad} is out of range 0-{NUM_CLASSES - 1}")
-    return Split(images, labels.astype(np.int64), {str(image_path): image_sha, str(label_path): label_sha})
+    return Split(images, labels.astype(np.int64), {str(image_path): image_sha, str(label_path): label_sha},
+                 {str(image_path): image_md5, str(label_path): label_md5})
 
 
 def check_dir(directory: str | Path, error: type[Lenet5Error] = DataError, what: str = "data directory") -> Path:
@@ -318,7 +333,8 @@ def check_dir(directory: str | Path, error: type[Lenet5Error] = DataError, what:
 def load_dir(directory: str | Path, name: str = "mnist") -> Dataset:
     """Both splits from a directory holding the four standard IDX files (plain or .gz)."""
     directory = check_dir(directory)
-    return Dataset(load_split(directory, "train"), load_split(directory, "test"), name, str(directory))
+    return Dataset(load_split(directory, "train"), load_split(directory, "test"), name, str(directory),
+                   str(directory.resolve()))
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:

@@ -15,6 +15,12 @@ Where a dataset comes from, in order:
 5. offline and nothing found: MNIST falls back to a small real sample bundled with the
    package (with a warning); other datasets stop with an error listing what was tried.
 
+Data is known by its content, not its path: whatever directory the files come from, each is
+matched against every dataset's published checksums (``recognise``), and the run records
+what was recognised. ``--augment auto`` follows it; files that match no published checksum
+are ``unrecognised`` (auto then asks for an explicit choice). KMNIST publishes checksums of its
+.gz files only, so only its original .gz files are recognised.
+
 A file verifies when the MD5 of its *uncompressed* content matches the published one, so
 recompressed copies (Debian's Fashion-MNIST) and plain files verify too; a ``.gz`` whose own
 MD5 matches the published ``.gz`` checksum is accepted without decompressing. A full disk
@@ -43,7 +49,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
-from .data import CHUNK, MAX_PAYLOAD, SPLITS, Dataset, load_dir
+from .data import CHUNK, MAX_PAYLOAD, SPLITS, Dataset, Split, load_dir, load_split
 from .errors import DataError
 
 FILES = [stem + ".gz" for pair in SPLITS.values() for stem in pair]
@@ -70,6 +76,9 @@ class DatasetInfo:
     licence: str = ""
     raw_md5: dict[str, str] = field(default_factory=dict)  # published MD5 of each uncompressed file (by stem)
     sizes: dict[str, int] = field(default_factory=dict)  # published size of each .gz file
+    #: what ``--augment auto`` means for it: affine for written characters (a mirrored digit is
+    #: not a digit), flip for Fashion-MNIST (a mirrored shirt is still a shirt)
+    auto_augment: str = "affine"
 
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
@@ -107,6 +116,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
          "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
         {"train-images-idx3-ubyte.gz": 26_421_880, "train-labels-idx1-ubyte.gz": 29_515,
          "t10k-images-idx3-ubyte.gz": 4_422_102, "t10k-labels-idx1-ubyte.gz": 5_148},
+        auto_augment="flip",
     ),
     DatasetInfo(
         "kmnist", "Kuzushiji-MNIST (cursive Japanese characters)",
@@ -122,6 +132,12 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
          "t10k-images-idx3-ubyte.gz": 3_041_136, "t10k-labels-idx1-ubyte.gz": 5_120},
     ),
 ]}
+
+
+#: The dataset name of files that match no published checksum (given by --data-dir).
+UNRECOGNISED = "unrecognised"
+#: The 5,000 / 2,000-image MNIST sample bundled with the package.
+SAMPLE_NAME = "mnist-sample"
 
 
 class Offline(DataError):
@@ -140,7 +156,61 @@ def get_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"--dataset {name}: unknown dataset; choose one of: {', '.join(DATASETS)}") from None
+        from difflib import get_close_matches
+
+        near = get_close_matches(name, DATASETS, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise DataError(f"--dataset {name}: unknown dataset; {hint}choose one of: {', '.join(DATASETS)}") from None
+
+
+def auto_augment(name: str, data_dir: str | Path | None = None) -> str:
+    """What ``--augment auto`` becomes for the dataset ``name`` (as recognised or given)."""
+    if name in DATASETS:
+        return DATASETS[name].auto_augment
+    if name == SAMPLE_NAME:
+        return DATASETS["mnist"].auto_augment
+    where = f"the files in --data-dir {data_dir}" if data_dir else f"dataset {name!r}"
+    raise DataError(f"--augment auto follows the dataset, but {where} are not recognised as one of "
+                    f"{', '.join(DATASETS)} by their checksums: choose --augment affine (written characters), "
+                    "flip (mirror-symmetric classes such as clothing) or none, or name the data with --dataset")
+
+
+# --------------------------------------------------------------------------- recognition
+def _published() -> dict[str, tuple[str, str]]:
+    """Every published MD5 (of a .gz file as distributed, or of an uncompressed file) ->
+    (dataset, file stem)."""
+    table = {}
+    for info in DATASETS.values():
+        table.update({md5: (info.name, f.removesuffix(".gz")) for f, md5 in info.md5.items()})
+        table.update({md5: (info.name, stem) for stem, md5 in info.raw_md5.items()})
+    return table
+
+
+def recognise(data: Dataset, warn: Callable[[str], None] | None = None) -> str:
+    """Which published dataset ``data``'s files are, by their content; sets ``data.recognised``.
+
+    Each file counts for the dataset whose published checksum it matches, as that very file
+    (a test file under a training file's name counts for none, with a warning). Returns the
+    one dataset the recognised files agree on (a subset of the training set beside the
+    official test files still counts), else ``UNRECOGNISED`` (none matched, or several did).
+    """
+    table = _published()
+    found: dict[str, str | None] = {}
+    for split in (data.train, data.test):
+        for path, md5s in split.md5.items():
+            name = Path(path).name
+            match = next((table[m] for m in md5s if m in table), None)
+            if match is not None and match[1] != name.removesuffix(".gz"):
+                if warn:
+                    warn(f"{path}: holds {match[0]}'s {match[1]}, not what its name says; counted as unrecognised")
+                match = None
+            found[name] = match[0] if match else None
+    data.recognised = found
+    names = {v for v in found.values() if v is not None}
+    if len(names) > 1 and warn:
+        warn(f"{data.directory or data.source}: the files belong to different datasets "
+             f"({', '.join(f'{f}: {n}' for f, n in found.items() if n)}); recorded as {UNRECOGNISED}")
+    return names.pop() if len(names) == 1 else UNRECOGNISED
 
 
 def cache_root() -> Path:
@@ -486,18 +556,55 @@ def candidates(name: str) -> list[tuple[str, Path]]:
     return [("cache", cache_root() / name)] + [("system", Path(d)) for d in info.system_dirs]
 
 
-def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, download_ok: bool = True,
+def _warn(msg: str) -> None:
+    print(f"lenet5: warning: {msg}", file=sys.stderr)
+
+
+def load_data_dir(data_dir: str | Path, name: str | None = None, warn: Callable[[str], None] | None = None) -> Dataset:
+    """The four IDX files in ``data_dir``, named by what their content is (see ``recognise``).
+
+    ``name`` (--dataset) is the user's word for unrecognised files (taken silently: the run's
+    record of what was recognised shows it); files recognised as another dataset are an error.
+    """
+    warn = warn or _warn
+    if name not in (None, UNRECOGNISED):
+        get_info(name)  # type: ignore[arg-type]
+    data = load_dir(data_dir, UNRECOGNISED)
+    found = recognise(data, warn)
+    if name in (None, UNRECOGNISED) or found == name:
+        data.name = found
+    elif found != UNRECOGNISED:
+        raise DataError(f"--data-dir {data_dir}: its files are {get_info(found).title} (recognised by their "
+                        f"checksums), not --dataset {name}; leave out --dataset or pass --dataset {found}")
+    else:  # the user's word; data.recognised (recorded with the run) says no file matched
+        data.name = name  # type: ignore[assignment]
+    return data
+
+
+def load_dataset(name: str | None = "mnist", data_dir: str | Path | None = None, download_ok: bool = True,
                  progress: bool = True, warn: Callable[[str], None] | None = None) -> Dataset:
-    """The dataset, from the first place in the resolution order that has it (see module doc)."""
-    info = get_info(name)  # an unknown name is an error before anything is tried
-    warn = warn or (lambda msg: print(f"lenet5: warning: {msg}", file=sys.stderr))
+    """The dataset, from the first place in the resolution order that has it (see module doc).
+
+    With ``data_dir``, the files there, recognised by their content (``name`` may be None:
+    they say what they are).
+    """
+    warn = warn or _warn
     if data_dir is not None:
-        return load_dir(data_dir, name)
+        return load_data_dir(data_dir, name, warn)
+    name = name or "mnist"
+    info = get_info(name)  # an unknown name is an error before anything is tried
     tried = []
     for kind, directory in candidates(name):
         if _has_all(directory):
             data = _load_cache(info, directory, warn) if kind == "cache" else load_dir(directory, name)
             data.source = f"{kind}:{directory}"
+            if kind == "system":  # nothing verified these: make sure they are what the name says
+                found = recognise(data, warn)
+                if found not in (name, UNRECOGNISED):
+                    raise DataError(f"{directory}: holds {get_info(found).title} (recognised by their checksums), "
+                                    f"not {info.title}")
+            else:
+                recognise(data)
             return data
         tried.append(f"{kind} {directory}")
     if download_ok:
@@ -505,11 +612,12 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, downlo
             directory = download(name, progress)
             data = _load_cache(info, directory, warn)
             data.source = f"cache:{directory}"
+            recognise(data)
             return data
         except Offline as e:
             tried.append(f"download ({e})")
     if name == "mnist":
-        data = load_dir(SAMPLE_DIR, "mnist-sample")
+        data = load_dir(SAMPLE_DIR, SAMPLE_NAME)
         data.source = "bundled-sample"
         warn(f"no network and no MNIST found: using the bundled MNIST sample ({len(data.train):,} training / "
              f"{len(data.test):,} test images), NOT full MNIST. For the full set run "
@@ -529,3 +637,43 @@ def status(name: str) -> dict:
             verified = all(v == "ok" for v in files.values())
             return {"name": name, "found": kind, "path": str(directory), "verified": verified, "files": files}
     return {"name": name, "found": None, "path": str(cache_root() / name), "verified": False, "files": {}}
+
+
+def where(name: str) -> dict:
+    """For `lenet5 data path`: every place ``name`` is looked for, in order, and which holds it.
+
+    ``$LENET5_DATA`` (when set) replaces the platform cache as the *parent* of one folder per
+    dataset: ``$LENET5_DATA/mnist``, ``$LENET5_DATA/fashion-mnist``, ...
+    """
+    info = get_info(name)
+    places = [{"kind": kind, "path": str(directory), "found": _has_all(directory)}
+              for kind, directory in candidates(name)]
+    found = next((p for p in places if p["found"]), None)
+    return {"name": name, "found": found["path"] if found else None, "places": places,
+            "cache_root": str(cache_root()), "lenet5_data": os.environ.get("LENET5_DATA") or None,
+            "mirrors": list(mirrors(info)), "sample": str(SAMPLE_DIR) if name == "mnist" else None}
+
+
+def load_recorded_test(recorded: dict) -> tuple[Split | None, str]:
+    """A run's test files again, from what its config.json recorded (``Dataset.describe()``).
+
+    Returns (the test split, "") when every recorded test file is still in the recorded
+    directory with the recorded SHA-256, else (None, why not).
+    """
+    directory, files = recorded.get("directory"), recorded.get("files")
+    if not directory or not isinstance(files, dict):
+        return None, "the run records no data directory"
+    test_names = {f for f in files if f.removesuffix(".gz") in SPLITS["test"]}
+    if len(test_names) != 2:
+        return None, "the run records no test files"
+    if not Path(directory).is_dir():
+        return None, f"{directory} is gone"
+    try:
+        split = load_split(Path(directory), "test")
+    except DataError as e:
+        return None, str(e)
+    now = {Path(p).name: sha for p, sha in split.files.items()}
+    changed = sorted(f for f in test_names if now.get(f) != files[f])
+    if changed:
+        return None, f"{directory}: {', '.join(changed)} changed since the run (SHA-256 differs)"
+    return split, ""

@@ -28,8 +28,33 @@ def _plt():
     return plt
 
 
+#: the smallest text in a figure (points): readable when saved at 100 dpi
+SMALL = 9
+
+
 def _caption(fig, text: str) -> None:
-    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=8, color="0.35")
+    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=SMALL, color="0.35")
+
+
+def _integer_epochs(ax) -> None:
+    """Ticks on whole epochs only (a 2-epoch run has no epoch 1.25)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _clip_loss_axis(ax, batch_losses: list[float], epoch_losses: list[float]) -> None:
+    """Let the loss axis show the training, not the first few batches: its top is set by the
+    per-epoch losses (and the per-batch losses once the first 2% of steps are over), so an
+    early spike of a fresh network (cross-entropy near 7) that would flatten the rest of the
+    curve runs off the top, with a note."""
+    settled = batch_losses[len(batch_losses) // 50:]
+    top = 1.1 * max(epoch_losses + ([float(np.percentile(settled, 99))] if settled else []))
+    bottom = min(0.0, min(epoch_losses + batch_losses))
+    if batch_losses and max(batch_losses) > 1.5 * top:  # a spike that would squash the rest
+        ax.set_ylim(bottom, top)
+        ax.text(0.99, 0.6, f"per-batch losses above the axis\n(up to {max(batch_losses):.3g})", transform=ax.transAxes,
+                ha="right", va="top", fontsize=SMALL, color="0.35")
 
 
 #: how each criterion is labelled on a loss axis
@@ -66,9 +91,12 @@ def plot_curves(history: list[dict], batches: list[dict], caption: str, loss_nam
         ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", color="tab:red", label="test")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel=LOSS_LABELS.get(loss_name, loss_name))
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    epoch_losses = [h[k] for h in history for k in ("train_loss", "test_loss", "val_loss") if k in h]
+    _clip_loss_axis(ax_loss, y if batches else [], epoch_losses)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=SMALL)
+        _integer_epochs(ax)
     fig.suptitle("Training curves")
     _caption(fig, caption)
     fig.subplots_adjust(left=0.065, right=0.985, bottom=0.175, top=0.86, wspace=0.2)  # tight_layout costs a draw
@@ -94,7 +122,8 @@ def plot_errors(history: list[dict], caption: str, paper: dict[str, float] | Non
     ax.set_yscale("log")
     ax.set(xlabel="training pass", ylabel="error rate (%)", title="Error rate per pass (as the paper's Fig. 5)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
+    _integer_epochs(ax)
     _caption(fig, caption)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.9)
     return fig
@@ -110,7 +139,7 @@ def plot_confusion(confusion: np.ndarray, caption: str, class_names: list[str]):
     fig.colorbar(im, cax=cax, label="images")
     top = confusion.max()
     for i, j in zip(*np.nonzero(confusion)):
-        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+        ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=SMALL,
                 color="white" if confusion[i, j] > top / 2 else "black")
     ticks = range(len(class_names))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=class_names, yticklabels=class_names,
@@ -176,17 +205,24 @@ def _axes_px(fig, img: np.ndarray, left: int, bottom: int, zoom: int, **imshow):
     ax.imshow(img, interpolation="nearest", **imshow)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.tick_params(length=0, labelsize=7)
+    ax.tick_params(length=0, labelsize=SMALL)
     return ax
 
 
 WHITE, GREY, DARK = (1.0, 1.0, 1.0), (0.72, 0.72, 0.72), (0.25, 0.25, 0.25)
 
 
+def _every(n: int, most: int = 20) -> list[int]:
+    """Which of n tick positions to label so that at most about ``most`` are."""
+    step = max(1, -(-n // most))
+    return list(range(0, n, step))
+
+
 def plot_kernels(params: dict[str, np.ndarray], caption: str):
-    """The 5x5 kernels of C1 (one row) and of C3 (one image, rows: C3 map, columns: S2 input
-    map), each layer on its own symmetric colour scale; kernels that are all zero (the C3
-    connections lecun1998's table leaves out) are grey."""
+    """The 5x5 kernels as a grid, wide rather than tall: C3's kernels with a row per S2 input map
+    and a column per C3 map, and at the left of each row the C1 kernel that makes that map
+    (C1 map c feeds S2 map c). Each layer has its own symmetric colour scale; kernels that are
+    all zero (the C3 connections lecun1998's table leaves out) are grey."""
     plt = _plt()
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -197,36 +233,37 @@ def plot_kernels(params: dict[str, np.ndarray], caption: str):
     size = k * scale
     lim1, lim3 = np.abs(c1).max() or 1.0, np.abs(c3).max() or 1.0
     tiles1 = _rgb(0.5 + c1[:, 0] / (2 * lim1), "RdBu_r")
-    tiles3 = _rgb(0.5 + c3.reshape(-1, k, k) / (2 * lim3), "RdBu_r")
-    unconnected = ~np.any(c3.reshape(len(tiles3), -1) != 0, axis=1)
+    by_input = c3.transpose(1, 0, 2, 3).reshape(-1, k, k)  # row: S2 input map, column: C3 map
+    tiles3 = _rgb(0.5 + by_input / (2 * lim3), "RdBu_r")
+    unconnected = ~np.any(by_input.reshape(len(tiles3), -1) != 0, axis=1)
     tiles3[unconnected] = GREY
-    img1 = _mosaic(_upscale(tiles1, scale), cols=len(c1), fill=DARK)  # not white: white is a zero weight
-    img3 = _mosaic(_upscale(tiles3, scale), cols=n_in, fill=DARK)
+    img1 = _mosaic(_upscale(tiles1, scale), cols=1, fill=DARK)  # not white: white is a zero weight
+    img3 = _mosaic(_upscale(tiles3, scale), cols=n_out, fill=DARK)
 
-    # C1 above C3 at the same scale, C1 map c over column c (C1 map c feeds S2 map c)
-    zoom = max(1, round(650 / img3.shape[0]))
+    zoom = max(1, min(round(900 / img3.shape[1]), round(520 / img3.shape[0])))
     (h3, w3), (h1, w1) = (zoom * np.array(img.shape[:2]) for img in (img3, img1))
-    fig = _figure_px(plt, max(700, w3 + 300), h3 + h1 + 240)
-    left, bottom3 = (fig.bbox.width - w3) // 2, 75
-    ax3 = _axes_px(fig, img3, left, bottom3, zoom)
-    ax1 = _axes_px(fig, img1, left + (w3 - w1) // 2, bottom3 + h3 + 75, zoom)
-    ax1.set_xticks(_centres(len(c1), size, 1), [str(i) for i in range(len(c1))])
-    ax1.set_yticks([])
-    ax1.set_xlabel("C1 map (kernel on the input image)", fontsize=8)
-    ax1.set_title(f"C1: {len(c1)} kernels, max |w| = {lim1:.3g}", fontsize=9)
-    ax3.set_xticks(_centres(n_in, size, 1), [str(i) for i in range(n_in)])
-    ax3.set_yticks(_centres(n_out, size, 1), [str(i) for i in range(n_out)])
-    ax3.set_xlabel("S2 input map", fontsize=8)
-    ax3.set_ylabel("C3 map", fontsize=8)
+    left1, gap = 90, 90
+    fig = _figure_px(plt, left1 + w1 + gap + w3 + 130, max(h3, h1) + 150)
+    bottom = 75
+    ax1 = _axes_px(fig, img1, left1, bottom + h3 - h1, zoom)
+    ax3 = _axes_px(fig, img3, left1 + w1 + gap, bottom, zoom)
+    ax1.set_xticks([])
+    ax1.set_yticks(_centres(len(c1), size, 1), [str(i) for i in range(len(c1))])
+    ax1.set_ylabel("C1 map = S2 map", fontsize=SMALL)
+    ax1.set_title("C1", fontsize=SMALL + 1)
+    cols = _every(n_out, 24)
+    ax3.set_xticks(_centres(n_out, size, 1)[cols], [str(i) for i in cols])
+    ax3.set_yticks(_centres(n_in, size, 1), [str(i) for i in range(n_in)])
+    ax3.set_xlabel("C3 map", fontsize=SMALL + 1)
+    ax3.set_ylabel("S2 input map", fontsize=SMALL + 1)
     missing = f"; grey: {unconnected.sum()} not connected" if unconnected.any() else ""
-    ax3.set_title(f"C3: {n_out}x{n_in} kernels, max |w| = {lim3:.3g}{missing}", fontsize=9)
-    cax = fig.add_axes(((left + w3 + 35) / fig.bbox.width, bottom3 / fig.bbox.height, 15 / fig.bbox.width,
-                        h3 / fig.bbox.height))
-    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), "RdBu_r"), cax=cax, ticks=[-1, -0.5, 0, 0.5, 1])
-    bar.set_label("weight / max |w| of its layer", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    fig.suptitle(f"Learned {k}x{k} kernels: C1 (top), C3 (rows: C3 map, columns: S2 input map); "
-                 "red > 0 > blue", fontsize=10)
+    ax3.set_title(f"C3: {n_out} maps x {n_in} inputs, max |w| = {lim3:.3g}{missing}", fontsize=SMALL + 1)
+    fw, fh = fig.bbox.width, fig.bbox.height
+    cax = fig.add_axes(((left1 + w1 + gap + w3 + 30) / fw, bottom / fh, 15 / fw, h3 / fh))
+    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), "RdBu_r"), cax=cax, ticks=[-1, 0, 1])
+    bar.set_label("w / max |w|\nof its layer", fontsize=SMALL)
+    bar.ax.tick_params(labelsize=SMALL)
+    fig.suptitle(f"Learned {k}x{k} kernels (red > 0 > blue); C1 max |w| = {lim1:.3g}", fontsize=SMALL + 2)
     _caption(fig, caption)
     return fig
 
@@ -257,7 +294,7 @@ def plot_feature_maps(model, image: np.ndarray, label: int, caption: str, index:
     ax.xaxis.tick_top()
     ax.xaxis.set_label_position("top")
     ax.set_xticks(_centres(cols, cell, 1), [str(i) for i in range(cols)])
-    ax.set_xlabel("map", fontsize=7)
+    ax.set_xlabel("map", fontsize=SMALL)
     shapes = [image.shape] + [maps[n].shape[1:] for n, _ in stages]
     ax.set_yticks(_centres(len(rows), cell, gap),
                   [f"{title}\n{s[0]}x{s[1]}" for (title, _), s in zip(rows, shapes)])
@@ -284,7 +321,7 @@ def plot_wrong(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, captio
     for n, i in enumerate(worst):
         r, c = divmod(n, cols)
         ax.text(c * (size + px) + (size - 1) / 2, r * (size + py) + size, f"#{i}: true {class_names[labels[i]]}\n"
-                f"pred {class_names[pred[i]]} ({100 * probs[i, pred[i]]:.0f}%)", ha="center", va="top", fontsize=8)
+                f"pred {class_names[pred[i]]} ({100 * probs[i, pred[i]]:.0f}%)", ha="center", va="top", fontsize=SMALL)
     fig.suptitle(f"The {len(worst)} most confidently wrong test images (of {len(wrong)} errors)")
     _caption(fig, caption)
     return fig

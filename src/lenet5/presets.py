@@ -407,8 +407,7 @@ def resolve(preset: str = DEFAULT_PRESET, /, **overrides: Any) -> TrainConfig:
     """The complete, checked TrainConfig for ``preset`` with ``overrides`` (None = unset).
 
     Unset options take the preset's recipe, then TrainConfig's defaults; ``augment='auto'``
-    becomes 'flip' for Fashion-MNIST (a mirrored shirt is still a shirt) and 'affine'
-    otherwise (a mirrored digit is not a digit). Options the preset does not accept are
+    becomes what the dataset calls for (``datasets.auto_augment``). Options the preset does not accept are
     refused with a one-line error. A ``preset`` among the overrides must agree with the first
     argument.
     """
@@ -423,7 +422,9 @@ def resolve(preset: str = DEFAULT_PRESET, /, **overrides: Any) -> TrainConfig:
     if values["widths"] is not None:  # JSON (config.json) gives a list
         values["widths"] = check_widths(values["widths"])
     if values["augment"] == "auto":
-        values["augment"] = "flip" if str(values["dataset"]).startswith("fashion") else "affine"
+        from .datasets import auto_augment
+
+        values["augment"] = auto_augment(values["dataset"], values["data_dir"])
     _check(p, values, given)
     return TrainConfig(**values)
 

@@ -122,6 +122,11 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     from .datasets import load_dataset
 
     resumed = _resume(resume, options) if resume else None
+    given_dir = None
+    if not resumed and options.get("data_dir") is not None:
+        # files say what they are: the recognised dataset is the run's, and --augment auto follows it
+        given_dir = load_dataset(options.get("dataset"), options["data_dir"], progress=progress)
+        options = {**options, "dataset": given_dir.name}
     config = resumed.config if resumed else resolve(options.get("preset", DEFAULT_PRESET), **options)
     engine = make_engine(config)
     main = engine.rank == 0
@@ -130,7 +135,7 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
     clock = {"data": -time.perf_counter()}
     if not main:  # rank 0 fetches the data first, so ranks never download into the cache at once
         _barrier(engine)
-    data = load_dataset(config.dataset, config.data_dir, progress=progress and main)
+    data = given_dir or load_dataset(config.dataset, config.data_dir, progress=progress and main)
     clock["data"] += time.perf_counter()
     if main:
         _barrier(engine)

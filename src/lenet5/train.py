@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -412,4 +412,4 @@ def prepare_data(data: Dataset, config: TrainConfig) -> tuple[Dataset, Split | N
     val = None
     if config.val_split:
         train, val = split_validation(train, config.val_split, np.random.default_rng(config.seed))
-    return Dataset(train, data.test, data.name, data.source), val
+    return replace(data, train=train), val
