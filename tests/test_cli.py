@@ -295,14 +295,12 @@ def test_bare_lenet5_prints_the_overview_and_version_works():
     (["data", "path", "minst"], "did you mean mnist?"),
 ])
 def test_a_mistyped_command_preset_or_dataset_gets_did_you_mean(argv, said, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert e.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+    assert said in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_hopeless_typo_gets_the_choices_only(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["train", "--preset", "xyzzy"])
+    assert cli.main(["train", "--preset", "xyzzy"]) == 2
     err = capsys.readouterr().err
     assert "did you mean" not in err and "seed-tanh" in err
