@@ -42,8 +42,8 @@ import numpy as np
 
 from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input, prepare_steps
 
-CLEAN_SHARE = 0.9  # a drawing: at least this share of pixels is within CLEAN_TOLERANCE of the background
-CLEAN_TOLERANCE = 0.02
+CLEAN_SHARE = 0.5  # a drawing: at least this share of pixels is the background's very value (to
+CLEAN_TOLERANCE = 0.6 / 255  # 8 bits); a photo's noise leaves few pixels exactly equal
 DARK_PAPER = 0.35  # a photo darker than this overall is of a board (or dark paper), not of white paper
 PAPER_WINDOW = 1 / 8  # the paper's local brightness: window (share of the picture's longer side)
 HIGH, LOW = 0.5, 0.25  # hysteresis levels, as shares of the strongest ink
@@ -311,9 +311,10 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
         window = profile[lo:hi]
         if window.size == 0:
             continue
+        # the emptiest column, with a cost for straying from the expected border
         expected = i * width / k
-        # the emptiest column; among equals, the one nearest the expected border
-        best = min(range(window.size), key=lambda j: (window[j], abs(lo + j - expected)))
+        cost = window / max(1, profile.max()) + np.abs(np.arange(lo, lo + window.size) - expected) / (width / k)
+        best = int(np.argmin(cost))
         cuts.append(lo + best)
     cuts.append(width)
     parts = []
