@@ -131,9 +131,10 @@ def main() -> None:
     model_name = args.model
     model = lenet5.pretrained(args.model)
     start = time.perf_counter()
+    made_here = not (args.dir and (args.dir / "labels.json").exists())
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.dir or Path(tmp)
-        if not (directory / "labels.json").exists():
+        if made_here:
             from make_photos import make_set
 
             make_set(directory, args.seed, args.singles, args.numbers)
@@ -143,8 +144,9 @@ def main() -> None:
     digits_all = sum((right[("digit", k)] for k in kinds), [])
     numbers_all = sum((right[("number", k)] for k in kinds), [])
     single_all = sum((right[("single", k)] for k in kinds), [])
-    lines = [f"# benchmarks/photos.py --model {args.model} --seed {args.seed} --singles {args.singles} "
-             f"--numbers {args.numbers}",
+    made = (f"--seed {args.seed} --singles {args.singles} --numbers {args.numbers}" if made_here
+            else f"--dir {args.dir} (pictures made earlier: the seed is theirs)")
+    lines = [f"# python benchmarks/photos.py --model {args.model} {made} --mnist {args.mnist}",
              f"# CPU: {cpu()}; {time.strftime('%Y-%m-%d')}",
              f"# pictures: benchmarks/make_photos.py seed {args.seed} (1.2-1.9 MP JPEG, quality 80): MNIST test "
              "digits (3/4) and scikit-learn's UCI digits (1/4)",

@@ -57,9 +57,11 @@ SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks un
 SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25
-JUDGE_ASPECT = 0.9  # with a judge: groups wider than this times their height may be touching digits
+JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
-SPLIT_MARGIN = 0.05  # a cut must raise the mean log-probability by this much per extra digit
+SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
+INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
+LONG_PIECE = 0.6  # one piece of writing is never longer than this share of the picture's side
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel  # a group wider than this times its height holds touching digits
 
 
@@ -178,6 +180,17 @@ def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     edge = mask & ~nd.binary_erosion(mask)
     sharpness = np.asarray(nd.mean(slope, np.where(edge, labels, 0), index=np.arange(1, n + 1)))
     keep = np.concatenate([[False], np.nan_to_num(sharpness) >= SHARP_EDGE])
+    return keep[labels]
+
+
+def _without_long_pieces(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without pieces longer than LONG_PIECE of the picture's height or width: the rest
+    of a line, the paper's edge; a digit is never that large."""
+    labels, pieces = _components(mask)
+    h, w = mask.shape
+    keep = np.zeros(len(pieces) + 1, bool)
+    for label, box, _ in pieces:
+        keep[label] = box[0].stop - box[0].start <= LONG_PIECE * h and box[1].stop - box[1].start <= LONG_PIECE * w
     return keep[labels]
 
 
@@ -395,8 +408,11 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
         # lines are sought in all the ink, faint parts too, so that they run unbroken
         lines = ruled_lines(ink > NOISE_FLOOR) & mask
         mask = sharp_pieces(mask & ~lines, ink)
+        mask = _without_long_pieces(mask)
         stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
     stages["ink"] = ink
+    if "paper" in stages and mask.any():  # a pen's stroke is full ink across, as MNIST's are;
+        ink = np.clip(ink / np.percentile(ink[mask], INK_LEVEL), 0, 1)  # pencil grain and light vary
     # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
     if single and "paper" not in stages:
         members = [mask]
