@@ -18,10 +18,14 @@ A photo of paper goes through these stages:
 4. ``lines``: ruled and squared lines and margins, found as ink that runs far straight across
    the page (a morphological opening by a long line) and removed, except where a stroke crosses
    them (ink that also runs thicker than a line the other way);
-5. ``kept``: connected strokes grouped into digits by their columns, specks dropped (pieces
-   much smaller than the writing and away from it), wide groups of touching digits split at
-   the emptiest column near where a digit of the usual width would end;
-6. each digit: MNIST's preparation as ``lenet5 predict`` always did (``predict.mnist_input``).
+5. ``kept``: pieces with soft edges (a shadow's dark corner) and pieces longer than any digit
+   (the rest of a line, the paper's edge) dropped; connected strokes grouped into digits by
+   their columns, specks dropped (pieces much smaller than the writing and away from it); a
+   wide group of touching digits cut at the emptiest columns near where digits of the usual
+   width would end: into as many pieces as the network (the optional ``judge``) reads most
+   surely, or without one, by the group's width;
+6. each digit: its ink scaled to full strength, then MNIST's preparation as ``lenet5 predict``
+   always did (``predict.mnist_input``).
 
 A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
 skips stages 1-4: its ink is the difference from the background, as ``predict.prepare_steps``
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input, prepare_steps
+from .predict import MIN_INK_EXTENT, ImageError, check_grey, drawing_ink, mnist_input
 
 CLEAN_SHARE = 0.5  # a drawing: at least this share of pixels is the background's very value (to
 CLEAN_TOLERANCE = 0.6 / 255  # 8 bits); a photo's noise leaves few pixels exactly equal
@@ -56,13 +60,13 @@ STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across 
 SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
 SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
-WIDE = 1.25
+WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
 JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
 SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
 INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
 LONG_PIECE = 0.6  # one piece of writing is never longer than this share of the picture's side
-SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel  # a group wider than this times its height holds touching digits
+SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,6 @@ def _ndimage():
     return ndimage
 
 
-def _check(grey: np.ndarray, name: str) -> np.ndarray:
-    grey = np.asarray(grey, dtype=np.float64)
-    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
-        size = "x".join(map(str, grey.shape[::-1]))
-        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
-    if not np.all(np.isfinite(grey)):
-        raise ImageError(f"{name}: the picture holds NaN or infinite values")
-    return grey
-
-
 def _border_median(grey: np.ndarray) -> float:
     return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
 
@@ -98,17 +92,6 @@ def _border_median(grey: np.ndarray) -> float:
 def is_clean(grey: np.ndarray) -> bool:
     """A drawing rather than a photo: nearly all pixels are the background's one value."""
     return float(np.mean(np.abs(grey - _border_median(grey)) <= CLEAN_TOLERANCE)) >= CLEAN_SHARE
-
-
-def clean_ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
-    """A drawing's ink (H, W) in [0, 1], bright on black: ``predict.prepare_steps``'s rule
-    (the difference from the border's median, scaled by its maximum, below 0.2 dropped)."""
-    ink = np.abs(grey - _border_median(grey))
-    if ink.max() < 0.15:
-        raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
-    ink = ink / ink.max()
-    ink[ink < 0.2] = 0
-    return ink
 
 
 def _shrink(grey: np.ndarray) -> tuple[np.ndarray, int]:
@@ -393,10 +376,10 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     digits only where the network reads the pieces more surely than the whole; without it,
     by the group's width alone.
     """
-    grey = _check(grey, name)
+    grey = check_grey(grey, name)
     stages: dict[str, np.ndarray] = {"picture": grey}
     if is_clean(grey):
-        ink = clean_ink(grey, name)
+        ink = drawing_ink(grey, name)
         mask = ink > 0
     else:
         if not dark_on_light(grey):  # light writing on a dark board: the board is the "paper"
