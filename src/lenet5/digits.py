@@ -322,6 +322,13 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
     return parts
 
 
+def _big_enough(member: np.ndarray) -> bool:
+    """Is this ink more than a speck or a single line (as ``predict.prepare_steps`` asks)?"""
+    rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return min(h, w) >= 2 and max(h, w) >= MIN_INK_EXTENT
+
+
 def _digit(ink: np.ndarray, member: np.ndarray, name: str) -> tuple[Digit, dict[str, np.ndarray]]:
     """One digit's Digit and MNIST steps from the ink (H, W) and its pixels ``member`` (H, W)."""
     rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
@@ -346,7 +353,7 @@ def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list
             continue
         options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
         height = _height(group)
-        options = [o for o in options if all(_height(p) >= 0.6 * height for p in o)]  # no bar alone
+        options = [o for o in options if all(_height(p) >= 0.6 * height and _big_enough(p) for p in o)]
         images = [_digit(ink, part, name)[0].image for option in options for part in option]
         top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
         scores, i = [], 0
@@ -403,6 +410,8 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
         members = group_digits(mask, single, split=judge is None)
         if judge is not None and not single:
             members = _judged(ink, members, judge, name)
+    if len(members) > 1:  # among several, a sliver is not a digit (alone, it is reported)
+        members = [m for m in members if _big_enough(m)] or members[:1]
     if not members:
         raise ImageError(f"{name}: no digit found (only lines and specks)")
     kept = np.zeros(mask.shape, bool)
