@@ -410,6 +410,8 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
         members = group_digits(mask, single, split=judge is None)
         if judge is not None and not single:
             members = _judged(ink, members, judge, name)
+    if len(members) == 1 and "paper" not in stages:  # a drawing of one digit: all its ink, as before
+        members = [mask]
     if len(members) > 1:  # among several, a sliver is not a digit (alone, it is reported)
         members = [m for m in members if _big_enough(m)] or members[:1]
     if not members:
