@@ -1,6 +1,7 @@
 """lenet5 predict on ordinary pictures: real MNIST digits re-rendered as large, shifted pictures."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from PIL import Image, ImageFilter
 
 from lenet5 import SGD, LeNet5, cli, fit, load_dir, save_checkpoint
 from lenet5 import predict as P
+import lenet5
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +244,101 @@ def test_save_inputs_directory_errors(tmp_path):
         P.save_inputs(image, ["7.png"], tmp_path / "missing", create=False)
     with pytest.raises(P.ImageError, match="cannot create the output directory"):
         P.save_inputs(image, ["7.png"], tmp_path / "file" / "sub")
+
+
+# --------------------------------------------------------------------------- the command line (issue 29)
+def number_picture(test, indices, path, gap=30):
+    """MNIST test digits written side by side, dark on a photo-like (noisy, lit unevenly) page."""
+    rng = np.random.default_rng(0)
+    digits = [np.asarray(Image.fromarray(255 - test.images[i]).resize((112, 112), Image.BICUBIC)) for i in indices]
+    h, w = 300, 180 + len(indices) * (112 + gap)
+    page = 235 - 40 * np.linspace(0, 1, w)[None, :] + rng.normal(0, 3, (h, w))
+    x = 90
+    for d in digits:
+        page[94:206, x:x + 112] = np.minimum(page[94:206, x:x + 112], d)
+        x += 112 + gap
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def test_predict_reads_a_number_with_boxes_and_options_anywhere(tmp_path, capsys):
+    from lenet5.datasets import load_dataset  # noqa: F401  (the shipped network, on real MNIST test digits)
+    from conftest import MINI
+
+    test = load_dir(MINI).test
+    model = lenet5_pretrained()
+    right = [i for i in range(60) if model.predict(test.images[i:i + 1]).argmax() == test.labels[i]]
+    picks = right[:4]
+    number_picture(test, picks, tmp_path / "number.jpg")
+    truth = "".join(str(int(test.labels[i])) for i in picks)
+    ckpt = Path(lenet5.__file__).parent / "weights" / "modern.safetensors"
+    # an option between the checkpoint and the pictures, another after them
+    assert cli.main(["predict", str(ckpt), "--json", str(tmp_path / "number.jpg"), "--top", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["reading"] == truth
+    boxes = [d["box"] for d in result["digits"]]
+    assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+    for k, b in enumerate(boxes):  # each box holds its digit's pasted square
+        centre = 90 + k * 142 + 56
+        assert b[0] < centre < b[2] and 94 <= b[1] < b[3] <= 206
+    assert all(len(d["top"]) == 2 and sum(d["probabilities"]) == pytest.approx(1) for d in result["digits"])
+    assert cli.main(["predict", "--model", "modern", str(tmp_path / "number.jpg")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{tmp_path / 'number.jpg'}: {truth}" and len(out) == 5 and out[1].startswith("  digit 1 at x ")
+    # --single: all the writing is one digit
+    assert cli.main(["predict", "--single", "--model", "modern", "--json", str(tmp_path / "number.jpg")]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["digits"]) == 1
+
+
+def lenet5_pretrained():
+    import lenet5
+
+    return lenet5.pretrained("modern")
+
+
+def test_a_bad_picture_is_reported_and_the_others_still_read(trained, tmp_path, capsys):
+    _, ckpt, test = trained
+    render(test.images[0], 0, tmp_path / "seven.png")
+    (tmp_path / "text.png").write_text("not a picture")
+    paths = [tmp_path / "text.png", tmp_path / "seven.png", tmp_path / "missing.png"]
+    assert cli.main(["predict", str(ckpt), *map(str, paths)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and "text.png" in err[0] and "missing.png" in err[1]
+    assert captured.out.startswith(f"{tmp_path / 'seven.png'}: 7")
+    assert cli.main(["predict", str(ckpt), "--json", *map(str, paths)]) == 2
+    results = json.loads(capsys.readouterr().out)
+    assert [("error" in r) for r in results] == [True, False, True] and results[1]["prediction"] == 7
+
+
+def test_fashion_models_print_class_names(tmp_path, capsys):
+    from lenet5 import zoo
+
+    model, meta = zoo.load("modern-fashion")
+    names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+    assert meta["data"]["dataset"] == "fashion-mnist"
+    from lenet5.datasets import load_dataset
+
+    test = load_dataset("fashion-mnist", download_ok=False).test
+    i = next(i for i in range(50) if model.predict(test.images[i:i + 1]).argmax() == test.labels[i])
+    Image.fromarray(test.images[i]).resize((140, 140)).save(tmp_path / "item.png")
+    assert cli.main(["predict", "--model", "modern-fashion", "--json", str(tmp_path / "item.png")]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["class_name"] == names[result["prediction"]] == result["reading"]
+    assert [t["class_name"] for t in result["top"]] == [names[t["class"]] for t in result["top"]]
+    assert cli.main(["predict", "--model", "modern-fashion", str(tmp_path / "item.png"), "--top", "2"]) == 0
+    top = result["top"]
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'item.png'}: {names[top[0]['class']]}    top: "
+                                              f"{names[top[0]['class']]} (")
+    # the names come from the checkpoint's dataset, whatever the file is called
+    ckpt = tmp_path / "anything.safetensors"
+    ckpt.write_bytes(zoo.path("modern-fashion").read_bytes())
+    assert cli.main(["predict", str(ckpt), "--json", str(tmp_path / "item.png")]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["class_name"] == result["class_name"]
+
+
+def test_show_input_saves_every_stage(tmp_path, capsys):
+    photo = Path(__file__).parent / "fixtures" / "photos" / "ruled-000.jpg"
+    assert cli.main(["predict", "--model", "modern", str(photo), "--show-input", str(tmp_path / "seen")]) == 0
+    saved = sorted(p.name for p in (tmp_path / "seen").iterdir())
+    assert saved == sorted(f"ruled-000-{s}.png" for s in ["picture", "paper", "lines", "ink", "kept", "input", "box"])
+    assert Image.open(tmp_path / "seen" / "ruled-000-input.png").size == (28, 28)

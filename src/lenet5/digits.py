@@ -18,10 +18,14 @@ A photo of paper goes through these stages:
 4. ``lines``: ruled and squared lines and margins, found as ink that runs far straight across
    the page (a morphological opening by a long line) and removed, except where a stroke crosses
    them (ink that also runs thicker than a line the other way);
-5. ``kept``: connected strokes grouped into digits by their columns, specks dropped (pieces
-   much smaller than the writing and away from it), wide groups of touching digits split at
-   the emptiest column near where a digit of the usual width would end;
-6. each digit: MNIST's preparation as ``lenet5 predict`` always did (``predict.mnist_input``).
+5. ``kept``: pieces with soft edges (a shadow's dark corner) and pieces longer than any digit
+   (the rest of a line, the paper's edge) dropped; connected strokes grouped into digits by
+   their columns, specks dropped (pieces much smaller than the writing and away from it); a
+   wide group of touching digits cut at the emptiest columns near where digits of the usual
+   width would end: into as many pieces as the network (the optional ``judge``) reads most
+   surely, or without one, by the group's width;
+6. each digit: its ink scaled to full strength, then MNIST's preparation as ``lenet5 predict``
+   always did (``predict.mnist_input``).
 
 A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
 skips stages 1-4: its ink is the difference from the background, as ``predict.prepare_steps``
@@ -40,10 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predict import MIN_INK_EXTENT, MIN_SIDE, ImageError, mnist_input
+from .predict import MIN_INK_EXTENT, ImageError, check_grey, drawing_ink, mnist_input
 
-CLEAN_SHARE = 0.9  # a drawing: at least this share of pixels is within CLEAN_TOLERANCE of the background
-CLEAN_TOLERANCE = 0.02
+CLEAN_SHARE = 0.5  # a drawing: at least this share of pixels is the background's very value (to
+CLEAN_TOLERANCE = 0.6 / 255  # 8 bits); a photo's noise leaves few pixels exactly equal
 DARK_PAPER = 0.35  # a photo darker than this overall is of a board (or dark paper), not of white paper
 PAPER_WINDOW = 1 / 8  # the paper's local brightness: window (share of the picture's longer side)
 HIGH, LOW = 0.5, 0.25  # hysteresis levels, as shares of the strongest ink
@@ -56,11 +60,13 @@ STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across 
 SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
 SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
-WIDE = 1.25
-JUDGE_ASPECT = 0.9  # with a judge: groups wider than this times their height may be touching digits
+WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
+JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
-SPLIT_MARGIN = 0.05  # a cut must raise the mean log-probability by this much per extra digit
-SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel  # a group wider than this times its height holds touching digits
+SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
+INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
+LONG_PIECE = 0.6  # one piece of writing is never longer than this share of the picture's side
+SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
 
 
 @dataclass(frozen=True)
@@ -79,16 +85,6 @@ def _ndimage():
     return ndimage
 
 
-def _check(grey: np.ndarray, name: str) -> np.ndarray:
-    grey = np.asarray(grey, dtype=np.float64)
-    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
-        size = "x".join(map(str, grey.shape[::-1]))
-        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
-    if not np.all(np.isfinite(grey)):
-        raise ImageError(f"{name}: the picture holds NaN or infinite values")
-    return grey
-
-
 def _border_median(grey: np.ndarray) -> float:
     return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
 
@@ -96,17 +92,6 @@ def _border_median(grey: np.ndarray) -> float:
 def is_clean(grey: np.ndarray) -> bool:
     """A drawing rather than a photo: nearly all pixels are the background's one value."""
     return float(np.mean(np.abs(grey - _border_median(grey)) <= CLEAN_TOLERANCE)) >= CLEAN_SHARE
-
-
-def clean_ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
-    """A drawing's ink (H, W) in [0, 1], bright on black: ``predict.prepare_steps``'s rule
-    (the difference from the border's median, scaled by its maximum, below 0.2 dropped)."""
-    ink = np.abs(grey - _border_median(grey))
-    if ink.max() < 0.15:
-        raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
-    ink = ink / ink.max()
-    ink[ink < 0.2] = 0
-    return ink
 
 
 def _shrink(grey: np.ndarray) -> tuple[np.ndarray, int]:
@@ -178,6 +163,17 @@ def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     edge = mask & ~nd.binary_erosion(mask)
     sharpness = np.asarray(nd.mean(slope, np.where(edge, labels, 0), index=np.arange(1, n + 1)))
     keep = np.concatenate([[False], np.nan_to_num(sharpness) >= SHARP_EDGE])
+    return keep[labels]
+
+
+def _without_long_pieces(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without pieces longer than LONG_PIECE of the picture's height or width: the rest
+    of a line, the paper's edge; a digit is never that large."""
+    labels, pieces = _components(mask)
+    h, w = mask.shape
+    keep = np.zeros(len(pieces) + 1, bool)
+    for label, box, _ in pieces:
+        keep[label] = box[0].stop - box[0].start <= LONG_PIECE * h and box[1].stop - box[1].start <= LONG_PIECE * w
     return keep[labels]
 
 
@@ -311,9 +307,10 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
         window = profile[lo:hi]
         if window.size == 0:
             continue
+        # the emptiest column, with a cost for straying from the expected border
         expected = i * width / k
-        # the emptiest column; among equals, the one nearest the expected border
-        best = min(range(window.size), key=lambda j: (window[j], abs(lo + j - expected)))
+        cost = window / max(1, profile.max()) + np.abs(np.arange(lo, lo + window.size) - expected) / (width / k)
+        best = int(np.argmin(cost))
         cuts.append(lo + best)
     cuts.append(width)
     parts = []
@@ -323,6 +320,13 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
         if part.any():
             parts.append(part)
     return parts
+
+
+def _big_enough(member: np.ndarray) -> bool:
+    """Is this ink more than a speck or a single line (as ``predict.prepare_steps`` asks)?"""
+    rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return min(h, w) >= 2 and max(h, w) >= MIN_INK_EXTENT
 
 
 def _digit(ink: np.ndarray, member: np.ndarray, name: str) -> tuple[Digit, dict[str, np.ndarray]]:
@@ -349,7 +353,7 @@ def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list
             continue
         options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
         height = _height(group)
-        options = [o for o in options if all(_height(p) >= 0.6 * height for p in o)]  # no bar alone
+        options = [o for o in options if all(_height(p) >= 0.6 * height and _big_enough(p) for p in o)]
         images = [_digit(ink, part, name)[0].image for option in options for part in option]
         top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
         scores, i = [], 0
@@ -379,10 +383,10 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     digits only where the network reads the pieces more surely than the whole; without it,
     by the group's width alone.
     """
-    grey = _check(grey, name)
+    grey = check_grey(grey, name)
     stages: dict[str, np.ndarray] = {"picture": grey}
     if is_clean(grey):
-        ink = clean_ink(grey, name)
+        ink = drawing_ink(grey, name)
         mask = ink > 0
     else:
         if not dark_on_light(grey):  # light writing on a dark board: the board is the "paper"
@@ -394,8 +398,11 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
         # lines are sought in all the ink, faint parts too, so that they run unbroken
         lines = ruled_lines(ink > NOISE_FLOOR) & mask
         mask = sharp_pieces(mask & ~lines, ink)
+        mask = _without_long_pieces(mask)
         stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
     stages["ink"] = ink
+    if "paper" in stages and mask.any():  # a pen's stroke is full ink across, as MNIST's are;
+        ink = np.clip(ink / np.percentile(ink[mask], INK_LEVEL), 0, 1)  # pencil grain and light vary
     # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
     if single and "paper" not in stages:
         members = [mask]
@@ -403,6 +410,10 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
         members = group_digits(mask, single, split=judge is None)
         if judge is not None and not single:
             members = _judged(ink, members, judge, name)
+    if len(members) == 1 and "paper" not in stages:  # a drawing of one digit: all its ink, as before
+        members = [mask]
+    if len(members) > 1:  # among several, a sliver is not a digit (alone, it is reported)
+        members = [m for m in members if _big_enough(m)] or members[:1]
     if not members:
         raise ImageError(f"{name}: no digit found (only lines and specks)")
     kept = np.zeros(mask.shape, bool)

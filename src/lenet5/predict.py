@@ -200,6 +200,30 @@ def load_grey(source: Source, name: str | None = None) -> np.ndarray:
             fp.close()
 
 
+def check_grey(grey: np.ndarray, name: str = "image") -> np.ndarray:
+    """``grey`` as float64 (H, W), or ImageError if it is too small to show a digit or not finite."""
+    grey = np.asarray(grey, dtype=np.float64)
+    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
+        size = "x".join(map(str, grey.shape[::-1]))
+        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
+    if not np.all(np.isfinite(grey)):
+        raise ImageError(f"{name}: the picture holds NaN or infinite values")
+    return grey
+
+
+def drawing_ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
+    """The ink of a drawing (H, W) in [0, 1], bright on black: whatever differs from the
+    background (the border's median), either polarity, scaled by its maximum; below 0.2 is
+    paper texture, JPEG noise or shadow, not ink. ImageError if the picture is almost uniform."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    ink = np.abs(grey - float(np.median(border)))
+    if ink.max() < 0.15:
+        raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
+    ink = ink / ink.max()
+    ink[ink < 0.2] = 0
+    return ink
+
+
 def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray]:
     """Every step of preparing a picture MNIST-style, for showing them (a web page) or using them.
 
@@ -209,19 +233,8 @@ def prepare_steps(grey: np.ndarray, name: str = "image") -> dict[str, np.ndarray
     A picture too small or thin to show a digit, or whose ink is a speck or a single line,
     raises ImageError "no digit found" rather than letting the network guess.
     """
-    grey = np.asarray(grey, dtype=np.float64)
-    if grey.ndim != 2 or min(grey.shape) < MIN_SIDE:
-        size = "x".join(map(str, grey.shape[::-1]))
-        raise ImageError(f"{name}: no digit found (the picture is only {size} pixels)")
-    if not np.all(np.isfinite(grey)):
-        raise ImageError(f"{name}: the picture holds NaN or infinite values")
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
-    ink = np.abs(grey - background)  # ink is whatever differs from the background, either polarity
-    if ink.max() < 0.15:
-        raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
-    ink = ink / ink.max()
-    ink[ink < 0.2] = 0  # paper texture, JPEG noise and shadows are not ink
+    grey = check_grey(grey, name)
+    ink = drawing_ink(grey, name)
     rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
     ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = ink.shape

@@ -1,0 +1,155 @@
+"""Finding digits in pictures (lenet5.digits): each stage on synthetic pictures whose truth is
+known by construction, and the whole path on the committed phone-photo fixtures."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lenet5
+from lenet5 import digits as D
+from lenet5.predict import ImageError, load_grey, prepare_steps
+
+FIXTURES = Path(__file__).parent / "fixtures" / "photos"
+
+
+def ring(h: int, w: int, cy: int, cx: int, radius: int, width: int) -> np.ndarray:
+    """bool (h, w): an annulus, a stand-in for a handwritten 0."""
+    y, x = np.mgrid[0:h, 0:w]
+    d = np.hypot((y - cy) * 0.7, x - cx)
+    return (d <= radius) & (d > radius - width)
+
+
+def paper(h=480, w=640, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(0.9 + rng.normal(0, 0.01, (h, w)), 0, 1)
+
+
+def test_ruled_and_squared_lines_are_removed_and_the_digit_kept():
+    grey = paper()
+    h, w = grey.shape
+    lines = np.zeros((h, w), bool)
+    lines[20::30, :] = lines[21::30, :] = True  # ruled every 30 pixels, 2 pixels thick
+    lines[:, 70:73] = True  # the margin
+    lines[:, 100::40] = True  # and squared
+    digit = ring(h, w, 240, 330, 60, 10)
+    grey[lines] = 0.65
+    grey[digit] = 0.15
+    found, stages = D.read_picture(grey)
+    assert len(found) == 1
+    kept = stages["kept"] > 0
+    away = lines & ~digit
+    assert kept[digit].mean() > 0.9  # the stroke survives where lines cross it
+    assert kept[lines & ~digit].mean() < 0.01  # lines are gone, also where they touch the digit
+    assert (stages["lines"] > 0)[away].mean() > 0.8 or not (stages["lines"] > 0)[digit].any()
+    x0, y0, x1, y1 = found[0].box
+    ys, xs = np.nonzero(digit)
+    assert abs(x0 - xs.min()) <= 2 and abs(x1 - 1 - xs.max()) <= 2 and abs(y0 - ys.min()) <= 2 and abs(y1 - 1 - ys.max()) <= 2
+
+
+def test_specks_far_from_the_digit_are_dropped():
+    grey = paper()
+    digit = ring(480, 640, 200, 300, 50, 9)
+    grey[digit] = 0.2
+    rng = np.random.default_rng(1)
+    specks = np.zeros_like(digit)
+    for y, x in rng.integers([0, 0], [480, 640], (40, 2)):
+        if abs(y - 200) > 90 or abs(x - 300) > 90:
+            specks[max(0, y - 2):y + 2, max(0, x - 2):x + 2] = True
+    grey[specks] = 0.1
+    found, stages = D.read_picture(grey)
+    assert len(found) == 1
+    assert not (stages["kept"] > 0)[specks].any()
+    ys, xs = np.nonzero(digit)
+    assert found[0].box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_uneven_light_and_a_shadow_are_paper_not_ink():
+    h, w = 480, 640
+    y, x = np.mgrid[0:h, 0:w]
+    light = (1 - 0.45 * x / w) * np.where(x + y > 700, 0.55, 1.0)  # falling off, and a hard-ish shadow
+    from scipy import ndimage
+
+    light = ndimage.gaussian_filter(light, 8)
+    digit = ring(h, w, 300, 420, 70, 12)  # across the shadow's edge
+    grey = paper(h, w) * light
+    grey[digit] *= 0.25
+    found, stages = D.read_picture(grey)
+    kept = stages["kept"] > 0
+    assert len(found) == 1
+    assert kept[digit].mean() > 0.9 and kept[~digit].mean() < 0.002
+
+
+def test_a_number_is_split_left_to_right_and_touching_digits_are_cut():
+    h, w = 300, 900
+    grey = paper(h, w)
+    centres = [150, 300, 520, 660]
+    for cx in centres:
+        grey[ring(h, w, 150, cx, 55, 9)] = 0.2
+    found, _ = D.read_picture(grey)
+    assert len(found) == 4
+    lefts = [d.box[0] for d in found]
+    assert lefts == sorted(lefts)
+    for d, cx in zip(found, centres):
+        assert d.box[0] < cx < d.box[2]
+    # two digits joined by a stroke (a pen not lifted): one connected piece, cut in the joint
+    grey = paper(h, w)
+    pair = ring(h, w, 150, 400, 55, 9) | ring(h, w, 150, 540, 55, 9)
+    pair[147:153, 450:490] = True
+    grey[pair] = 0.2
+    parts = D.split_touching(pair)
+    assert len(parts) == 2
+    cols = [np.nonzero(p.any(axis=0))[0] for p in parts]
+    assert 455 <= cols[0].max() <= 485 and cols[1].min() == cols[0].max() + 1
+    found, _ = D.read_picture(grey)
+    assert len(found) == 2
+
+
+def test_light_writing_on_a_dark_board():
+    grey = 1 - paper()
+    digit = ring(480, 640, 240, 320, 80, 12)
+    grey[digit] = 0.85
+    found, stages = D.read_picture(grey)
+    assert len(found) == 1 and (stages["kept"] > 0)[digit].mean() > 0.9
+
+
+def test_clean_drawings_read_exactly_as_the_one_digit_path(mnist_images):
+    for image in mnist_images[:200]:
+        for grey in (image / 255.0, np.asarray(Image.fromarray(255 - image).resize((140, 140), Image.BICUBIC)) / 255):
+            found, stages = D.read_picture(grey, single=True)
+            assert np.array_equal(found[0].image, prepare_steps(grey)["input"])
+            assert stages["input"].shape == (28, 28)
+
+
+def test_no_digit_raises_image_error():
+    with pytest.raises(ImageError, match="no ink found"):
+        D.read_picture(np.full((100, 100), 0.8))
+    grey = paper()
+    grey[100::40, :] = 0.5  # lines only
+    with pytest.raises(ImageError, match="no digit found"):
+        D.read_picture(grey)
+
+
+@pytest.fixture(scope="module")
+def mnist_images():
+    from conftest import MINI
+    from lenet5 import load_dir
+
+    return load_dir(MINI).test.images
+
+
+def test_committed_photos_are_read(tmp_path):
+    """The committed phone photos (benchmarks/make_photos.py, seed 3) with the shipped network;
+    floors well under benchmarks/results/photos.txt, so that noise cannot fail them."""
+    labels = json.loads((FIXTURES / "labels.json").read_text())
+    model = lenet5.pretrained("modern")
+    singles, numbers = [], []
+    for name, info in labels.items():
+        found, _ = D.read_picture(load_grey(FIXTURES / name), judge=model.predict)
+        got = "".join(str(c) for c in model.predict(np.stack([d.image for d in found])).argmax(1))
+        (numbers if name.startswith("number-") else singles).append(got == str(info["label"]))
+    assert len(singles) >= 12 and len(numbers) >= 6
+    assert np.mean(singles) >= 0.8, singles
+    assert np.mean(numbers) >= 0.5, numbers
