@@ -132,9 +132,10 @@ def predict_picture(entry: ModelEntry, body: bytes, width: int | None, height: i
     else:
         grey, name, skip = prepare.grey_from_bytes(body, "upload"), "upload", ()
     t1 = time.perf_counter()
-    found, stages = prepare.read_digits(grey, name)
-    t2 = time.perf_counter()
     with entry.borrow() as (model, version):
+        # the network judges where touching digits part, as `lenet5 predict` does
+        found, stages = prepare.read_digits(grey, name, judge=model.predict)
+        t2 = time.perf_counter()
         results = analyse(model, np.stack([d.image for d in found]), rubbish_j(model, entry.meta))
     t3 = time.perf_counter()
     for digit, result in zip(found, results):

@@ -77,11 +77,11 @@ def grey_from_bytes(data: bytes, name: str = "upload") -> np.ndarray:
         raise PictureError("This picture could not be decoded: the file may be damaged or cut short.") from None
 
 
-def read_digits(grey: np.ndarray, name: str) -> tuple[list[digits.Digit], dict[str, np.ndarray]]:
+def read_digits(grey: np.ndarray, name: str, judge=None) -> tuple[list[digits.Digit], dict[str, np.ndarray]]:
     """``digits.read_picture``: the digits left to right and the named stages; ``PictureError``
-    when there is none."""
+    when there is none. ``judge``: the network's probabilities, to decide where touching digits part."""
     try:
-        found, stages = digits.read_picture(grey, name=name)
+        found, stages = digits.read_picture(grey, name=name, judge=judge)
     except ImageError as e:
         raise PictureError("No digit found in the picture.", str(e)) from None
     if not found:
