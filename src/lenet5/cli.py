@@ -243,12 +243,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _class_names(meta: dict) -> list[str]:
     """The classes' names, from the dataset the checkpoint was trained on (digits: "0".."9")."""
-    from .plots import CLASS_NAMES
+    from .datasets import class_names, dataset_of
 
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    dataset = data.get("dataset") or settings.get("dataset")
-    return CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
+    return class_names(dataset_of(meta))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ import zlib
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -79,6 +79,8 @@ class DatasetInfo:
     #: what ``--augment auto`` means for it: affine for written characters (a mirrored digit is
     #: not a digit), flip for Fashion-MNIST (a mirrored shirt is still a shirt)
     auto_augment: str = "affine"
+    #: the names of its ten classes, by label
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
@@ -117,6 +119,8 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
         {"train-images-idx3-ubyte.gz": 26_421_880, "train-labels-idx1-ubyte.gz": 29_515,
          "t10k-images-idx3-ubyte.gz": 4_422_102, "t10k-labels-idx1-ubyte.gz": 5_148},
         auto_augment="flip",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"),
     ),
     DatasetInfo(
         "kmnist", "Kuzushiji-MNIST (cursive Japanese characters)",
@@ -130,8 +134,26 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
         {},  # no published MD5s of the uncompressed files: only the original .gz files verify
         {"train-images-idx3-ubyte.gz": 18_165_135, "train-labels-idx1-ubyte.gz": 29_497,
          "t10k-images-idx3-ubyte.gz": 3_041_136, "t10k-labels-idx1-ubyte.gz": 5_120},
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
     ),
 ]}
+
+
+def dataset_of(meta: dict[str, Any]) -> str | None:
+    """The dataset a checkpoint's metadata (or a run's config.json) says it was trained on."""
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    name = data.get("dataset") or settings.get("dataset") or meta.get("dataset")
+    return name if isinstance(name, str) else None
+
+
+def class_names(dataset: str | None) -> list[str]:
+    """The names of the ten classes of ``dataset`` (a name of DATASETS, or one that begins with
+    it); digits "0".."9" for MNIST, its sample, unrecognised data and anything unknown."""
+    for name, info in DATASETS.items():
+        if dataset and dataset.startswith(name):
+            return list(info.classes)
+    return [str(d) for d in range(10)]
 
 
 #: The dataset name of files that match no published checksum (given by --data-dir).

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import Split
+from .datasets import class_names
 from .errors import Lenet5Error
 
 FIGURES = ("curves.png", "confusion.png", "kernels.png", "feature_maps.png", "wrong.png")
@@ -327,10 +328,6 @@ def plot_wrong(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, captio
     return fig
 
 
-CLASS_NAMES = {"fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                 "Sneaker", "Bag", "Boot"],
-               "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]}
-
 
 def plot_run(run_dir: str | Path, sample: int = 0, test: Split | None = None) -> list[Path]:
     """Write every figure of a run into its directory; returns the paths. ``test``: the run's
@@ -379,7 +376,7 @@ def _test_figures(model, dataset: str, settings: dict, test: Split | None, sampl
         test = load_dataset(dataset, settings.get("data_dir"), progress=False, warn=lambda m: None).test
     if not 0 <= sample < len(test):
         raise Lenet5Error(f"--sample {sample}: the test set has {len(test)} images (0-{len(test) - 1})")
-    names = CLASS_NAMES.get(dataset, [str(d) for d in range(10)])
+    names = class_names(dataset)
     probs = model.predict(test.images)
     return {
         "confusion.png": plot_confusion(confusion_matrix(test.labels, probs.argmax(axis=1)), caption, names),

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .. import datasets
 from ..errors import Lenet5Error
 from ..model import LeNet5
 from ..predict import require_finite
@@ -28,11 +29,6 @@ from ..runs import RunDir
 
 #: the paper's stages, in order; each is shown as the output of its last layer (after the activation)
 STAGES = ["c1", "s2", "c3", "s4", "c5", "f6"]
-CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
-}
 
 
 class UnknownModel(Lenet5Error):
@@ -57,18 +53,8 @@ def _stage_layers(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def dataset_of(meta: dict[str, Any]) -> str:
-    """The dataset a checkpoint was trained on, from its metadata (tolerant of missing keys)."""
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    name = data.get("dataset") or settings.get("dataset") or meta.get("dataset") or "mnist"
-    return str(name)
-
-
-def class_names(dataset: str) -> list[str]:
-    for key, names in CLASS_NAMES.items():
-        if dataset.startswith(key):
-            return names
-    return [str(d) for d in range(10)]
+    """The dataset a checkpoint was trained on, from its metadata ("mnist" when it does not say)."""
+    return datasets.dataset_of(meta) or "mnist"
 
 
 def output_kind(model: LeNet5) -> str:
@@ -283,7 +269,7 @@ def model_details(entry: ModelEntry) -> dict:
         "description": model.preset.description,
         "params": model.num_parameters(),
         "input_size": model.preset.input_size,
-        "classes": class_names(dataset_of(entry.meta)),
+        "classes": datasets.class_names(dataset_of(entry.meta)),
         "output": output_kind(model),
         "stages": [{"stage": s, "layer": layer, "shape": summary[layer]["output_shape"],
                     "kind": layer_kind(model, layer)} for s, layer in stages.items()],
