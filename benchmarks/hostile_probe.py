@@ -13,6 +13,7 @@ one short stderr line, or gives a correct result, and its check holds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -450,6 +452,35 @@ def _(tmp, shared):
         for c in conns:
             c.close()
         return f"{len(closed)}/8 cut off", None
+    return web_case(tmp, shared, act)
+
+
+@case("web: 64 clients uploading 9 MB pictures at once")
+def _(tmp, shared):
+    def act(s: Server):
+        body = np.random.default_rng(0).integers(0, 256, 9 << 20, dtype=np.uint8).tobytes()  # not a picture
+        head = post("/api/predict", body, "image/png")
+        codes: list[str] = []
+
+        def client() -> None:
+            with socket.create_connection(("127.0.0.1", s.port)) as c:
+                c.sendall(head)
+                for i in range(0, len(body), 1 << 20):
+                    c.sendall(body[i:i + (1 << 20)])
+                    time.sleep(0.1)
+                c.settimeout(120)
+                with contextlib.suppress(OSError):
+                    codes.append(c.recv(100).split(b" ")[1].decode())
+
+        threads = [threading.Thread(target=client) for _ in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        answers = sorted(set(codes))
+        if len(codes) == 64 and answers == ["422"]:  # each answered "not a picture", in bounded memory
+            return 422, None
+        return f"{len(codes)} answered: {answers}", "not every client got its 422"
     return web_case(tmp, shared, act)
 
 

@@ -62,6 +62,10 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
+#: pictures read and prepared at once; the memory they may take is about this many uploads
+UPLOAD_SLOTS = 4
+
+
 # --------------------------------------------------------------------------- helpers
 def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
@@ -171,6 +175,9 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
     training.discover()
     # predictions are CPU-bound: as many at once as there are cores (more only fight over the GIL)
     predict_slots = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
+    # uploads held in memory at once (each up to MAX_UPLOAD_BYTES, then decoded): with many
+    # connections open, the rest wait for a slot instead of each holding 10 MB
+    upload_slots = anyio.Semaphore(UPLOAD_SLOTS)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": CSP,
@@ -195,8 +202,10 @@ def create_app(models: Sequence[str | Path] = (), *, pretrained: Sequence[str] =
             model_id = default.id
         entry = registry.get(model_id)
         width, height = query_int(request, "w"), query_int(request, "h")
-        body = await read_body(request, prepare.MAX_UPLOAD_BYTES)
-        result = await anyio.to_thread.run_sync(predict_picture, entry, body, width, height, limiter=predict_slots)
+        async with upload_slots:
+            body = await read_body(request, prepare.MAX_UPLOAD_BYTES)
+            result = await anyio.to_thread.run_sync(predict_picture, entry, body, width, height,
+                                                    limiter=predict_slots)
         result["timing"]["server_ms"] = round(1000 * (time.perf_counter() - started), 2)
         return JSONResponse(result, headers={"Server-Timing": f"app;dur={result['timing']['server_ms']}"})
 
