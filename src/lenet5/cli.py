@@ -241,6 +241,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _picture_scale(path, shape: tuple[int, ...]) -> float:
+    """How many of the picture file's own pixels one pixel of its decoded grey image spans (a
+    large photo is shrunk while it is decoded), so that digit boxes are given in the file's pixels."""
+    from PIL import Image
+
+    with Image.open(path) as im:  # the header only
+        width, height = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
+            width, height = height, width
+    return width / shape[1] if shape[1] else 1.0
+
+
 def _class_names(meta: dict) -> list[str]:
     """The classes' names, from the dataset the checkpoint was trained on (digits: "0".."9")."""
     from .datasets import class_names, dataset_of
@@ -280,8 +292,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results, seen, failed = [], [], False
     for path in inputs:
         try:
-            found, stages = read_picture(load_grey(path), single=args.single or not digits_model, name=str(path),
+            grey = load_grey(path)
+            found, stages = read_picture(grey, single=args.single or not digits_model, name=str(path),
                                          judge=model.predict)
+            scale = _picture_scale(path, grey.shape)
         except ImageError as e:
             print(f"lenet5: error: {e}", file=sys.stderr)
             results.append({"image": str(path), "error": str(e)})
@@ -294,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         entries = []
         for i, (digit, p) in enumerate(zip(found, probs)):
             order = np.argsort(-p)[: args.top]
-            entry = {"box": list(digit.box), "prediction": int(order[0]), "class_name": names[order[0]],
+            entry = {"box": [round(v * scale) for v in digit.box], "prediction": int(order[0]), "class_name": names[order[0]],
                      "top": [{"class": int(c), "class_name": names[c], "probability": float(p[c])} for c in order],
                      "probabilities": [float(v) for v in p]}
             if rbf:
