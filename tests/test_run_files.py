@@ -139,14 +139,14 @@ def test_a_symlink_inside_the_run_is_followed(tmp_path):
 @pytest.mark.parametrize("name", sorted(LIMITS))
 def test_an_oversized_run_file_is_refused_before_reading(tmp_path, name):
     run = make_run(tmp_path / "run")
-    with open(run / name, "r+b") as f:  # sparse: costs no disk and, refused by its size, no memory
+    with open(run / name, "ab") as f:  # sparse: costs no disk and, refused by its size, no memory
         f.truncate(LIMITS[name] + 1)
     r = subprocess.run([sys.executable, "-c", f"""
 from lenet5.runs import RunDir
 from lenet5.errors import RunFileError
 run = RunDir({str(run)!r})
 try:
-    run.read_config(); run.history(); run.batch_losses()
+    run.read_config(); run.history(); run.batch_losses(); run.progress()
 except RunFileError as e:
     print(e)
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
@@ -286,3 +286,22 @@ def test_show_input_never_writes_through_a_symlink(tmp_path):
         save_inputs([np.zeros((28, 28), np.uint8)], ["7.png"], seen)
     assert outside.read_text() == "precious\n"
     assert [p.name for p in save_inputs([np.zeros((28, 28), np.uint8)], ["8.png"], seen)] == ["8-input.png"]
+
+
+def test_progress_is_written_by_a_run_and_read_checked(tmp_path, mini_dir):
+    """progress.json: a run's last step of each epoch is its last word; a damaged one is one line."""
+    from lenet5 import cli
+    from lenet5.errors import Lenet5Error
+    from lenet5.runs import PROGRESS, RunDir
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data-dir", str(mini_dir), "--dataset", "mnist", "--epochs", "2", "--batch-size", "50",
+                     "--out", str(out), "--quiet", "--no-plots"]) == 0
+    progress = RunDir.open(out).progress()
+    assert progress["epoch"] == 2 and progress["batch"] == progress["batches"] == 6  # 300 images / 50
+    assert progress["loss"] == pytest.approx(json.loads(
+        (out / "batch_metrics.jsonl").read_text().splitlines()[-1])["loss"][-1])
+    for bad in ('{"epoch": "two", "batch": 1, "batches": 6, "loss": 1.0}', "[1, 2]", "{"):
+        (out / PROGRESS).write_text(bad)
+        with pytest.raises(Lenet5Error, match="progress.json"):
+            RunDir.open(out).progress()

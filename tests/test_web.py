@@ -460,6 +460,9 @@ def test_training_runs_and_its_model_is_usable(client):
     assert states[:2] == ["starting", "running"] and kinds.index("epoch") > kinds.index("state", 2)
     epoch = next(d for k, d in events if k == "epoch")
     assert epoch["epoch"] == 1 and 0 <= epoch["test_acc"] <= 1
+    # within the epoch, progress comes from the run's progress.json: its last word is the last step
+    progress = [d for k, d in events if k == "progress"]
+    assert progress and progress[-1]["epoch"] == 1 and progress[-1]["batch"] == progress[-1]["batches"] == 4  # 200 / 64
     assert np.asarray(epoch["confusion"]).shape == (10, 10)
     assert np.asarray(epoch["confusion"]).sum() in (2000, 10000)  # the bundled sample's test set, or MNIST's
     assert epoch["kernels"]["shape"] == [6, 1, 5, 5]

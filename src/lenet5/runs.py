@@ -41,14 +41,15 @@ BEST = "best.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 BATCH_METRICS = "batch_metrics.jsonl"
+PROGRESS = "progress.json"
 LOCK = ".lock"
-RUN_FILES = (MODEL, STATE, BEST, CONFIG, METRICS, BATCH_METRICS)
+RUN_FILES = (MODEL, STATE, BEST, CONFIG, METRICS, BATCH_METRICS, PROGRESS)
 #: the figures ``lenet5.plots`` draws into a run
 FIGURES = ("curves.png", "errors.png", "kernels.png", "confusion.png", "feature_maps.png", "wrong.png")
 #: the largest file of each kind a reader accepts: far above what any run writes (metrics.jsonl:
 #: ~300 bytes an epoch; batch_metrics.jsonl: ~20 bytes a step, 60,000 steps an epoch at batch
 #: size 1), far below what would strain memory
-LIMITS = {CONFIG: 1 << 20, METRICS: 16 << 20, BATCH_METRICS: 64 << 20}
+LIMITS = {CONFIG: 1 << 20, METRICS: 16 << 20, BATCH_METRICS: 64 << 20, PROGRESS: 4 << 10}
 
 
 # --------------------------------------------------------------------------- value checks
@@ -82,6 +83,7 @@ METRICS_KEYS = {"epoch": COUNT, "train_loss": NUMBER, "train_acc": FRACTION, "se
 METRICS_TYPES = {"train_seconds": SECONDS, "test_loss": NUMBER, "test_acc": FRACTION, "val_loss": NUMBER,
                  "val_acc": FRACTION, "best": FLAG}
 BATCH_KEYS = {"epoch": COUNT, "loss": LOSSES}
+PROGRESS_KEYS = {"epoch": COUNT, "batch": COUNT, "batches": COUNT, "loss": NUMBER}
 
 
 def check_keys(where: str, obj: dict, required: dict, optional: dict | None = None) -> dict:
@@ -354,6 +356,25 @@ class RunDir:
         """Per epoch, {"epoch": k, "loss": [loss of every step]}, from batch_metrics.jsonl.
         ``live``: as for ``history``."""
         return self._read_jsonl(BATCH_METRICS, BATCH_KEYS, {}, live)
+
+    def write_progress(self, epoch: int, batch: int, batches: int, loss: float) -> None:
+        """progress.json: where the epoch under way stands (replaced whole, a few times a second at
+        most), for whoever follows the run (the web page) between two lines of metrics.jsonl."""
+        self._write_text(PROGRESS, json.dumps({"epoch": epoch, "batch": batch, "batches": batches, "loss": loss}))
+
+    def progress(self) -> dict | None:
+        """progress.json as ``write_progress`` wrote it (None if there is none yet), checked."""
+        data = self._read(PROGRESS)
+        if data is None:
+            return None
+        path = clip(self.path / PROGRESS)
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            raise RunFileError(f"{path}: not valid JSON") from None
+        if not isinstance(value, dict):
+            raise RunFileError(f"{path}: not a JSON object")
+        return check_keys(path, value, PROGRESS_KEYS)
 
     def log_epoch(self, record: dict, batch_losses: list[float]) -> None:
         """Append one finished epoch to metrics.jsonl and its step losses to batch_metrics.jsonl."""

@@ -10,6 +10,7 @@ a resumable checkpoint.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -23,6 +24,10 @@ from .errors import CheckpointError, Lenet5Error, clip
 from .presets import DEFAULT_PRESET, REMOVED_AUGMENTS, REMOVED_OPTIONS, TrainConfig, resolve
 from .runs import STATE, RunDir
 from .train import DivergenceError, Hooks, Interrupted, TrainState, fit, prepare_data
+
+
+#: progress.json is rewritten at most this often (seconds): cheap beside any step, fresh for a page
+PROGRESS_SECONDS = 0.5
 
 
 def log(message: str) -> None:
@@ -193,9 +198,18 @@ def train(options: dict[str, Any], *, resume: str | Path | None = None, out: str
                   f"{100 * record['train_acc']:6.2f}%{val_text}{test_text}  {record['seconds']:.1f}s", flush=True)
         batch_losses.clear()
 
+    steps = math.ceil(len(data.train) / config.batch_size)
+    shown = {"at": 0.0}
+
+    def on_batch(epoch: int, batch: int, loss: float) -> None:
+        batch_losses.append(loss)
+        now = time.monotonic()
+        if run_dir is not None and (now - shown["at"] >= PROGRESS_SECONDS or batch == steps):
+            shown["at"] = now
+            run_dir.write_progress(epoch, batch, steps, loss)
+
     stop = StopRequest()
-    hooks = Hooks(on_batch=lambda epoch, batch, loss: batch_losses.append(loss), on_epoch=on_epoch,
-                  should_stop=stop)
+    hooks = Hooks(on_batch=on_batch, on_epoch=on_epoch, should_stop=stop)
     try:
         with stop:
             fit(engine, data, config, optimizer=optimizer, val=val, state=state, hooks=hooks, progress=progress)

@@ -13,6 +13,8 @@ read), and from the worker's exit status; its printed lines are never read for m
 - ``metrics.jsonl``: one record per finished epoch -> an ``epoch`` event, with the test-set
   confusion matrix and C1's kernels of the weights just saved;
 - ``batch_metrics.jsonl``: every batch's loss, per epoch -> a ``batches`` event;
+- ``progress.json``: where the epoch under way stands (rewritten twice a second at most) -> a
+  ``progress`` event when it changes;
 - the exit status: 0 finished, 130 stopped (resumable once an epoch is saved), else failed (the
   worker's last line of output is passed on, verbatim, as the failure's detail).
 
@@ -137,6 +139,7 @@ class Job:
     seen_epochs: set[int] = field(default_factory=set)
     seen_batch_epochs: set[int] = field(default_factory=set)
     file_errors: set[str] = field(default_factory=set)
+    progress: dict | None = None  # progress.json as last read
     resuming: bool = False
     output_tail: list[str] = field(default_factory=list)  # the worker's last lines, kept verbatim
     tail_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -411,7 +414,7 @@ class TrainingManager:
         if self.state == "starting" and (files / CONFIG).is_file():
             self._set_state("running", "training")  # the worker has its data and has begun
         try:
-            batches, history = files.batch_losses(live=True), files.history(live=True)
+            batches, history, progress = files.batch_losses(live=True), files.history(live=True), files.progress()
         except Lenet5Error as e:  # a damaged file: say so once (the run's name, not its path), keep watching
             text = str(e).replace(str(files.path), files.path.name)
             if text not in job.file_errors:
@@ -423,6 +426,10 @@ class TrainingManager:
                 job.seen_batch_epochs.add(rec["epoch"])
                 self._emit("batches", {"epoch": rec["epoch"], "loss": [round(v, 5) if _number(v) is not None
                                                                        else None for v in rec["loss"]]})
+        if progress is not None and progress != job.progress:
+            job.progress = progress
+            self._emit("progress", {k: progress[k] for k in ("epoch", "batch", "batches")}
+                       | {"loss": round(progress["loss"], 5)})
         fresh = [rec for rec in history if rec["epoch"] not in job.seen_epochs]
         for i, rec in enumerate(fresh):
             job.seen_epochs.add(rec["epoch"])

@@ -726,7 +726,7 @@ function renderRBF(result) {
 
 // --------------------------------------------------------------------------- training
 function freshTrainView() {
-  return {epochs: [], batches: {}, totalEpochs: null, run: null, modelId: null, state: "idle", runs: [],
+  return {epochs: [], batches: {}, progress: null, totalEpochs: null, run: null, modelId: null, state: "idle", runs: [],
     started: null};
 }
 
@@ -800,6 +800,7 @@ function followTraining() {
     renderTraining();
   });
   source.addEventListener("epoch", (e) => onTrainEpoch(JSON.parse(e.data)));
+  source.addEventListener("progress", (e) => { state.train.progress = JSON.parse(e.data); renderElapsed(); });
   source.addEventListener("log", (e) => { $("train-log").textContent = JSON.parse(e.data).text; });
 }
 
@@ -849,13 +850,16 @@ function renderTrainStatus() {
   $("train-status").textContent = parts.join(" · ");
 }
 
-// while an epoch runs, the page hears nothing until it ends (the run's files grow per epoch)
+// while an epoch runs, the run's progress.json says how far it is (the page hears it twice a second at most)
 function renderElapsed() {
   const t = state.train;
   const going = ["starting", "running"].includes(t.state) && t.started !== null;
   const done = t.epochs.length ? t.epochs[t.epochs.length - 1].epoch : 0;
+  const p = t.progress && t.progress.epoch > done ? t.progress : null;
+  const where = t.state === "starting" ? "loading the data"
+    : p ? `epoch ${p.epoch}: batch ${p.batch} of ${p.batches}, loss ${p.loss.toFixed(3)}` : `epoch ${done + 1} running`;
   $("train-elapsed").textContent = going
-    ? `${t.state === "starting" ? "loading the data" : `epoch ${done + 1} running`} · ${Math.round((performance.now() - t.started) / 1000)} s so far`
+    ? `${where} · ${Math.round((performance.now() - t.started) / 1000)} s so far`
     : "";
 }
 
