@@ -100,6 +100,17 @@ def check_keys(where: str, obj: dict, required: dict, optional: dict | None = No
     return obj
 
 
+def json_object(where: str, text: str) -> dict:
+    """``text`` parsed as one JSON object; else one ``RunFileError`` line naming ``where``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RunFileError(f"{where} is not valid JSON (truncated?)") from None
+    if not isinstance(value, dict):
+        raise RunFileError(f"{where} is not a JSON object")
+    return value
+
+
 def _listing(path: Path) -> list[str]:
     """The names in a directory, sorted; one-line error if it cannot be listed."""
     try:
@@ -338,13 +349,8 @@ class RunDir:
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except (ValueError, RecursionError):
-                raise RunFileError(f"{clip(path)}: line {i} is not valid JSON (truncated?)") from None
-            if not isinstance(rec, dict):
-                raise RunFileError(f"{clip(path)}: line {i} is not a JSON object")
-            records.append(check_keys(f"{clip(path)}: line {i}", rec, required, optional))
+            where = f"{clip(path)}: line {i}"
+            records.append(check_keys(where, json_object(where, line), required, optional))
         return records
 
     def history(self, live: bool = False) -> list[dict]:
@@ -367,14 +373,8 @@ class RunDir:
         data = self._read(PROGRESS)
         if data is None:
             return None
-        path = clip(self.path / PROGRESS)
-        try:
-            value = json.loads(data)
-        except (ValueError, RecursionError):
-            raise RunFileError(f"{path}: not valid JSON") from None
-        if not isinstance(value, dict):
-            raise RunFileError(f"{path}: not a JSON object")
-        return check_keys(path, value, PROGRESS_KEYS)
+        where = clip(self.path / PROGRESS)
+        return check_keys(where, json_object(where, data.decode("utf-8", "replace")), PROGRESS_KEYS)
 
     def log_epoch(self, record: dict, batch_losses: list[float]) -> None:
         """Append one finished epoch to metrics.jsonl and its step losses to batch_metrics.jsonl."""
