@@ -347,11 +347,17 @@ def _middles(member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     of the distance transform of the outline smoothed (so a ragged edge grows no ridge), and
     at least half as deep as the usual middle."""
     nd = _ndimage()
+
+    def ridge_of(mask):
+        dist = nd.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        return dist, mask & (dist >= nd.maximum_filter(dist, size=3) - 0.5)
+
     rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
     side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-    smooth = nd.gaussian_filter(member.astype(np.float64), SMOOTH * side) > 0.5
-    dist = nd.distance_transform_edt(np.pad(smooth, 1))[1:-1, 1:-1]
-    ridge = smooth & (dist >= nd.maximum_filter(dist, size=3) - 0.5)
+    dist, ridge = ridge_of(member)
+    # smoothing by more than a third of the strokes' width would wipe them out
+    sigma = min(SMOOTH * side, np.median(dist[ridge]) * 2 / 3)
+    dist, ridge = ridge_of(nd.gaussian_filter(member.astype(np.float64), sigma) > 0.5)
     if ridge.any():
         ridge &= dist >= 0.5 * np.median(dist[ridge])
     return dist, ridge
