@@ -529,4 +529,4 @@ def read_ink(ink: np.ndarray, mask: np.ndarray, stages: dict[str, np.ndarray], *
     return digits, stages
 
 
-__all__ = ["Digit", "ImageError", "read_picture"]
+__all__ = ["Digit", "ImageError", "find_ink", "read_ink", "read_picture", "stroke_width", "thinned"]
