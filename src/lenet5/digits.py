@@ -67,8 +67,8 @@ SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digi
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
 JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits;
-PHOTO_JUDGE_ASPECT = 0.8  # in photos of handwriting on paper, two slanted digits that touch can be
-# narrower than one is tall (in drawings this costs more single digits cut than it saves numbers)
+PHOTO_JUDGE_ASPECT = 0.8  # in a photo of several groups (a number), two slanted digits that touch can
+# be narrower than one is tall (alone, or in drawings, this cuts more single digits than it saves)
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
 MERGE_ASPECT = 0.9  # with a judge, in drawings: neighbouring groups no wider together than this
 MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, may be one digit
@@ -422,14 +422,14 @@ def _rejoined(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> li
 
 
 def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str, photo: bool) -> list[np.ndarray]:
-    """Each group wider than JUDGE_ASPECT (in a ``photo``: PHOTO_JUDGE_ASPECT) times its height
+    """Each group wider than JUDGE_ASPECT (in a ``photo`` of several: PHOTO_JUDGE_ASPECT) times its height
     read whole and cut into 2, 3, ... digits; the reading the network is surest of (geometric
     mean of each digit's top probability) wins, the fewer digits unless a cut is clearly surer
     (SPLIT_MARGIN); in a photo, readings with digits much wider than tall lose (WIDE_COST)."""
     out = []
     for group in groups:
         aspect = _aspect(group)
-        if aspect < (PHOTO_JUDGE_ASPECT if photo else JUDGE_ASPECT):
+        if aspect < (PHOTO_JUDGE_ASPECT if photo and len(groups) > 1 else JUDGE_ASPECT):
             out.append(group)
             continue
         options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
