@@ -153,3 +153,79 @@ def test_committed_photos_are_read(tmp_path):
     assert len(singles) >= 12 and len(numbers) >= 6
     assert np.mean(singles) >= 0.8, singles
     assert np.mean(numbers) >= 0.5, numbers
+
+
+def test_stroke_width_is_measured_in_pixels():
+    for width in (3, 8, 15):
+        bar = np.zeros((200, 120), bool)
+        bar[20:180, 60 - width // 2:60 - width // 2 + width] = True
+        assert abs(D.stroke_width(bar) - width) <= 1.5, width
+    assert abs(D.stroke_width(ring(300, 300, 150, 150, 100, 12)) - 12) <= 2
+
+
+def test_thick_strokes_are_thinned_to_mnist_width_and_thin_ones_kept():
+    thick = ring(400, 400, 200, 200, 120, 95)  # a marker's 0: strokes about 0.3 of its height
+    rows = np.nonzero(thick.any(axis=1))[0]
+    height = rows[-1] - rows[0] + 1
+    assert D.stroke_width(thick) > D.THICK * height
+    thin = D.thinned(thick)
+    assert thin.sum() < 0.7 * thick.sum() and not (thin & ~thick).any()  # only ink is taken away
+    assert 0.07 * height <= D.stroke_width(thin) <= 0.18 * height  # MNIST's 2-3 pixels of 20
+    # still one ring around the same hole: thinning keeps the digit's shape
+    from scipy import ndimage
+
+    assert ndimage.label(thin, structure=np.ones((3, 3)))[1] == 1
+    assert ndimage.label(~thin)[1] == 2
+    pen = ring(400, 400, 200, 200, 120, 25)  # a pen's 0 is left as it is
+    assert np.array_equal(D.thinned(pen), pen)
+
+
+def test_a_marker_digit_in_a_photo_reaches_the_network_with_mnist_width_strokes():
+    grey = paper()
+    grey[120:380, 290:370] = 0.15  # a marker's "1": one stroke 80 pixels wide, 260 tall
+    found, _ = D.read_picture(grey)
+    assert len(found) == 1
+    image = found[0].image
+    widths = (image[6:22] > 127).sum(axis=1)  # the stroke's width, row by row, in the 28x28 input
+    assert widths.max() <= 5 and widths.min() >= 1, widths
+    model = lenet5.pretrained("modern")
+    assert model.predict(image[None]).argmax() == 1
+    # a drawing is never thinned: the page's pen is read as drawn
+    drawing = np.ones((400, 400))
+    drawing[70:330, 160:240] = 0.0
+    found, _ = D.read_picture(drawing)
+    assert (found[0].image[6:22] > 127).sum(axis=1).max() >= 6  # 80 / 260 of 20 pixels
+
+
+def test_a_drawn_digit_in_side_by_side_pieces_is_read_as_one_digit():
+    model = lenet5.pretrained("modern")
+    h, w = 280, 280
+    zero = ring(h, w, 140, 140, 70, 12)
+    zero[:, 137:143] = False  # a 0 drawn as two arcs that do not meet: side by side, no shared column
+    grey = np.where(zero, 0.0, 1.0)
+    assert len(D.group_digits(zero)) == 2
+    found, _ = D.read_picture(grey, judge=model.predict)
+    assert len(found) == 1 and model.predict(found[0].image[None]).argmax() == 0
+    # two digits side by side stay two: together they are wider than one digit
+    pair = ring(h, 2 * w, 140, 150, 70, 12) | ring(h, 2 * w, 140, 330, 70, 12)
+    found, _ = D.read_picture(np.where(pair, 0.0, 1.0), judge=model.predict)
+    assert [d.box[0] for d in found] == sorted(d.box[0] for d in found) and len(found) == 2
+
+
+def test_in_a_photo_two_touching_digits_are_not_read_as_one_wide_digit():
+    """"30" written touching can look to the network like one sure 6; a digit half again as
+    wide as tall is not handwriting, so the cut reading wins."""
+    model = lenet5.pretrained("modern")
+    h, w = 480, 900
+    grey = paper(h, w)
+    pair = ring(h, w, 240, 380, 70, 14) | ring(h, w, 240, 516, 70, 14)  # touching: one piece
+    assert len(D.group_digits(pair, split=False)) == 1
+    grey[pair] = 0.2
+    found, _ = D.read_picture(grey, judge=model.predict)
+    assert len(found) == 2
+    assert "".join(str(c) for c in model.predict(np.stack([d.image for d in found])).argmax(1)) == "00"
+    # narrower than PHOTO_JUDGE_ASPECT times its height, one digit is never cut
+    one = ring(h, w, 240, 450, 90, 14)
+    grey = paper(h, w)
+    grey[one] = 0.2
+    assert len(D.read_picture(grey, judge=model.predict)[0]) == 1

@@ -23,13 +23,18 @@ A photo of paper goes through these stages:
    their columns, specks dropped (pieces much smaller than the writing and away from it); a
    wide group of touching digits cut at the emptiest columns near where digits of the usual
    width would end: into as many pieces as the network (the optional ``judge``) reads most
-   surely, or without one, by the group's width;
-6. each digit: its ink scaled to full strength, then MNIST's preparation as ``lenet5 predict``
-   always did (``predict.mnist_input``).
+   surely (a reading with a digit much wider than tall is unlikely however sure the network
+   is), or without one, by the group's width;
+6. each digit: its ink scaled to full strength; strokes much thicker than MNIST's (a marker,
+   a blurred blob: THICK of the digit's size) redrawn MNIST's width along their middles (the
+   ridge of the distance transform); then MNIST's preparation as ``lenet5 predict`` always
+   did (``predict.mnist_input``).
 
 A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
-skips stages 1-4: its ink is the difference from the background, as ``predict.prepare_steps``
-takes it, so drawings are read exactly as before.
+skips stages 1-4 and the thinning: its ink is the difference from the background, as
+``predict.prepare_steps`` takes it, so drawings are read exactly as before; read as a number
+with a judge, neighbouring pieces that together are no wider than one digit are joined where
+the network reads them as one digit (a digit drawn in strokes that do not touch).
 
 The image analysis is ``scipy.ndimage``: rank filters (minimum/maximum, van Herk's algorithm,
 so a window of any length costs the same), Gaussian smoothing and connected-component labelling,
@@ -61,12 +66,20 @@ SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks un
 SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
-JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits
+JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits;
+PHOTO_JUDGE_ASPECT = 0.8  # in a photo of several groups (a number), two slanted digits that touch can
+# be narrower than one is tall (alone, or in drawings, this cuts more single digits than it saves)
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
+MERGE_ASPECT = 0.9  # with a judge, in drawings: neighbouring groups no wider together than this
+MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, may be one digit
+WIDE_COST = 1.0  # in photos, a reading's score falls by this per unit of a digit's width beyond WIDE times its height
 SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
 INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
 LONG_PIECE = 0.6  # one piece of writing is never longer than this share of the picture's side
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
+THICK = 0.25  # in photos, strokes wider than this share of the digit's longer side are thinned
+THIN_TO = 0.13  # to this share: MNIST's strokes are 2-3 pixels of the 20-pixel box
+SMOOTH = 0.02  # the outline is smoothed by this share of the digit's longer side to find stroke middles
 
 
 @dataclass(frozen=True)
@@ -329,39 +342,134 @@ def _big_enough(member: np.ndarray) -> bool:
     return min(h, w) >= 2 and max(h, w) >= MIN_INK_EXTENT
 
 
-def _digit(ink: np.ndarray, member: np.ndarray, name: str) -> tuple[Digit, dict[str, np.ndarray]]:
-    """One digit's Digit and MNIST steps from the ink (H, W) and its pixels ``member`` (H, W)."""
+def _middles(member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance to the paper (H, W), bool (H, W) the strokes' middles) of ``member``: the ridge
+    of the distance transform of the outline smoothed (so a ragged edge grows no ridge), and
+    at least half as deep as the usual middle."""
+    nd = _ndimage()
+
+    def ridge_of(mask):
+        dist = nd.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        return dist, mask & (dist >= nd.maximum_filter(dist, size=3) - 0.5)
+
+    rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
+    side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    dist, ridge = ridge_of(member)
+    # smoothing by more than a third of the strokes' width would wipe them out
+    sigma = min(SMOOTH * side, np.median(dist[ridge]) * 2 / 3)
+    dist, ridge = ridge_of(nd.gaussian_filter(member.astype(np.float64), sigma) > 0.5)
+    if ridge.any():
+        ridge &= dist >= 0.5 * np.median(dist[ridge])
+    return dist, ridge
+
+
+def stroke_width(member: np.ndarray) -> float:
+    """The usual width of the strokes of ``member`` (bool (H, W)), in pixels: twice the median
+    distance to the paper along the strokes' middles."""
+    dist, ridge = _middles(member)
+    # a stroke w pixels wide has its middle (w + 1) / 2 from the paper's nearest pixel centre
+    return 2 * float(np.median(dist[ridge])) - 1 if ridge.any() else 0.0
+
+
+def thinned(member: np.ndarray) -> np.ndarray:
+    """``member`` (bool (H, W)) with strokes wider than THICK of its longer side redrawn THIN_TO
+    wide along their middles (a marker's strokes, a blurred blob), else unchanged."""
+    rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
+    side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    dist, ridge = _middles(member)
+    if not ridge.any() or 2 * float(np.median(dist[ridge])) - 1 <= THICK * side:
+        return member
+    near = _ndimage().distance_transform_edt(~ridge) <= THIN_TO * side / 2
+    return member & near if (member & near).any() else member
+
+
+def _digit(ink: np.ndarray, member: np.ndarray, name: str, thin: bool = False) -> tuple[Digit, dict[str, np.ndarray]]:
+    """One digit's Digit and MNIST steps from the ink (H, W) and its pixels ``member`` (H, W);
+    ``thin``: strokes much thicker than MNIST's are thinned first (``thinned``)."""
     rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     if min(y1 - y0, x1 - x0) < 2 or max(y1 - y0, x1 - x0) < MIN_INK_EXTENT:
         what = "a single line" if min(y1 - y0, x1 - x0) < 2 else "a speck"
         raise ImageError(f"{name}: no digit found (the ink is {what}, {x1 - x0}x{y1 - y0} pixels)")
     crop = np.where(member[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0.0)
+    if thin:  # MNIST's box is the ink's box: the thinned ink's
+        core = thinned(member[y0:y1, x0:x1])
+        rows, cols = np.nonzero(core.any(axis=1))[0], np.nonzero(core.any(axis=0))[0]
+        crop = np.where(core, crop, 0.0)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     box, image = mnist_input(crop)
     return Digit(box=(int(x0), int(y0), int(x1), int(y1)), image=image), {"ink": crop, "box": box, "input": image}
 
 
-def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list[np.ndarray]:
-    """Each group wider than JUDGE_ASPECT times its height read whole and cut into 2, 3, ...
-    digits; the reading the network is surest of (geometric mean of each digit's top
-    probability) wins, the fewer digits unless a cut is clearly surer (SPLIT_MARGIN)."""
+def _rejoined(ink: np.ndarray, groups: list[np.ndarray], judge, name: str) -> list[np.ndarray]:
+    """Neighbouring groups (left to right) that together are no wider than MERGE_ASPECT times
+    their height and no further apart than MERGE_GAP of it (a digit drawn in pieces side by
+    side) become one group where the network reads them as one digit at least as surely as
+    two (less SPLIT_MARGIN, as for cuts)."""
+    out = list(groups)
+    i = 0
+    while i + 1 < len(out):
+        a, b = out[i], out[i + 1]
+        both = a | b
+        gap = np.nonzero(b.any(axis=0))[0][0] - np.nonzero(a.any(axis=0))[0][-1] - 1
+        if _aspect(both) <= MERGE_ASPECT and gap <= MERGE_GAP * _height(both) and _big_enough(a) and _big_enough(b):
+            images = np.stack([_digit(ink, part, name)[0].image for part in (a, b, both)])
+            top = np.log(np.clip(np.asarray(judge(images)).max(axis=1), 1e-9, 1))
+            if top[2] >= top[:2].mean() - SPLIT_MARGIN:
+                out[i:i + 2] = [both]
+                continue
+        i += 1
+    return out
+
+
+def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str, photo: bool) -> list[np.ndarray]:
+    """Each group wider than JUDGE_ASPECT (in a ``photo`` of several: PHOTO_JUDGE_ASPECT) times its height
+    read whole and cut into 2, 3, ... digits; the reading the network is surest of (geometric
+    mean of each digit's top probability) wins, the fewer digits unless a cut is clearly surer
+    (SPLIT_MARGIN); in a photo, readings with digits much wider than tall lose (WIDE_COST)."""
     out = []
     for group in groups:
         aspect = _aspect(group)
-        if aspect < JUDGE_ASPECT:
+        if aspect < (PHOTO_JUDGE_ASPECT if photo and len(groups) > 1 else JUDGE_ASPECT):
             out.append(group)
             continue
         options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
         height = _height(group)
         options = [o for o in options if all(_height(p) >= 0.6 * height and _big_enough(p) for p in o)]
-        images = [_digit(ink, part, name)[0].image for option in options for part in option]
+        images = [_digit(ink, part, name, photo)[0].image for option in options for part in option]
         top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
         scores, i = [], 0
         for option in options:
-            scores.append(top[i:i + len(option)].mean() - SPLIT_MARGIN * (len(option) - 1))
+            score = top[i:i + len(option)].mean() - SPLIT_MARGIN * (len(option) - 1)
+            if photo:  # handwriting on paper: a digit much wider than tall is unlikely, however sure the network
+                score -= WIDE_COST * np.mean([max(0.0, _aspect(part) - WIDE) for part in option])
+            scores.append(score)
             i += len(option)
         out.extend(options[int(np.argmax(scores))])
     return out
+
+
+def find_ink(grey: np.ndarray, name: str = "image") -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Stages 1-4 (for a photo) or the drawing's ink: (ink (H, W) in [0, 1], mask bool (H, W) of
+    the pixels that may be writing, the stages so far). ``grey`` as ``read_picture`` takes it."""
+    grey = check_grey(grey, name)
+    stages: dict[str, np.ndarray] = {"picture": grey}
+    if is_clean(grey):
+        ink = drawing_ink(grey, name)
+        mask = ink > 0
+    else:
+        if not dark_on_light(grey):  # light writing on a dark board: the board is the "paper"
+            grey = 1 - grey
+        paper, ink = photo_ink(grey)
+        mask = ink_mask(ink)
+        if not mask.any():
+            raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
+        # lines are sought in all the ink, faint parts too, so that they run unbroken
+        lines = ruled_lines(ink > NOISE_FLOOR) & mask
+        mask = sharp_pieces(mask & ~lines, ink)
+        mask = _without_long_pieces(mask)
+        stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
+    stages["ink"] = ink
+    return ink, mask, stages
 
 
 def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
@@ -383,24 +491,14 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     digits only where the network reads the pieces more surely than the whole; without it,
     by the group's width alone.
     """
-    grey = check_grey(grey, name)
-    stages: dict[str, np.ndarray] = {"picture": grey}
-    if is_clean(grey):
-        ink = drawing_ink(grey, name)
-        mask = ink > 0
-    else:
-        if not dark_on_light(grey):  # light writing on a dark board: the board is the "paper"
-            grey = 1 - grey
-        paper, ink = photo_ink(grey)
-        mask = ink_mask(ink)
-        if not mask.any():
-            raise ImageError(f"{name}: no ink found (the picture is almost uniform)")
-        # lines are sought in all the ink, faint parts too, so that they run unbroken
-        lines = ruled_lines(ink > NOISE_FLOOR) & mask
-        mask = sharp_pieces(mask & ~lines, ink)
-        mask = _without_long_pieces(mask)
-        stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
-    stages["ink"] = ink
+    ink, mask, stages = find_ink(grey, name)
+    return read_ink(ink, mask, stages, single=single, name=name, judge=judge)
+
+
+def read_ink(ink: np.ndarray, mask: np.ndarray, stages: dict[str, np.ndarray], *, single: bool = False,
+             name: str = "image", judge=None) -> tuple[list[Digit], dict[str, np.ndarray]]:
+    """Stages 5-6 of ``read_picture`` on what ``find_ink`` found."""
+    photo = "paper" in stages  # a drawing's strokes are the page's pen: never thinned
     if "paper" in stages and mask.any():  # a pen's stroke is full ink across, as MNIST's are;
         ink = np.clip(ink / np.percentile(ink[mask], INK_LEVEL), 0, 1)  # pencil grain and light vary
     # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
@@ -409,7 +507,9 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     else:
         members = group_digits(mask, single, split=judge is None)
         if judge is not None and not single:
-            members = _judged(ink, members, judge, name)
+            if not photo:  # a drawing's pieces side by side (in photos this cost more numbers than it saved)
+                members = _rejoined(ink, members, judge, name)
+            members = _judged(ink, members, judge, name, photo)
     if len(members) == 1 and "paper" not in stages:  # a drawing of one digit: all its ink, as before
         members = [mask]
     if len(members) > 1:  # among several, a sliver is not a digit (alone, it is reported)
@@ -419,7 +519,7 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     kept = np.zeros(mask.shape, bool)
     digits = []
     for member in members:
-        digit, steps = _digit(ink, member, name)
+        digit, steps = _digit(ink, member, name, photo)
         digits.append(digit)
         kept |= member
     stages["kept"] = kept.astype(np.uint8) * 255
@@ -429,4 +529,4 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     return digits, stages
 
 
-__all__ = ["Digit", "ImageError", "read_picture"]
+__all__ = ["Digit", "ImageError", "find_ink", "read_ink", "read_picture", "stroke_width", "thinned"]
