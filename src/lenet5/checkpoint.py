@@ -380,10 +380,6 @@ def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else repr(value)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _spec(path: Path, preset: str | None, meta: dict[str, Any], dtype: np.dtype | type) -> ModelSpec:
     """The network a checkpoint holds: its recorded model spec, or (files of earlier versions)
     its preset and the widths and dropout of its settings; ``preset`` overrides the recorded one

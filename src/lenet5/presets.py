@@ -24,6 +24,7 @@ import numpy as np
 
 from . import lecun1998
 from .augment import AUGMENTS
+from .datasets import auto_augment
 from .errors import Lenet5Error
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .persample import OneImage
@@ -315,7 +316,7 @@ class ModelSpec:
                     and 0 <= self.dropout < 1):
                 raise Lenet5Error(f"--dropout must be in [0, 1), got {self.dropout!r}")
         if self.dtype not in ("float32", "float64"):
-            raise Lenet5Error(f"dtype must be float32 or float64, got {self.dtype!r}")
+            raise Lenet5Error(f"--dtype must be float32 or float64, got {self.dtype!r}")
 
     @property
     def definition(self) -> Preset:
@@ -422,8 +423,6 @@ def resolve(preset: str = DEFAULT_PRESET, /, **overrides: Any) -> TrainConfig:
     if values["widths"] is not None:  # JSON (config.json) gives a list
         values["widths"] = check_widths(values["widths"])
     if values["augment"] == "auto":
-        from .datasets import auto_augment
-
         values["augment"] = auto_augment(values["dataset"], values["data_dir"])
     _check(p, values, given)
     return TrainConfig(**values)
@@ -450,7 +449,6 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
          f"--seed must be an integer >= 0, got {v['seed']!r}")
     need(v["train_limit"] is None or (isinstance(v["train_limit"], int) and v["train_limit"] >= 1),
          f"--train-limit must be an integer >= 1, got {v['train_limit']!r}")
-    need(v["dtype"] in ("float32", "float64"), f"--dtype must be float32 or float64, got {v['dtype']!r}")
     need(v["engine"] in ("numpy", "torch"), f"--engine must be numpy or torch, got {v['engine']!r}")
     need(isinstance(v["device"], str), f"--device must be a string, got {v['device']!r}")
     need(v["engine"] == "torch" or v["device"] == "cpu",
@@ -462,10 +460,7 @@ def _check(p: Preset, v: dict[str, Any], given: dict[str, Any]) -> None:
     need(v["optimizer"] == "sgd" or not (v["momentum"] or v["nesterov"]),
          f"--momentum/--nesterov apply to --optimizer sgd, not {v['optimizer']}")
     need(not v["nesterov"] or v["momentum"] > 0, "--nesterov needs --momentum > 0")
-    need("dropout" in p.options or "dropout" not in given, f"--dropout applies to --preset modern, not {p.name}")
-    need(p.widen is not None or v["widths"] is None, f"--widths applies to --preset modern, not {p.name}")
-    need(v["dropout"] is None or (isinstance(v["dropout"], (int, float)) and 0 <= v["dropout"] < 1),
-         f"--dropout must be in [0, 1), got {v['dropout']!r}")
+    ModelSpec(p.name, v["widths"], v["dropout"], v["dtype"])  # the network's own checks: widths, dropout, dtype
     need("criterion" in p.options or "criterion" not in given,
          f"--criterion applies to --preset lecun1998, not {p.name}")
     need(v["criterion"] is None or v["criterion"] in p.criteria,
