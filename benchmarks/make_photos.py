@@ -1,9 +1,11 @@
 """Make phone-photo-like pictures of handwritten digits on paper, with their true labels.
 
-Real handwriting, made to look photographed: MNIST test digits (writers the shipped networks
-never saw in training) and the UCI handwritten digits bundled with scikit-learn (other writers,
-8x8 pictures upscaled smoothly), inked in blue, black or pencil onto paper at phone-photo sizes
-(1.2-1.9 megapixels, JPEG), one kind of paper per picture:
+Real handwriting, made to look photographed, from three sources: MNIST test digits (writers the
+shipped networks never saw in training; half the digits), the UCI handwritten digits bundled
+with scikit-learn (other writers, 8x8 pictures upscaled smoothly; a quarter) and Debian's
+handwriting fonts (fonts drawn from a person's handwriting; a quarter, slanted and turned a
+little), inked in blue, black or pencil onto paper at phone-photo sizes (1.2-1.9 megapixels,
+JPEG), one kind of paper per picture:
 
     plain     evenly lit paper
     uneven    light falling off across the page (a lamp to one side, vignetting)
@@ -14,13 +16,18 @@ never saw in training) and the UCI handwritten digits bundled with scikit-learn 
 
 Single digits are 15-35 % of the frame's height and anywhere in it (off-centre); numbers are
 four digits side by side, sometimes touching. The page may be turned a little (lines at up to
-1.5 degrees). Everything is drawn from one seed, so a set can be made again exactly:
+1.5 degrees). Seed 1 is for tuning, any other seed for measuring, and they never share a digit:
+seed 1 draws the even-numbered digits of MNIST and UCI and the even-numbered fonts of FONTS,
+every other seed the odd-numbered ones. Everything is drawn from the seed, so a set can be made
+again exactly:
 
     python benchmarks/make_photos.py OUT_DIR --seed 2 --singles 60 --numbers 60
 
 writes OUT_DIR/<kind>-<i>.jpg, OUT_DIR/number-<kind>-<i>.jpg and OUT_DIR/labels.json
 ({file: {"kind", "ink", "source", "label"}}; "label" is the digit, or the number as a string).
-Needs numpy, Pillow, scipy and (for the UCI digits) scikit-learn: pip install scikit-learn.
+Needs numpy, Pillow, scipy, scikit-learn (the UCI digits: pip install scikit-learn) and the
+fonts (apt-get install -y fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans
+fonts-rufscript fonts-sjfonts fonts-klee).
 """
 
 from __future__ import annotations
@@ -38,6 +45,26 @@ MNIST_TEST = Path("/work/shared/data/mnist")
 KINDS = ("plain", "uneven", "shadow", "ruled", "squared", "specks")
 INKS = {"blue": (25, 45, 150), "black": (20, 20, 25), "pencil": (95, 95, 100)}
 SIZES = ((1280, 960), (1600, 1200), (960, 1280), (1200, 1600), (1440, 1080))
+#: Debian's fonts made from one person's handwriting with a pen (one face per writer; outline,
+#: typeset and calligraphic faces left out): Debian package, then the file
+FONTS = (
+    ("fonts-dkg-handwriting", "/usr/share/fonts/truetype/fifthhorseman/dkg.ttf"),
+    ("fonts-breip", "/usr/share/fonts/truetype/breip/breipfont.ttf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeBuild-Regular.otf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeConnect-Regular.otf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeCreate-Regular.otf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeLearn-Regular.otf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeMentor-Regular.otf"),
+    ("fonts-bwht", "/usr/share/fonts/opentype/bwht/BecauseWeOrganize-Regular.otf"),
+    ("fonts-humor-sans", "/usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf"),
+    ("fonts-rufscript", "/usr/share/fonts/truetype/rufscript/Rufscript010.ttf"),
+    ("fonts-sjfonts", "/usr/share/fonts/truetype/sjfonts/SteveHand.ttf"),
+    ("fonts-sjfonts", "/usr/share/fonts/truetype/sjfonts/Delphine.ttf"),
+    ("fonts-klee", "/usr/share/fonts/truetype/klee/KleeOne-Regular.ttf"),
+)
+#: where the smooth upscaled shape counts as inked: one level for every source (a higher one
+#: breaks the UCI digits' thin strokes: a 0 with a gap reads as 6)
+LEVEL = 0.3
 
 
 def mnist_test(directory: Path = MNIST_TEST) -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +85,44 @@ def uci_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.clip(big * 255, 0, 255).astype(np.uint8), d.target.astype(np.uint8)
 
 
+def font_digits() -> tuple[list[np.ndarray], np.ndarray]:
+    """Every digit of every font in FONTS, white on black at about 150 pixels high, [0, 255]:
+    (pictures in font order, digit by digit; their labels)."""
+    from PIL import ImageDraw, ImageFont
+
+    missing = sorted({package for package, path in FONTS if not Path(path).exists()})
+    if missing:
+        raise SystemExit(f"make_photos.py: handwriting fonts not installed: apt-get install -y {' '.join(missing)}")
+    pictures, labels = [], []
+    for _, path in FONTS:
+        font = ImageFont.truetype(path, 160)
+        for digit in range(10):
+            canvas = Image.new("L", (320, 320), 0)
+            ImageDraw.Draw(canvas).text((80, 40), str(digit), font=font, fill=255)
+            pictures.append(np.asarray(canvas))
+            labels.append(digit)
+    return pictures, np.array(labels, np.uint8)
+
+
+def slanted(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A font's digit as one writer writes it again: slanted (shear ±0.2) and turned (±6°)."""
+    shear, angle = rng.uniform(-0.2, 0.2), np.radians(rng.uniform(-6, 6))
+    c, s = np.cos(angle), np.sin(angle)
+    h, w = image.shape
+    # PIL maps each output pixel to the input: centre, undo the turn and the shear, back
+    a, b, d, e = c, -s, s, c
+    a, b = a + shear * d, b + shear * e
+    cx, cy = w / 2, h / 2
+    coeffs = (a, b, cx - a * cx - b * cy, d, e, cy - d * cx - e * cy)
+    return np.asarray(Image.fromarray(image).transform((w, h), Image.AFFINE, coeffs, Image.BICUBIC))
+
+
 def _crop(alpha: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(alpha.max(1) > 0.1)[0], np.nonzero(alpha.max(0) > 0.1)[0]
     return alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
-def digit_alpha(image: np.ndarray, height: int, rng: np.random.Generator, level: float = 0.3) -> np.ndarray:
+def digit_alpha(image: np.ndarray, height: int, rng: np.random.Generator, level: float = LEVEL) -> np.ndarray:
     """A digit's ink coverage in [0, 1], cropped and scaled smoothly to ``height`` pixels, inked
     where the smooth shape is above ``level`` (higher: thinner strokes)."""
     alpha = _crop(image / 255.0)
@@ -164,17 +223,23 @@ def photo(rgb: np.ndarray, light: np.ndarray, rng: np.random.Generator) -> Image
 def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80) -> dict:
     """Write ``singles`` one-digit and ``numbers`` four-digit pictures per kind of paper."""
     rng = np.random.default_rng(seed)
-    sources = {"mnist": mnist_test(), "uci": uci_digits()}
+    half = 0 if seed == 1 else 1  # seed 1 (tuning): even-numbered digits and fonts; others: odd
+    fonts, font_labels = font_digits()
+    font_index = np.arange(len(fonts)) // 10  # the font each picture comes from
+    sources = {"mnist": mnist_test(), "uci": uci_digits(), "fonts": (fonts, font_labels)}
+    allowed = {"mnist": np.arange(half, len(sources["mnist"][1]), 2),
+               "uci": np.arange(half, len(sources["uci"][1]), 2),
+               "fonts": np.nonzero(font_index % 2 == half)[0]}
     out.mkdir(parents=True, exist_ok=True)
     labels = {}
 
     def pick():
-        source = "mnist" if rng.random() < 0.75 else "uci"
+        u = rng.random()
+        source = "mnist" if u < 0.5 else "uci" if u < 0.75 else "fonts"
         images, targets = sources[source]
-        i = int(rng.integers(len(images)))
-        return source, images[i], int(targets[i])
-
-    level = {"mnist": 0.3, "uci": 0.5}  # the 8x8 UCI digits upscaled are bolder than a pen
+        i = int(rng.choice(allowed[source]))
+        image = slanted(images[i], rng) if source == "fonts" else images[i]
+        return source, image, int(targets[i])
 
     for kind in KINDS:
         for i in range(singles + numbers):
@@ -182,7 +247,7 @@ def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80
             ink = list(INKS)[rng.integers(len(INKS))]
             if i < singles:
                 source, image, label = pick()
-                alpha = digit_alpha(image, int(rng.uniform(0.15, 0.35) * h), rng, level[source])
+                alpha = digit_alpha(image, int(rng.uniform(0.15, 0.35) * h), rng)
                 x = int(rng.uniform(0.02, 0.98) * (w - alpha.shape[1]))
                 y = int(rng.uniform(0.02, 0.98) * (h - alpha.shape[0]))
                 placed = [(alpha, x, y)]
@@ -190,7 +255,7 @@ def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80
             else:
                 height = int(rng.uniform(0.1, 0.2) * h)
                 picks = [pick() for _ in range(4)]
-                alphas = [digit_alpha(p[1], int(height * rng.uniform(0.9, 1.05)), rng, level[p[0]]) for p in picks]
+                alphas = [digit_alpha(p[1], int(height * rng.uniform(0.9, 1.05)), rng) for p in picks]
                 gaps = [int(rng.uniform(-0.02, 0.3) * height) for _ in range(3)] + [0]
                 total = sum(a.shape[1] for a in alphas) + sum(gaps)
                 if total > 0.95 * w:

@@ -120,7 +120,7 @@ def clean(model, limit: int) -> list[str]:
 def main() -> None:
     global model_name
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="modern", help="pretrained model (default modern)")
+    ap.add_argument("--model", default="modern", help="pretrained model or checkpoint file (default modern)")
     ap.add_argument("--seed", type=int, default=2, help="pictures' seed (2: test; parameters were tuned on 1)")
     ap.add_argument("--singles", type=int, default=60, help="one-digit pictures per kind of paper")
     ap.add_argument("--numbers", type=int, default=20, help="four-digit pictures per kind of paper")
@@ -129,7 +129,8 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=HERE / "results" / "photos.txt")
     args = ap.parse_args()
     model_name = args.model
-    model = lenet5.pretrained(args.model)
+    model = (lenet5.load_checkpoint(args.model)[0].eval() if Path(args.model).is_file()
+             else lenet5.pretrained(args.model))
     start = time.perf_counter()
     made_here = not (args.dir and (args.dir / "labels.json").exists())
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +150,7 @@ def main() -> None:
     lines = [f"# python benchmarks/photos.py --model {args.model} {made} --mnist {args.mnist}",
              f"# CPU: {cpu()}; {time.strftime('%Y-%m-%d')}",
              f"# pictures: benchmarks/make_photos.py seed {args.seed} (1.2-1.9 MP JPEG, quality 80): MNIST test "
-             "digits (3/4) and scikit-learn's UCI digits (1/4)",
+             "digits (1/2), scikit-learn's UCI digits (1/4), Debian's handwriting fonts (1/4)",
              "# the pipeline's parameters (lenet5/digits.py) were chosen on pictures of seed 1 only; these "
              f"figures are from seed {args.seed}, not looked at while tuning",
              "",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import AUGMENTS, Augment, bilinear, join_draws, make_augment, smooth
+from lenet5.augment import AUGMENTS, Augment, bilinear, join_draws, make_augment, repen, smooth
 
 RNG = np.random.default_rng(0)
 
@@ -66,7 +66,7 @@ def test_reproducible_and_mass_preserving(name, mini_dir):
     assert 0.7 < np.median(ratio) < 1.3  # the digit is moved and bent, not erased or smeared
 
 
-@pytest.mark.parametrize("name", ["affine", "elastic", "lecun1998", "lecun1998-pool", "flip"])
+@pytest.mark.parametrize("name", ["affine", "elastic", "lecun1998", "lecun1998-pool", "flip", "affine-pen"])
 def test_joined_draws_give_the_images_of_separate_calls(name, mini_dir):
     """Training augments a chunk of steps in one call from each step's own draws: image for
     image, the same as calling the transform once per step with that step's generator."""
@@ -93,6 +93,33 @@ def test_the_paper_pool_leaves_one_image_in_ten_as_it_is_and_distorts_the_rest_a
     assert 0.085 < clean.mean() < 0.115  # 400 ± 19 expected
     np.testing.assert_array_equal(pooled[~clean], distorted[~clean])
     assert not (distorted == images).all(axis=(1, 2)).any()
+
+
+def test_another_pen_makes_strokes_bolder_or_finer():
+    """repen on a vertical bar 2 pixels wide: a low inking level gives a wider stroke, a high one
+    a narrower one; more blur (a coarser picture) rounds its ends. The bar stays where it was."""
+    bar = np.zeros((3, 28, 28), np.uint8)
+    bar[:, 6:22, 13:15] = 255
+    bold, fine, coarse = repen(bar, np.array([1.0, 1.0, 1.5]), np.array([0.1, 0.6, 0.1]))
+    width = lambda im: int((im[14] > 127).sum())  # noqa: E731  (pixels across the bar's middle row)
+    assert width(fine) <= 2 < width(bold)
+    for im in (bold, fine):
+        assert np.nonzero(im[14] > 127)[0].mean() == pytest.approx(13.5)
+    assert (coarse > 127).any(axis=1).sum() > (bar[0] > 127).any(axis=1).sum()  # taller: ends blurred out
+    assert bold.dtype == np.uint8 and bold.max() == 255
+
+
+def test_affine_pen_is_affine_with_a_new_pen_for_some_images():
+    """affine-pen draws the affine map as affine does, then its pen draws: the images it leaves
+    with their own pen are exactly affine's, and about half get another pen."""
+    images = RNG.integers(0, 256, (400, 28, 28), dtype=np.uint8)
+    draws = AUGMENTS["affine-pen"].draw(400, np.random.default_rng(9))
+    with_pen = AUGMENTS["affine-pen"].apply(images, draws)
+    affine = AUGMENTS["affine"](images, np.random.default_rng(9))
+    kept = ~draws["pen"]
+    assert 0.4 < kept.mean() < 0.6
+    np.testing.assert_array_equal(with_pen[kept], affine[kept])
+    assert not (with_pen[~kept] == affine[~kept]).all(axis=(1, 2)).any()
 
 
 def test_elastic_fields_bend_by_the_displacement_their_alpha_gives():

@@ -107,6 +107,47 @@ def test_a_number_is_split_left_to_right_and_touching_digits_are_cut():
     assert len(found) == 2
 
 
+def test_the_end_of_a_line_at_the_pictures_edge_is_not_a_digit():
+    """A few pixels of a grid line left at the frame's edge (too short to be found as a line)
+    once made "3" read as "13"; a one-pixel strip at the top edge joined a "1" below it and
+    made the rest of a number look too short to be digits."""
+    grey = paper()
+    grey[0:90, 0:2] = 0.5  # the end of a vertical line, cut off by the frame's left edge
+    grey[0, 560:640] = 0.5  # and of a horizontal one along the top edge, above the last digit
+    number = ring(480, 640, 300, 200, 50, 9) | ring(480, 640, 300, 330, 50, 9)
+    number[230:370, 580:588] = True  # a 1 below the strip
+    grey[number] = 0.2
+    found, stages = D.read_picture(grey)
+    assert len(found) == 3
+    assert not (stages["kept"] > 0)[:, :2].any() and not (stages["kept"] > 0)[0].any()
+
+
+def test_a_digit_photographed_close_up_is_kept():
+    """A digit filling most of a portrait picture's width (wider than LONG_PIECE of it) is not
+    a line: it is curved, thick and inside the frame."""
+    h, w = 640, 480
+    grey = paper(h, w)
+    digit = ring(h, w, 320, 240, 200, 22)  # 0.83 of the width, 0.58 of the height
+    grey[digit] = 0.2
+    found, stages = D.read_picture(grey)
+    assert len(found) == 1 and (stages["kept"] > 0)[digit].mean() > 0.9
+
+
+def test_dots_and_marks_off_the_row_are_not_digits_of_the_number():
+    h, w = 480, 800
+    grey = paper(h, w)
+    number = ring(h, w, 240, 250, 60, 10) | ring(h, w, 240, 420, 60, 10)
+    grey[number] = 0.2
+    dots = np.zeros((h, w), bool)
+    dots[250:262, 505:517] = dots[285:297, 505:517] = True  # a colon after the number
+    mark = ring(h, w, 60, 650, 30, 8)  # a small sign well above the row
+    grey[dots | mark] = 0.2
+    found, stages = D.read_picture(grey)
+    assert len(found) == 2
+    kept = stages["kept"] > 0
+    assert kept[number].mean() > 0.9 and not kept[dots | mark].any()
+
+
 def test_light_writing_on_a_dark_board():
     grey = 1 - paper()
     digit = ring(480, 640, 240, 320, 80, 12)

@@ -63,7 +63,8 @@ LINE_SLANT = 0.008  # a line may drift sideways by this share of the longer side
 # (a page turned by a degree or two)
 STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across a line, is a stroke
 SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
-SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
+SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits, nor are groups
+DOTS = (0.6, 0.2)  # shorter than the first share of the tallest with less ink than the second of the most
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
 JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits;
@@ -75,7 +76,8 @@ MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, m
 WIDE_COST = 1.0  # in photos, a reading's score falls by this per unit of a digit's width beyond WIDE times its height
 SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
 INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
-LONG_PIECE = 0.6  # one piece of writing is never longer than this share of the picture's side
+LONG_PIECE = 0.6  # a piece longer than this share of the picture's longer side, straight or off
+LINE_BOX = 0.06  # the picture's edge, is a line (straight: its box is this narrow for its length)
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
 THICK = 0.25  # in photos, strokes wider than this share of the digit's longer side are thinned
 THIN_TO = 0.13  # to this share: MNIST's strokes are 2-3 pixels of the 20-pixel box
@@ -179,14 +181,22 @@ def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _without_long_pieces(mask: np.ndarray) -> np.ndarray:
-    """``mask`` without pieces longer than LONG_PIECE of the picture's height or width: the rest
-    of a line, the paper's edge; a digit is never that large."""
+def _without_line_ends(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without what is left of lines once ``ruled_lines`` took them: a piece touching
+    the picture's edge that is no thicker than a line across (the end of a line the frame cuts
+    off, too short to be found as one), and a piece longer than LONG_PIECE of the picture's
+    longer side that is straight (its box no wider than LINE_BOX of its length) or runs off the
+    picture (the rest of a line, the paper's edge). A digit, even photographed close up, is
+    thicker than a line, curved, and inside the frame."""
     labels, pieces = _components(mask)
     h, w = mask.shape
+    line = max(3, round(STROKE_WIDTH * max(h, w)))
     keep = np.zeros(len(pieces) + 1, bool)
     for label, box, _ in pieces:
-        keep[label] = box[0].stop - box[0].start <= LONG_PIECE * h and box[1].stop - box[1].start <= LONG_PIECE * w
+        long_side, short_side = sorted((box[0].stop - box[0].start, box[1].stop - box[1].start))[::-1]
+        at_edge = box[0].start == 0 or box[1].start == 0 or box[0].stop == h or box[1].stop == w
+        keep[label] = not ((at_edge and short_side <= line)
+                           or (long_side > LONG_PIECE * max(h, w) and (at_edge or short_side <= LINE_BOX * long_side)))
     return keep[labels]
 
 
@@ -278,6 +288,8 @@ def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> 
                 break
     tallest = max(g[1][0].stop - g[1][0].start for g in groups)
     tall = [g for g in groups if g[1][0].stop - g[1][0].start >= SHORT_GROUP * tallest]
+    if not single:
+        tall = _one_row(labels, tall, tallest)
     for members, gbox in groups:  # a short group sharing columns with a tall one is part of it
         if gbox[0].stop - gbox[0].start < SHORT_GROUP * tallest:  # (a 5's bar), else not a digit
             near = [g for g in tall if _x_overlap(g[1], gbox) > 0]
@@ -288,6 +300,17 @@ def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> 
         digit = np.isin(labels, members)
         out.extend(split_touching(digit) if split and not single else [digit])
     return out
+
+
+def _one_row(labels: np.ndarray, groups: list, tallest: int) -> list:
+    """The groups that are digits of one number: on the row of the group with the most ink
+    (sharing some of its rows: a stray mark above or below is not part of the number), and not
+    both short and light (DOTS: a colon, a full stop, a smudge beside a digit)."""
+    ink = [int(np.isin(labels[box], members).sum()) for members, box in groups]
+    main = groups[int(np.argmax(ink))][1][0]
+    return [g for g, a in zip(groups, ink)
+            if g[1][0].start < main.stop and main.start < g[1][0].stop
+            and not (g[1][0].stop - g[1][0].start < DOTS[0] * tallest and a < DOTS[1] * max(ink))]
 
 
 def _height(digit: np.ndarray) -> int:
@@ -466,7 +489,7 @@ def find_ink(grey: np.ndarray, name: str = "image") -> tuple[np.ndarray, np.ndar
         # lines are sought in all the ink, faint parts too, so that they run unbroken
         lines = ruled_lines(ink > NOISE_FLOOR) & mask
         mask = sharp_pieces(mask & ~lines, ink)
-        mask = _without_long_pieces(mask)
+        mask = _without_line_ends(mask)
         stages.update(paper=paper, lines=lines.astype(np.uint8) * 255)
     stages["ink"] = ink
     return ink, mask, stages
