@@ -148,6 +148,26 @@ def test_dots_and_marks_off_the_row_are_not_digits_of_the_number():
     assert kept[number].mean() > 0.9 and not kept[dots | mark].any()
 
 
+def test_a_fine_pen_is_brought_to_mnists_stroke_width():
+    """A 0 drawn 2 pixels wide and 257 tall (the page's thin pen on a large drawing) would be
+    under a pixel wide in MNIST's 20-pixel box, and faint; MNIST's strokes are 2-3 pixels. What
+    the network sees is close to the same 0 drawn with a pen of MNIST's width (a tenth of its
+    height), whether the picture is a drawing or a photo, and still a ring."""
+    def seen(width: int, photo: bool) -> np.ndarray:
+        grey = paper(300, 300) if photo else np.ones((300, 300))
+        grey[ring(300, 300, 150, 150, 90, width)] = 0.1
+        found, _ = D.read_picture(grey, single=True)
+        return found[0].image
+
+    for photo in (False, True):
+        fine, mnist_pen = seen(2, photo), seen(25, photo)
+        assert 0.6 < (fine > 127).sum() / (mnist_pen > 127).sum() < 1.4, photo
+        assert fine[12:16, 12:16].max() == 0  # the hole stays open
+    thin = np.ones((300, 300))
+    thin[ring(300, 300, 150, 150, 90, 2)] = 0.1
+    assert (prepare_steps(thin)["input"] > 127).sum() < 0.6 * (seen(25, False) > 127).sum()  # as the old path saw it
+
+
 def test_light_writing_on_a_dark_board():
     grey = 1 - paper()
     digit = ring(480, 640, 240, 320, 80, 12)

@@ -27,12 +27,13 @@ A photo of paper goes through these stages:
    is), or without one, by the group's width;
 6. each digit: its ink scaled to full strength; strokes much thicker than MNIST's (a marker,
    a blurred blob: THICK of the digit's size) redrawn MNIST's width along their middles (the
-   ridge of the distance transform); then MNIST's preparation as ``lenet5 predict`` always
-   did (``predict.mnist_input``).
+   ridge of the distance transform), strokes much finer (FINE) widened to it; then MNIST's
+   preparation as ``lenet5 predict`` always did (``predict.mnist_input``).
 
 A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
 skips stages 1-4 and the thinning: its ink is the difference from the background, as
-``predict.prepare_steps`` takes it, so drawings are read exactly as before; read as a number
+``predict.prepare_steps`` takes it, so drawings are read as before (only a pen much finer than
+MNIST's is widened: shrunk to MNIST's box, its strokes would be faint slivers); read as a number
 with a judge, neighbouring pieces that together are no wider than one digit are joined where
 the network reads them as one digit (a digit drawn in strokes that do not touch).
 
@@ -81,6 +82,7 @@ LINE_BOX = 0.06  # the picture's edge, is a line (straight: its box is this narr
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
 THICK = 0.25  # in photos, strokes wider than this share of the digit's longer side are thinned
 THIN_TO = 0.13  # to this share: MNIST's strokes are 2-3 pixels of the 20-pixel box
+FINE = 0.04  # strokes finer than this share of the digit's longer side are widened to THIN_TO
 SMOOTH = 0.02  # the outline is smoothed by this share of the digit's longer side to find stroke middles
 
 
@@ -406,20 +408,38 @@ def thinned(member: np.ndarray) -> np.ndarray:
     return member & near if (member & near).any() else member
 
 
+def widened(crop: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """A digit's ink ``crop`` (H, W) whose strokes (``member``, bool (H, W)) are finer than FINE of
+    its longer side, drawn again THIN_TO wide (a grey dilation by a disc): the page's thin pen,
+    a fine pen photographed large. Shrunk to MNIST's 20-pixel box such strokes would be half a
+    pixel wide and faint, where MNIST's are 2-3 pixels. Other ink is returned as it is."""
+    side = max(member.shape)
+    width = stroke_width(member)
+    if width <= 0 or width >= FINE * side:
+        return crop
+    r = (THIN_TO * side - width) / 2
+    y, x = np.mgrid[-int(r):int(r) + 1, -int(r):int(r) + 1]
+    pad = int(r)
+    return _ndimage().grey_dilation(np.pad(crop, pad), footprint=x * x + y * y <= r * r)
+
+
 def _digit(ink: np.ndarray, member: np.ndarray, name: str, thin: bool = False) -> tuple[Digit, dict[str, np.ndarray]]:
     """One digit's Digit and MNIST steps from the ink (H, W) and its pixels ``member`` (H, W);
-    ``thin``: strokes much thicker than MNIST's are thinned first (``thinned``)."""
+    ``thin``: strokes much thicker than MNIST's are thinned first (``thinned``); strokes much
+    finer than MNIST's are widened (``widened``), in drawings and photos alike."""
     rows, cols = np.nonzero(member.any(axis=1))[0], np.nonzero(member.any(axis=0))[0]
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     if min(y1 - y0, x1 - x0) < 2 or max(y1 - y0, x1 - x0) < MIN_INK_EXTENT:
         what = "a single line" if min(y1 - y0, x1 - x0) < 2 else "a speck"
         raise ImageError(f"{name}: no digit found (the ink is {what}, {x1 - x0}x{y1 - y0} pixels)")
     crop = np.where(member[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0.0)
+    core = member[y0:y1, x0:x1]
     if thin:  # MNIST's box is the ink's box: the thinned ink's
-        core = thinned(member[y0:y1, x0:x1])
+        core = thinned(core)
         rows, cols = np.nonzero(core.any(axis=1))[0], np.nonzero(core.any(axis=0))[0]
         crop = np.where(core, crop, 0.0)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    box, image = mnist_input(crop)
+        core = core[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    box, image = mnist_input(widened(crop, core))
     return Digit(box=(int(x0), int(y0), int(x1), int(y1)), image=image), {"ink": crop, "box": box, "input": image}
 
 
@@ -524,7 +544,7 @@ def read_ink(ink: np.ndarray, mask: np.ndarray, stages: dict[str, np.ndarray], *
     photo = "paper" in stages  # a drawing's strokes are the page's pen: never thinned
     if "paper" in stages and mask.any():  # a pen's stroke is full ink across, as MNIST's are;
         ink = np.clip(ink / np.percentile(ink[mask], INK_LEVEL), 0, 1)  # pencil grain and light vary
-    # a drawing read as one digit keeps all its ink, exactly as prepare_steps reads it
+    # a drawing read as one digit keeps all its ink, as prepare_steps reads it
     if single and "paper" not in stages:
         members = [mask]
     else:
