@@ -85,6 +85,12 @@ def uci_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.clip(big * 255, 0, 255).astype(np.uint8), d.target.astype(np.uint8)
 
 
+def tuning_half(seed: int) -> int:
+    """Which half of each source a seed draws from: 0 (even-numbered digits and fonts) for the
+    tuning seed 1, 1 (odd-numbered) for every other seed."""
+    return 0 if seed == 1 else 1
+
+
 def font_digits() -> tuple[list[np.ndarray], np.ndarray]:
     """Every digit of every font in FONTS, white on black at about 150 pixels high, [0, 255]:
     (pictures in font order, digit by digit; their labels)."""
@@ -223,7 +229,7 @@ def photo(rgb: np.ndarray, light: np.ndarray, rng: np.random.Generator) -> Image
 def make_set(out: Path, seed: int, singles: int, numbers: int, quality: int = 80) -> dict:
     """Write ``singles`` one-digit and ``numbers`` four-digit pictures per kind of paper."""
     rng = np.random.default_rng(seed)
-    half = 0 if seed == 1 else 1  # seed 1 (tuning): even-numbered digits and fonts; others: odd
+    half = tuning_half(seed)
     fonts, font_labels = font_digits()
     font_index = np.arange(len(fonts)) // 10  # the font each picture comes from
     sources = {"mnist": mnist_test(), "uci": uci_digits(), "fonts": (fonts, font_labels)}

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 import lenet5  # noqa: E402
 from lenet5.predict import mnist_input  # noqa: E402
 from lenet5.runs import RunDir  # noqa: E402
-from make_photos import digit_alpha, font_digits, slanted, uci_digits  # noqa: E402
+from make_photos import digit_alpha, font_digits, slanted, tuning_half, uci_digits  # noqa: E402
 from photos import cpu, photos  # noqa: E402
 
 AUGMENTS = ("affine", "affine-pen")
@@ -49,13 +49,14 @@ def other_writers(repeats: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Seed 1's half of the UCI digits and of the fonts as clean 28x28 inputs (fonts slanted
     ``repeats`` times each), with their labels."""
     rng = np.random.default_rng(1)
+    half = tuning_half(1)
     uci, uci_y = uci_digits()
     fonts, font_y = font_digits()
-    even_fonts = [i for i in range(len(fonts)) if (i // 10) % 2 == 0] * repeats
+    tuning_fonts = [i for i in range(len(fonts)) if (i // 10) % 2 == half] * repeats
     return {
-        "UCI (even)": (np.stack([mnist_input(digit_alpha(x, 200, rng))[1] for x in uci[::2]]), uci_y[::2]),
+        "UCI (even)": (np.stack([mnist_input(digit_alpha(x, 200, rng))[1] for x in uci[half::2]]), uci_y[half::2]),
         "fonts (even)": (np.stack([mnist_input(digit_alpha(slanted(fonts[i], rng), 200, rng))[1]
-                                   for i in even_fonts]), font_y[even_fonts]),
+                                   for i in tuning_fonts]), font_y[tuning_fonts]),
     }
 
 

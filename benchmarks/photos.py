@@ -151,8 +151,9 @@ def main() -> None:
              f"# CPU: {cpu()}; {time.strftime('%Y-%m-%d')}",
              f"# pictures: benchmarks/make_photos.py seed {args.seed} (1.2-1.9 MP JPEG, quality 80): MNIST test "
              "digits (1/2), scikit-learn's UCI digits (1/4), Debian's handwriting fonts (1/4)",
-             "# the pipeline's parameters (lenet5/digits.py) were chosen on pictures of seed 1 only; these "
-             f"figures are from seed {args.seed}, not looked at while tuning",
+             "# the pipeline's parameters (lenet5/digits.py) were chosen on pictures of seed 1 only; "
+             + ("these are those pictures (the tuning set)" if args.seed == 1 else
+                f"these figures are from seed {args.seed}, not looked at while tuning"),
              "",
              f"{'paper':<10} {'one digit right':>22} {'with --single':>22} {'4-digit numbers exact':>24}"]
     for k in kinds:

@@ -122,6 +122,17 @@ def test_affine_pen_is_affine_with_a_new_pen_for_some_images():
     assert not (with_pen[~kept] == affine[~kept]).all(axis=(1, 2)).any()
 
 
+def test_images_left_as_they_are_keep_their_own_pen():
+    """``clean`` and ``pen`` together: an image drawn to be left as it is is exactly the original,
+    whatever pen was drawn for it."""
+    images = RNG.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    both = Augment(pen=1.0, clean=0.5)
+    draws = both.draw(300, np.random.default_rng(2))
+    out = both.apply(images, draws)
+    assert 0.4 < draws["clean"].mean() < 0.6
+    np.testing.assert_array_equal(out[draws["clean"]], images[draws["clean"]])
+
+
 def test_elastic_fields_bend_by_the_displacement_their_alpha_gives():
     """With the affine map switched off, the only move is α·smooth(field): a pixel's source lies
     α·rms(smoothed uniform field) away on average per axis, measured here on a ramp image whose

@@ -76,12 +76,13 @@ class Augment:
 
     def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
         """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them."""
+        written = images
         if self.pen:
-            images = np.where(d["pen"][:, None, None], repen(images, d["pen_blur"], d["pen_level"]), images)
+            written = np.where(d["pen"][:, None, None], repen(images, d["pen_blur"], d["pen_level"]), images)
         coords = self.source_coords(d)
         if self.elastic_alpha:
             coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
-        out = np.clip(np.rint(bilinear(images.astype(np.float32), coords)), 0, 255).astype(np.uint8)
+        out = np.clip(np.rint(bilinear(written.astype(np.float32), coords)), 0, 255).astype(np.uint8)
         if self.clean:
             out = np.where(d["clean"][:, None, None], images, out)
         return out
@@ -139,8 +140,9 @@ def smooth(field: np.ndarray, sigma: float) -> np.ndarray:
     return (g @ field @ g.T).transpose(0, 2, 3, 1)
 
 
-#: repen's Gaussian blur σ (pixels) and inking level (share of full ink), drawn per image
-PEN_BLUR, PEN_LEVEL = (0.5, 1.5), (0.1, 0.45)
+#: repen's Gaussian blur σ (pixels) and inking level (share of full ink), drawn per image, and
+#: the width of the inked edge (share of full ink over which ink goes from none to full)
+PEN_BLUR, PEN_LEVEL, PEN_EDGE = (0.5, 1.5), (0.1, 0.45), 0.3
 
 
 def repen(images: np.ndarray, sigma: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -152,7 +154,7 @@ def repen(images: np.ndarray, sigma: np.ndarray, level: np.ndarray) -> np.ndarra
     g = np.exp(-0.5 * (d[None] / sigma[:, None, None]) ** 2)
     g = (g / g.sum(axis=2, keepdims=True)).astype(np.float32)  # (N, 28, 28): one blur per image
     blurred = g @ (images.astype(np.float32) / 255) @ g.transpose(0, 2, 1)
-    ink = (blurred / blurred.max(axis=(1, 2), keepdims=True).clip(1e-6) - level[:, None, None]) / 0.3
+    ink = (blurred / blurred.max(axis=(1, 2), keepdims=True).clip(1e-6) - level[:, None, None]) / PEN_EDGE
     return np.rint(np.clip(ink, 0, 1) * 255).astype(np.uint8)
 
 

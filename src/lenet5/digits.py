@@ -18,13 +18,14 @@ A photo of paper goes through these stages:
 4. ``lines``: ruled and squared lines and margins, found as ink that runs far straight across
    the page (a morphological opening by a long line) and removed, except where a stroke crosses
    them (ink that also runs thicker than a line the other way);
-5. ``kept``: pieces with soft edges (a shadow's dark corner) and pieces longer than any digit
-   (the rest of a line, the paper's edge) dropped; connected strokes grouped into digits by
-   their columns, specks dropped (pieces much smaller than the writing and away from it); a
-   wide group of touching digits cut at the emptiest columns near where digits of the usual
-   width would end: into as many pieces as the network (the optional ``judge``) reads most
-   surely (a reading with a digit much wider than tall is unlikely however sure the network
-   is), or without one, by the group's width;
+5. ``kept``: pieces with soft edges (a shadow's dark corner) and what is left of lines (a thin
+   piece at the frame's edge; a long piece, straight or at the edge: the rest of a line, the
+   paper's edge) dropped; connected strokes grouped into digits by their columns, specks
+   dropped (pieces much smaller than the writing and away from it), and, in a number, marks off
+   its row and dots beside it; a wide group of touching digits cut at the emptiest columns near
+   where digits of the usual width would end: into as many pieces as the network (the optional
+   ``judge``) reads most surely (a reading with a digit much wider than tall is unlikely
+   however sure the network is), or without one, by the group's width;
 6. each digit: its ink scaled to full strength; strokes much thicker than MNIST's (a marker,
    a blurred blob: THICK of the digit's size) redrawn MNIST's width along their middles (the
    ridge of the distance transform), strokes much finer (FINE) widened to it; then MNIST's
@@ -32,10 +33,11 @@ A photo of paper goes through these stages:
 
 A clean drawing (a canvas of one background value, as the web page's or an MNIST-style picture)
 skips stages 1-4 and the thinning: its ink is the difference from the background, as
-``predict.prepare_steps`` takes it, so drawings are read as before (only a pen much finer than
-MNIST's is widened: shrunk to MNIST's box, its strokes would be faint slivers); read as a number
-with a judge, neighbouring pieces that together are no wider than one digit are joined where
-the network reads them as one digit (a digit drawn in strokes that do not touch).
+``predict.prepare_steps`` takes it, so a drawing of one digit is read as before (only a pen
+much finer than MNIST's is widened: shrunk to MNIST's box, its strokes would be faint slivers);
+read as a number with a judge, neighbouring pieces that together are no wider than one digit
+are joined where the network reads them as one digit (a digit drawn in strokes that do not
+touch).
 
 The image analysis is ``scipy.ndimage``: rank filters (minimum/maximum, van Herk's algorithm,
 so a window of any length costs the same), Gaussian smoothing and connected-component labelling,
@@ -64,8 +66,9 @@ LINE_SLANT = 0.008  # a line may drift sideways by this share of the longer side
 # (a page turned by a degree or two)
 STROKE_WIDTH = 0.0075  # ink thicker than this share of the longer side, across a line, is a stroke
 SPECK_AREA = 0.04  # pieces smaller than this share of the largest are specks unless they touch the writing
-SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits, nor are groups
-DOTS = (0.6, 0.2)  # shorter than the first share of the tallest with less ink than the second of the most
+SHORT_GROUP = 0.35  # groups shorter than this share of the tallest are not digits
+DOT_HEIGHT = 0.6  # nor are groups shorter than this share of the tallest whose ink is less than
+DOT_INK = 0.2  # this share of the most inked group's (a colon, a full stop, a smudge)
 DIGIT_WIDTH = 0.7  # the usual width of a handwritten digit, as a share of its height
 WIDE = 1.25  # without a judge: a group wider than this times its height holds touching digits
 JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height may be touching digits;
@@ -77,12 +80,15 @@ MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, m
 WIDE_COST = 1.0  # in photos, a reading's score falls by this per unit of a digit's width beyond WIDE times its height
 SPLIT_MARGIN = 0.1  # a cut must raise the mean log-probability by this much per extra digit
 INK_LEVEL = 60  # a photo's ink is scaled so this percentile of the strokes' ink is full (1)
-LONG_PIECE = 0.6  # a piece longer than this share of the picture's longer side, straight or off
-LINE_BOX = 0.06  # the picture's edge, is a line (straight: its box is this narrow for its length)
+LONG_PIECE = 0.6  # a piece longer than this share of the picture's height or width, straight or at
+LINE_BOX = 0.06  # its edge, is a line (straight: its box is this narrow for its length)
+EDGE = 3  # a piece this close to the picture's edge (pixels) is at the edge
 SHARP_EDGE = 0.025  # a stroke's edge changes its ink by at least this much per pixel
 THICK = 0.25  # in photos, strokes wider than this share of the digit's longer side are thinned
 THIN_TO = 0.13  # to this share: MNIST's strokes are 2-3 pixels of the 20-pixel box
 FINE = 0.04  # strokes finer than this share of the digit's longer side are widened to THIN_TO
+MIN_WIDEN = 56  # in digits at least this tall or wide (pixels); smaller ones shrink little into MNIST's box
+WIDTH_SIDE = 256  # a fine stroke's width is measured on the digit shrunk to this size at most
 SMOOTH = 0.02  # the outline is smoothed by this share of the digit's longer side to find stroke middles
 
 
@@ -183,22 +189,28 @@ def sharp_pieces(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def _line_width(shape: tuple[int, int]) -> int:
+    """Ink at least this many pixels thick across is a stroke, not a ruled line (STROKE_WIDTH)."""
+    return max(3, round(STROKE_WIDTH * max(shape)))
+
+
 def _without_line_ends(mask: np.ndarray) -> np.ndarray:
-    """``mask`` without what is left of lines once ``ruled_lines`` took them: a piece touching
-    the picture's edge that is no thicker than a line across (the end of a line the frame cuts
-    off, too short to be found as one), and a piece longer than LONG_PIECE of the picture's
-    longer side that is straight (its box no wider than LINE_BOX of its length) or runs off the
-    picture (the rest of a line, the paper's edge). A digit, even photographed close up, is
-    thicker than a line, curved, and inside the frame."""
+    """``mask`` (bool (H, W)) without what is left of lines once ``ruled_lines`` took them: a
+    piece at the picture's edge (within EDGE pixels) thinner than a stroke (the end of a line
+    the frame cuts off, too short to be found as one), and a piece longer than LONG_PIECE of the
+    picture's height or width that is straight (its box no wider than LINE_BOX of its length)
+    or at the edge (the rest of a line, the paper's edge, a shadow's rim). A digit, even
+    photographed close up, is thicker than a line, not straight, and inside the frame."""
     labels, pieces = _components(mask)
     h, w = mask.shape
-    line = max(3, round(STROKE_WIDTH * max(h, w)))
+    line = _line_width(mask.shape)
     keep = np.zeros(len(pieces) + 1, bool)
     for label, box, _ in pieces:
-        long_side, short_side = sorted((box[0].stop - box[0].start, box[1].stop - box[1].start))[::-1]
-        at_edge = box[0].start == 0 or box[1].start == 0 or box[0].stop == h or box[1].stop == w
-        keep[label] = not ((at_edge and short_side <= line)
-                           or (long_side > LONG_PIECE * max(h, w) and (at_edge or short_side <= LINE_BOX * long_side)))
+        rows, cols = box[0].stop - box[0].start, box[1].stop - box[1].start
+        at_edge = min(box[0].start, box[1].start, h - box[0].stop, w - box[1].stop) < EDGE
+        straight = min(rows, cols) <= LINE_BOX * max(rows, cols)
+        long = rows > LONG_PIECE * h or cols > LONG_PIECE * w
+        keep[label] = not ((at_edge and min(rows, cols) < line) or (long and (at_edge or straight)))
     return keep[labels]
 
 
@@ -221,7 +233,7 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
     """
     nd = _ndimage()
     h, w = mask.shape
-    stroke = max(3, round(STROKE_WIDTH * max(h, w)))
+    stroke = _line_width(mask.shape)
     slant = max(1, round(LINE_SLANT * max(h, w)))
     found = []
     for axis, length in ((1, w), (0, h)):  # horizontal lines, then vertical ones
@@ -264,8 +276,9 @@ def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> 
     Pieces (connected components) are grouped when they share columns; pieces much smaller than
     the largest (SPECK_AREA) join a group only if they lie within its box (a detached bar, a
     dot), else they are specks and dropped; groups much shorter than the tallest are dropped;
-    a group much wider than tall is split into touching digits (``split_touching``) unless
-    ``split`` is False. ``single``: all the writing is one digit.
+    read as a number, groups off the row of the most inked one and dots beside it are dropped
+    (``_one_row``); a group much wider than tall is split into touching digits
+    (``split_touching``) unless ``split`` is False. ``single``: all the writing is one digit.
     """
     labels, pieces = _components(mask)
     if not pieces:
@@ -291,7 +304,7 @@ def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> 
     tallest = max(g[1][0].stop - g[1][0].start for g in groups)
     tall = [g for g in groups if g[1][0].stop - g[1][0].start >= SHORT_GROUP * tallest]
     if not single:
-        tall = _one_row(labels, tall, tallest)
+        tall = _one_row(tall, {label: area for label, _, area in pieces}, tallest)
     for members, gbox in groups:  # a short group sharing columns with a tall one is part of it
         if gbox[0].stop - gbox[0].start < SHORT_GROUP * tallest:  # (a 5's bar), else not a digit
             near = [g for g in tall if _x_overlap(g[1], gbox) > 0]
@@ -304,15 +317,16 @@ def group_digits(mask: np.ndarray, single: bool = False, split: bool = True) -> 
     return out
 
 
-def _one_row(labels: np.ndarray, groups: list, tallest: int) -> list:
-    """The groups that are digits of one number: on the row of the group with the most ink
-    (sharing some of its rows: a stray mark above or below is not part of the number), and not
-    both short and light (DOTS: a colon, a full stop, a smudge beside a digit)."""
-    ink = [int(np.isin(labels[box], members).sum()) for members, box in groups]
+def _one_row(groups: list, areas: dict[int, int], tallest: int) -> list:
+    """The groups (list of (piece labels, slice box)) that are digits of one number: on the row
+    of the group with the most ink (sharing some of its rows: a mark above or below is not part
+    of the number), and not both short and light (DOT_HEIGHT, DOT_INK: a colon, a smudge).
+    ``areas``: each piece's pixels, by label."""
+    ink = [sum(areas[label] for label in members) for members, _ in groups]
     main = groups[int(np.argmax(ink))][1][0]
     return [g for g, a in zip(groups, ink)
             if g[1][0].start < main.stop and main.start < g[1][0].stop
-            and not (g[1][0].stop - g[1][0].start < DOTS[0] * tallest and a < DOTS[1] * max(ink))]
+            and not (g[1][0].stop - g[1][0].start < DOT_HEIGHT * tallest and a < DOT_INK * max(ink))]
 
 
 def _height(digit: np.ndarray) -> int:
@@ -413,17 +427,24 @@ def widened(crop: np.ndarray, member: np.ndarray) -> np.ndarray:
     its longer side, drawn again THIN_TO wide: every pixel within the extra half-width of a
     stroke gets the strokes' usual ink (a distance transform, so any width costs the same) — the
     page's thin pen, a fine pen photographed large. Shrunk to MNIST's 20-pixel box such strokes
-    would be half a pixel wide and faint, where MNIST's are 2-3 pixels. Other ink is returned
-    as it is."""
+    would be under a pixel wide and faint, where MNIST's are 2-3 pixels. Returns the widened ink
+    cropped to itself, (H + 2p, W + 2p) at most with p the added half-width; other ink (and any
+    digit under MIN_WIDEN pixels, whose strokes shrink little) as it is."""
     side = max(member.shape)
-    width = stroke_width(member)
+    if side < MIN_WIDEN:
+        return crop
+    f = -(-side // WIDTH_SIDE)  # the width is measured on the strokes shrunk to WIDTH_SIDE at most
+    h, w = member.shape
+    small = np.pad(member, ((0, -h % f), (0, -w % f))).reshape(-(-h // f), f, -(-w // f), f).any(axis=(1, 3))
+    width = stroke_width(small) * f
     if width <= 0 or width >= FINE * side:
         return crop
     r = (THIN_TO * side - width) / 2
     pad = int(np.ceil(r)) + 1
     distance = _ndimage().distance_transform_edt(~np.pad(member, pad))
-    grown = np.median(crop[member]) * np.clip(r + 0.5 - distance, 0, 1)
-    return np.maximum(np.pad(crop, pad), grown)
+    grown = np.maximum(np.pad(crop, pad), np.median(crop[member]) * np.clip(r + 0.5 - distance, 0, 1))
+    rows, cols = np.nonzero(grown.any(axis=1))[0], np.nonzero(grown.any(axis=0))[0]
+    return grown[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
 def _digit(ink: np.ndarray, member: np.ndarray, name: str, thin: bool = False) -> tuple[Digit, dict[str, np.ndarray]]:
