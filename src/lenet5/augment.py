@@ -77,8 +77,10 @@ class Augment:
     def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
         """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them."""
         written = images
-        if self.pen:
-            written = np.where(d["pen"][:, None, None], repen(images, d["pen_blur"], d["pen_level"]), images)
+        if self.pen and d["pen"].any():  # only the images drawn for another pen are redrawn
+            pen = d["pen"]
+            written = images.copy()
+            written[pen] = repen(images[pen], d["pen_blur"][pen], d["pen_level"][pen])
         coords = self.source_coords(d)
         if self.elastic_alpha:
             coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
