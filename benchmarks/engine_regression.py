@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+from pathlib import Path
 import statistics
 import subprocess
 import sys
@@ -29,15 +29,11 @@ print(json.dumps({b: measure_train("seed-tanh", b, steps, 3, ["numpy"])["peers"]
 
 
 def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-        ext = [x for x in ("avx2", "avx512f") if x in flags]
-        return f"{name} ({', '.join(ext) or 'no AVX2'}, {os.cpu_count()} cores)"
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    """The CPU's model, vector extensions and cores (lenet5.bench's naming, from this tree)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from lenet5.bench import cpu_model, vector_extensions, vector_summary
+
+    return f"{cpu_model()} ({vector_summary(vector_extensions())}, {os.cpu_count()} cores)"
 
 
 def run(src: str, batches: list[int], steps: int) -> dict[int, float]:

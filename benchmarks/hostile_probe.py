@@ -539,8 +539,9 @@ def main() -> None:
     text = "\n".join("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in table[:1])
     text += "\n|" + "---|" * len(head) + "\n"
     text += "\n".join("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows) + "\n"
-    cpu = next((x.split(":", 1)[1].strip() for x in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if x.startswith("Model name")), platform.processor())
+    from lenet5.bench import cpu_model
+
+    cpu = cpu_model()
     failed = sum(1 for r in rows if r[5] != "ok")
     header = (f"# hostile_probe.py: {len(rows)} cases, {failed} failing\n"
               f"# command: python benchmarks/hostile_probe.py --out {args.out}"

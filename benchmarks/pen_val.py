@@ -27,11 +27,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-import lenet5  # noqa: E402
+from lenet5.bench import cpu_model  # noqa: E402
 from lenet5.predict import mnist_input  # noqa: E402
 from lenet5.runs import RunDir  # noqa: E402
 from make_photos import digit_alpha, font_digits, slanted, tuning_half, uci_digits  # noqa: E402
-from photos import cpu, photos  # noqa: E402
+from photos import photos  # noqa: E402
 
 AUGMENTS = ("affine", "affine-pen")
 
@@ -85,7 +85,7 @@ def main() -> None:
             rows[(augment, seed)] = scores
     lines = [f"# python benchmarks/pen_val.py --seeds {' '.join(map(str, args.seeds))}"
              + (f" --photos {args.photos}" if args.photos else ""),
-             f"# CPU: {cpu()}; {time.strftime('%Y-%m-%d')}",
+             f"# CPU: {cpu_model()}; {time.strftime('%Y-%m-%d')}",
              "# lenet5 train --preset modern --val-split 0.1 --no-test --augment A --seed S; final epoch;",
              "# other writers: clean pictures of the halves make_photos.py keeps for tuning (seed 1)",
              "", f"{'augment':<12} {'seed':>4} " + " ".join(f"{c:>16}" for c in columns)]

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,16 +34,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 import lenet5  # noqa: E402
+from lenet5.bench import cpu_model  # noqa: E402
 from lenet5.digits import read_picture  # noqa: E402
 from lenet5.predict import ImageError, load_grey, prepare_steps  # noqa: E402
-
-
-def cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def read(model, path: Path, single: bool) -> str:
@@ -148,7 +139,7 @@ def main() -> None:
     made = (f"--seed {args.seed} --singles {args.singles} --numbers {args.numbers}" if made_here
             else f"--dir {args.dir} (pictures made earlier: the seed is theirs)")
     lines = [f"# python benchmarks/photos.py --model {args.model} {made} --mnist {args.mnist}",
-             f"# CPU: {cpu()}; {time.strftime('%Y-%m-%d')}",
+             f"# CPU: {cpu_model()}; {time.strftime('%Y-%m-%d')}",
              f"# pictures: benchmarks/make_photos.py seed {args.seed} (1.2-1.9 MP JPEG, quality 80): MNIST test "
              "digits (1/2), scikit-learn's UCI digits (1/4), Debian's handwriting fonts (1/4)",
              "# the pipeline's parameters (lenet5/digits.py) were chosen on pictures of seed 1 only; "

@@ -13,7 +13,6 @@ deviation, the parameters and the seconds per epoch (training only; the machine 
 from __future__ import annotations
 
 import json
-import platform
 import re
 import statistics
 import sys
@@ -62,17 +61,9 @@ def _flip_accuracy(run: Path, config: dict) -> float:
     return evaluate(model, data.test, tta="flip")["accuracy"]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(root: Path) -> None:
+    from lenet5.bench import cpu_model
+
     val = _runs(root / "val")
     if val:
         print("Validation (final epoch; the test set plays no part in the choice)\n")
@@ -93,7 +84,7 @@ def main(root: Path) -> None:
         print()
     final = _runs(root / "final")
     if final:
-        print(f"Final runs: whole training set, official test set, final epoch ({_cpu()}, one thread per run)\n")
+        print(f"Final runs: whole training set, official test set, final epoch ({cpu_model()}, one thread per run)\n")
         print("| runs | options | test accuracy per seed | mean ± sd | epochs | s/epoch |")
         print("|---|---|---|---|---|---|")
         for name, runs in final.items():

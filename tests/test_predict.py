@@ -261,7 +261,6 @@ def number_picture(test, indices, path, gap=30):
 
 
 def test_predict_reads_a_number_with_boxes_and_options_anywhere(tmp_path, capsys):
-    from lenet5.datasets import load_dataset  # noqa: F401  (the shipped network, on real MNIST test digits)
     from conftest import MINI
 
     test = load_dir(MINI).test

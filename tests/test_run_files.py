@@ -208,25 +208,17 @@ def test_file_names_over_255_bytes_are_one_line(tmp_path, capsys, args):
     assert_one_line(code, capsys.readouterr().err, "x" * 50)
 
 
-def test_lock_symlinked_out_of_the_run_is_refused_and_its_target_untouched(tmp_path):
+@pytest.mark.parametrize("name,use", [(".lock", lambda run: run.lock()),
+                                      ("metrics.jsonl", lambda run: run.log_epoch(EPOCH, [0.5]))],
+                         ids=["locking", "appending"])
+def test_a_run_file_symlinked_out_of_the_run_is_refused_and_its_target_untouched(tmp_path, name, use):
     run = make_run(tmp_path / "run")
     outside = tmp_path / "precious.txt"
     outside.write_text("precious\n")
-    (run / ".lock").unlink()
-    (run / ".lock").symlink_to(outside)
+    (run / name).unlink()
+    (run / name).symlink_to(outside)
     with pytest.raises(Lenet5Error, match="symlink"):
-        RunDir(run).lock()
-    assert outside.read_text() == "precious\n"
-
-
-def test_appending_through_a_symlink_is_refused(tmp_path):
-    run = make_run(tmp_path / "run")
-    outside = tmp_path / "precious.txt"
-    outside.write_text("precious\n")
-    (run / "metrics.jsonl").unlink()
-    (run / "metrics.jsonl").symlink_to(outside)
-    with pytest.raises(Lenet5Error, match="symlink"):
-        RunDir(run).log_epoch(EPOCH, [0.5])
+        use(RunDir(run))
     assert outside.read_text() == "precious\n"
 
 

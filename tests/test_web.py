@@ -306,7 +306,7 @@ def test_bad_requests_get_json_4xx(client):
         (client.post(f"/api/predict?model={model_id}&w=ten&h=10", content=b"\xff" * 100), 400, "w must be"),
         (client.post(f"/api/predict?model={model_id}&w=9999&h=1", content=b"\xff" * 9999), 422, "per side"),
         (client.post("/api/predict?model=nope", content=png_bytes(digit_picture(1))), 404, "unknown model"),
-        (client.get(f"/api/models/nope"), 404, "unknown model"),
+        (client.get("/api/models/nope"), 404, "unknown model"),
         (client.get("/api/predict"), 405, ""),
         (client.get("/no/such/page"), 404, ""),
         (client.post("/api/train/start", json={"preset": "resnet"}), 400, "unknown preset"),

@@ -68,7 +68,8 @@ class Unsupported(Exception):
     """The peer has no version of this preset."""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) Processor"), as every timing names it."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
@@ -686,7 +687,7 @@ def environment() -> dict:
     torch = _torch()
     jax = _import("jax")
     ort = _import("onnxruntime")
-    info = {"cpu": _cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
+    info = {"cpu": cpu_model(), "vector_extensions": vector_extensions(), "cores": os.cpu_count(),
             "python": platform.python_version(),
             "numpy": np.__version__, "numpy_engine_threads": default_threads(),
             "torch": torch.__version__ if torch else None,
