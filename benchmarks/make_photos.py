@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,8 @@ def font_digits() -> tuple[list[np.ndarray], np.ndarray]:
 
     missing = sorted({package for package, path in FONTS if not Path(path).exists()})
     if missing:
-        raise SystemExit(f"make_photos.py: handwriting fonts not installed: apt-get install -y {' '.join(missing)}")
+        print(f"make_photos.py: handwriting fonts not installed: apt-get install -y {' '.join(missing)}", file=sys.stderr)
+        raise SystemExit(2)
     pictures, labels = [], []
     for _, path in FONTS:
         font = ImageFont.truetype(path, 160)

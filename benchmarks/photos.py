@@ -120,8 +120,12 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=HERE / "results" / "photos.txt")
     args = ap.parse_args()
     model_name = args.model
-    model = (lenet5.load_checkpoint(args.model)[0].eval() if Path(args.model).is_file()
-             else lenet5.pretrained(args.model))
+    try:
+        model = (lenet5.load_checkpoint(args.model)[0].eval() if Path(args.model).is_file()
+                 else lenet5.pretrained(args.model))
+    except lenet5.Lenet5Error as e:
+        print(f"photos.py: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     start = time.perf_counter()
     made_here = not (args.dir and (args.dir / "labels.json").exists())
     with tempfile.TemporaryDirectory() as tmp:
