@@ -341,3 +341,29 @@ def test_show_input_saves_every_stage(tmp_path, capsys):
     saved = sorted(p.name for p in (tmp_path / "seen").iterdir())
     assert saved == sorted(f"ruled-000-{s}.png" for s in ["picture", "paper", "lines", "ink", "kept", "input", "box"])
     assert Image.open(tmp_path / "seen" / "ruled-000-input.png").size == (28, 28)
+
+
+@pytest.mark.parametrize("map_j", [0.1, 2.0])
+def test_a_lecun1998_checkpoint_is_read_and_evaluated_with_its_own_criterion(tmp_path, capsys, map_j):
+    """A run trained with another MAP constant j is read with it: the rubbish class keeps
+    exp(−j) / (Σ exp(−d_k) + exp(−j)) of the probability (computed here from the printed RBF
+    distances), and evaluate's loss is the MAP criterion with that j."""
+    from conftest import MINI
+    from lenet5 import load_dir, zoo
+    from lenet5.losses import map_criterion
+
+    model, meta = zoo.load("lecun1998")
+    ckpt = tmp_path / "run.safetensors"
+    lenet5.save_checkpoint(ckpt, model, {**meta, "settings": {**meta["settings"], "criterion": "map", "map_j": map_j}})
+    picture = tmp_path / "seven.png"
+    Image.fromarray(load_dir(MINI).test.images[0]).save(picture)
+    assert cli.main(["predict", str(ckpt), "--json", str(picture)]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    d = np.array(result["rbf_distances"])
+    shown = 1 - sum(result["probabilities"])
+    assert shown == pytest.approx(np.exp(-map_j) / (np.exp(-d).sum() + np.exp(-map_j)), rel=1e-4)
+    assert cli.main(["evaluate", str(ckpt), "--data-dir", str(MINI), "--json"]) == 0
+    loss = json.loads(capsys.readouterr().out)["loss"]
+    test = load_dir(MINI).test
+    expected, _ = map_criterion(model.infer(test.images), test.labels, map_j)
+    assert loss == pytest.approx(expected, rel=1e-4)

@@ -223,8 +223,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = TorchModel.from_spec(model.spec, seed=None, device=args.device)
         model.load_state_dict(weights)
     name, test, described = _evaluation_data(args, meta)
+    from .presets import trained_criterion
+
     start = time.perf_counter()
-    result = evaluate(model, test, args.batch_size, tta=args.tta)
+    result = evaluate(model, test, args.batch_size, tta=args.tta, criterion=trained_criterion(meta, model.preset))
     result.update(checkpoint=label, preset=model.preset.name, engine=args.engine, tta=args.tta, data=described,
                   seconds=time.perf_counter() - start)
     if args.json:
@@ -265,6 +267,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cannot be read is reported on its own line and the others are still read (exit status 2)."""
     from .digits import read_picture
     from .predict import ImageError, load_grey, network_outputs, save_inputs
+    from .presets import trained_criterion
 
     inputs = list(args.inputs)
     checkpoint = None if args.model else Path(inputs.pop(0))
@@ -272,6 +275,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Lenet5Error("no picture given: lenet5 predict [--model NAME | CKPT] [options] IMAGE...")
     model, meta, label = _load_model(checkpoint, args.model)
     names = _class_names(meta)
+    map_j = trained_criterion(meta, model.preset).map_j  # lecun1998: its rubbish class's constant
     digits_model = names[0] == "0"  # only digits are read as numbers; other classes are one item a picture
     rbf = model.preset.output == "rbf"  # outputs are minus the RBF distances
 
@@ -303,7 +307,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         seen.append((str(path), stages))
         images = np.stack([d.image for d in found])
-        logits, probs = network_outputs(model, images, clip(label))
+        logits, probs = network_outputs(model, images, clip(label), map_j)
         distances = -logits if rbf else None
         entries = []
         for i, (digit, p) in enumerate(zip(found, probs)):

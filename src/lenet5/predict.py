@@ -45,15 +45,16 @@ class NotFiniteError(Lenet5Error):
     """A network's outputs overflowed to infinity or NaN: its weights cannot give a result."""
 
 
-def network_outputs(model, images: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs, class probabilities) of ``model`` on uint8 (N, 28, 28) ``images``, both finite.
+def network_outputs(model, images: np.ndarray, source: str, map_j: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, class probabilities) of ``model`` on uint8 (N, 28, 28) ``images``, both finite
+    (RBF outputs: the MAP criterion's posterior with rubbish-class constant ``map_j``).
 
     Weights that are finite but huge (3e38) overflow inside the network; that is refused as one
     error naming ``source`` (the checkpoint), never shown as ``nan%`` or sent as NaN in JSON, and
     without the RuntimeWarnings the overflow would print."""
     with np.errstate(all="ignore"):
         logits = model.infer(images)
-        probs = probabilities(model.preset.output, logits)
+        probs = probabilities(model.preset.output, logits, map_j)
     require_finite(source, logits, probs)
     return logits, probs
 

@@ -26,6 +26,7 @@ from . import lecun1998
 from .augment import AUGMENTS
 from .datasets import auto_augment
 from .errors import Lenet5Error
+from .losses import Criterion
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sigmoid, Tanh
 from .persample import OneImage
 from .schedules import SCHEDULES
@@ -220,6 +221,18 @@ class TrainConfig:
     def criterion_name(self) -> str:
         """The criterion it trains with: the one it names, or its preset's default."""
         return self.criterion or get_preset(self.preset).criteria[0]
+
+
+def trained_criterion(meta: dict[str, Any], preset: "Preset") -> Criterion:
+    """The criterion a checkpoint's run trained with (its recorded settings' criterion and MAP
+    constant j), for evaluating and reading it as it was trained; a file without them (a bare
+    state dict, an older version) or with values of the wrong kind gets its preset's own."""
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    name = settings.get("criterion")
+    j = settings.get("map_j")
+    return Criterion(name if name in preset.criteria else preset.criteria[0],
+                     float(j) if isinstance(j, (int, float)) and not isinstance(j, bool) and math.isfinite(j) and j > 0
+                     else TrainConfig.map_j)
 
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))

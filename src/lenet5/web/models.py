@@ -66,14 +66,10 @@ def output_kind(model: LeNet5) -> str:
 def rubbish_j(model: LeNet5, meta: dict[str, Any]) -> float | None:
     """The MAP criterion's rubbish-class constant j the model was trained with, or None when its
     criterion has no rubbish class (only "map" and "mse" read outputs the MAP way)."""
-    from ..presets import TrainConfig
+    from ..presets import trained_criterion
 
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    criterion = settings.get("criterion") or model.preset.criteria[0]
-    if criterion not in ("map", "mse"):
-        return None
-    j = settings.get("map_j", TrainConfig.map_j)
-    return float(j) if isinstance(j, (int, float)) and not isinstance(j, bool) else TrainConfig.map_j
+    criterion = trained_criterion(meta, model.preset)
+    return criterion.map_j if criterion.name in ("map", "mse") else None
 
 
 def glyph_rows(model: LeNet5) -> list[list[str]]:
