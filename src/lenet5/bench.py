@@ -669,7 +669,9 @@ def profile(preset: str, batch: int, steps: int) -> list[dict]:
     for name, layer in model.layers:  # instance attributes shadow the methods
         layer.forward = timed((name, "forward"), layer.forward)
         layer.backward = timed((name, "backward"), layer.backward)
-    criterion = types.SimpleNamespace(loss=timed(("loss", "forward"), criterion.loss))  # what train_step calls
+    criterion = types.SimpleNamespace(labels_for=criterion.labels_for,  # what train_step calls
+                                      loss=timed(("loss", "forward"), criterion.loss),
+                                      correct=timed(("loss", "forward"), criterion.correct))
     opt.step = timed(("optimizer", "forward"), opt.step)
     for _ in range(2):  # warm-up: allocator, BLAS threads
         train_step(model, criterion, opt, x, y)

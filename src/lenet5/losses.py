@@ -117,7 +117,7 @@ class Criterion:
             return mse_criterion(outputs, labels)
         import torch
 
-        labels = torch.as_tensor(labels, device=outputs.device).long()
+        labels = self.labels_for(outputs, labels)
         leaf = outputs.detach().requires_grad_()
         with torch.enable_grad():
             loss = torch_loss(self.name, leaf, labels, self.map_j)
@@ -137,9 +137,18 @@ class Criterion:
         """How many rows' largest output is the label."""
         if isinstance(outputs, np.ndarray):
             return int((outputs.argmax(axis=1) == labels).sum())
+        return (outputs.argmax(dim=1) == self.labels_for(outputs, labels)).sum()
+
+    @staticmethod
+    def labels_for(outputs, labels):
+        """``labels`` where ``outputs`` are: NumPy labels as they are for NumPy outputs, a tensor
+        on the outputs' device for torch ones (a tensor already there is passed through, so a
+        step copies its labels to the device once)."""
+        if isinstance(outputs, np.ndarray) or not isinstance(labels, np.ndarray):
+            return labels
         import torch
 
-        return (outputs.argmax(dim=1) == torch.as_tensor(labels, device=outputs.device)).sum()
+        return torch.as_tensor(labels, device=outputs.device).long()
 
 
 #: the criteria by name; the first is what a logits network trains with

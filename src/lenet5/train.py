@@ -186,20 +186,21 @@ class Hooks:
 
 def train_step(model: Engine, criterion: Criterion, optimizer: Optimizer, x: np.ndarray, labels: np.ndarray,
                global_size: int | None = None) -> tuple[Any, Any]:
-    """One step on a prepared batch: forward, criterion, backward, update. Returns (loss, outputs)
-    as the engine holds them (a float and NumPy arrays, or tensors on the engine's device).
+    """One step on a prepared batch: forward, criterion, backward, update. Returns (loss, right
+    answers) as the engine holds them (a float and an int, or 0-d tensors on its device).
 
     In data-parallel training a process holds only its shard of a global batch of
     ``global_size`` images; its gradient is rescaled so that averaging over the processes
     gives the gradient of the mean loss over the whole global batch.
     """
     outputs = model.forward(x)
-    loss, doutputs = criterion.loss(outputs, labels)
+    here = criterion.labels_for(outputs, labels)  # on the engine's device, once for loss and count
+    loss, doutputs = criterion.loss(outputs, here)
     if global_size is not None and model.world > 1:
         doutputs *= len(labels) * model.world / global_size
     model.backward(doutputs)
     optimizer.step()
-    return loss, outputs
+    return loss, criterion.correct(outputs, here)
 
 
 @dataclass
@@ -283,8 +284,8 @@ class _Loop:
                 for b, (x, labels) in enumerate(chunk, first):
                     self.optimizer.lr = self.lr_at((epoch - 1) * self.steps_per_epoch + b)
                     model.seed_step([self.seed, epoch, b, 1])
-                    loss, outputs = train_step(model, self.criterion, self.optimizer, x, labels, len(order[b]))
-                    pending.append((b, loss, self.criterion.correct(outputs, labels), len(labels)))
+                    loss, correct = train_step(model, self.criterion, self.optimizer, x, labels, len(order[b]))
+                    pending.append((b, loss, correct, len(labels)))
                     if isinstance(loss, float) or len(pending) >= READ_EVERY:
                         settle()
                     if hooks.should_stop is not None and hooks.should_stop():
