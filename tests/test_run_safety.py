@@ -157,7 +157,7 @@ def test_default_runs_directory_in_an_unwritable_place(mini_dir):
 
 
 def test_a_full_disk_while_saving_is_an_error_and_keeps_the_last_checkpoint(tmp_path, mini_dir, monkeypatch, capsys):
-    import lenet5.runs
+    import lenet5.checkpoint
 
     out = tmp_path / "r"
     assert train(out, mini_dir, "--epochs", "1") == 0
@@ -166,7 +166,7 @@ def test_a_full_disk_while_saving_is_an_error_and_keeps_the_last_checkpoint(tmp_
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lenet5.runs, "save_tensors", full)
+    monkeypatch.setattr(lenet5.checkpoint, "save_file", full)  # safetensors' writer, inside atomic_write
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet", "--no-plots"]) == 2
     err = capsys.readouterr().err

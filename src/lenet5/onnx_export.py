@@ -287,11 +287,9 @@ def _mkdir(path: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Write via a temporary file and os.replace: an existing file is replaced whole or not at all."""
-    try:
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    except OSError as e:
-        raise Lenet5Error(f"{path}: cannot write ({e.strerror or e})") from None
+    """Write via a temporary file and os.replace: an existing file is replaced whole or not at all
+    (a failure is one line naming the file, from ``atomic_write``)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def sample_test_images() -> np.ndarray:

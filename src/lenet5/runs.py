@@ -392,21 +392,14 @@ class RunDir:
         weights = model.state_dict()
         tensors = {**{f"model.{k}": v for k, v in weights.items()},
                    **{f"optim.{k}": v for k, v in optimizer.state_dict().items()}}
-        target = self.path / STATE
-        try:
-            save_tensors(target, tensors, {"format": "lenet5-train-state", "train_state": state.to_json(), **info})
-            target = self.model_path
-            save_checkpoint(target, model, info)
-        except OSError as e:
-            raise os_error(target, e) from None
+        # atomic_write makes any failure one line naming the file
+        save_tensors(self.path / STATE, tensors, {"format": "lenet5-train-state", "train_state": state.to_json(), **info})
+        save_checkpoint(self.model_path, model, info)
         return self.model_path
 
     def save_best(self, model, optimizer, meta: dict[str, Any], record: dict) -> None:
-        try:
-            save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"],
-                                                    "val_acc": record["val_acc"], "test_acc": record.get("test_acc")})
-        except OSError as e:
-            raise os_error(self.best_path, e) from None
+        save_checkpoint(self.best_path, model, {**meta, "epoch": record["epoch"],
+                                                "val_acc": record["val_acc"], "test_acc": record.get("test_acc")})
 
     def load_resume(self) -> tuple[TrainConfig, dict[str, Any], dict, dict, TrainState]:
         """(config, config.json, weights, optimizer state, training state) of a stopped run."""
