@@ -243,18 +243,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _picture_scale(path, shape: tuple[int, ...]) -> float:
-    """How many of the picture file's own pixels one pixel of its decoded grey image spans (a
-    large photo is shrunk while it is decoded), so that digit boxes are given in the file's pixels."""
-    from PIL import Image
-
-    with Image.open(path) as im:  # the header only
-        width, height = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
-            width, height = height, width
-    return width / shape[1] if shape[1] else 1.0
-
-
 def _class_names(meta: dict) -> list[str]:
     """The classes' names, from the dataset the checkpoint was trained on (digits: "0".."9")."""
     from .datasets import class_names, dataset_of
@@ -266,7 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Read each picture (a digit, a number, or with a non-digit model one item); a picture that
     cannot be read is reported on its own line and the others are still read (exit status 2)."""
     from .digits import read_picture
-    from .predict import ImageError, load_grey, network_outputs, save_inputs
+    from .predict import ImageError, load_picture, network_outputs, save_inputs
     from .presets import trained_criterion
 
     inputs = list(args.inputs)
@@ -296,10 +284,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results, seen, failed = [], [], False
     for path in inputs:
         try:
-            grey = load_grey(path)
+            grey, scale = load_picture(path)
             found, stages = read_picture(grey, single=args.single or not digits_model, name=str(path),
                                          judge=model.predict)
-            scale = _picture_scale(path, grey.shape)
         except ImageError as e:
             print(f"lenet5: error: {e}", file=sys.stderr)
             results.append({"image": str(path), "error": str(e)})

@@ -133,8 +133,9 @@ def _by_range(a: np.ndarray, name: str) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a, dtype=np.float64)
 
 
-def _decode(im, name: str) -> np.ndarray:
-    """An opened PIL image -> float grey (H, W) in [0, 1], shrunk to about WORK_SIDE while decoding."""
+def _decode(im, name: str) -> tuple[np.ndarray, float]:
+    """An opened PIL image -> (float grey (H, W) in [0, 1], shrunk to about WORK_SIDE while
+    decoding; how many of the file's own pixels one pixel of it spans)."""
     Image = _pil()
     w, h = im.size
     if w * h > MAX_PIXELS:
@@ -161,12 +162,13 @@ def _decode(im, name: str) -> np.ndarray:
         small = im.reduce(factor) if factor > 1 else im
     if orientation in _transposes():
         small = small.transpose(_transposes()[orientation])
+    scale = (h if orientation in (5, 6, 7, 8) else w) / small.size[0]  # these orientations swap the sides
     if small.mode in ("I", "F"):
-        return _by_range(np.asarray(small, dtype=np.float64), name)
+        return _by_range(np.asarray(small, dtype=np.float64), name), scale
     if small.mode in ("LA", "La", "RGBA", "RGBa"):  # transparency is laid on white paper
         rgba = small.convert("RGBA")
         small = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(small.convert("L"), dtype=np.float64) / 255
+    return np.asarray(small.convert("L"), dtype=np.float64) / 255, scale
 
 
 # Pillow's decoders signal a damaged file with many exception types.
@@ -181,6 +183,12 @@ def load_grey(source: Source, name: str | None = None) -> np.ndarray:
     is what error messages call it (default: the path, or the file object's name). Photos are
     turned upright by their EXIF orientation; pictures larger than WORK_SIDE are shrunk.
     """
+    return load_picture(source, name)[0]
+
+
+def load_picture(source: Source, name: str | None = None) -> tuple[np.ndarray, float]:
+    """``load_grey``'s image and how many of the file's own pixels one of its pixels spans (a
+    large picture is shrunk while decoding), to give positions in the file's pixels."""
     Image = _pil()
     name = _source_name(source, name)
     fp = _open_source(source, name)
