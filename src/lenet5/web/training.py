@@ -64,6 +64,7 @@ class Run:
     settings: dict[str, Any]
     model_id: str | None = None
     resumable: bool = False  # stopped before its epochs were done, with a saved state to go on from
+    finished: bool = False  # all its epochs done, with a saved state (more epochs can follow)
     done: int = 0  # epochs finished (metrics.jsonl)
     note: str = ""  # why it cannot be resumed, in the page's words (when it cannot)
 
@@ -210,11 +211,11 @@ class TrainingManager:
         except Lenet5Error:
             run.done = 0
         total = run.settings.get("epochs")
-        run.resumable, run.note = False, ""
+        run.resumable, run.finished, run.note = False, False, ""
         if not files.resumable():
             run.note = "It stopped before its first epoch ended: nothing was saved to continue from."
         elif isinstance(total, int) and run.done >= total:
-            run.note = f"It has finished all its {total} epochs."
+            run.finished, run.note = True, f"It has finished all its {total} epochs."
         else:
             try:
                 files.train_config()  # settings this version of lenet5 can still train with
@@ -275,9 +276,7 @@ class TrainingManager:
             total = epochs or int(run.settings.get("epochs") or 1)
             if not 1 <= total <= MAX_EPOCHS:
                 raise TrainingError(f"epochs must be 1..{MAX_EPOCHS}, got {total}")
-            finished = run.files.resumable() and isinstance(run.settings.get("epochs"), int) \
-                and run.done >= run.settings["epochs"]
-            if not (run.resumable or finished):
+            if not (run.resumable or run.finished):
                 raise TrainingError(f"Run {run.dir.name} cannot be resumed. {run.note}", 409)
             if total <= run.done:
                 raise TrainingError(f"Run {run.dir.name} has finished all its {run.done} epochs; to train it "
