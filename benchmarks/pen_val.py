@@ -1,5 +1,6 @@
-"""Does training with other pens (``--augment affine-pen``) help the modern network read other
-writers, at no cost on MNIST? Chosen on validation only:
+"""Does training with other pens (``--augment affine-pen``), and with 1s written with a flag
+(``--augment affine-pen-ones``), help the modern network read other writers, at no cost on
+MNIST? Chosen on validation only:
 
     python benchmarks/pen_val.py --seeds 0 1 2     # writes benchmarks/results/pen_val.txt
 
@@ -33,7 +34,7 @@ from lenet5.runs import RunDir  # noqa: E402
 from make_photos import digit_alpha, font_digits, slanted, tuning_half, uci_digits  # noqa: E402
 from photos import photos  # noqa: E402
 
-AUGMENTS = ("affine", "affine-pen")
+AUGMENTS = ("affine", "affine-pen", "affine-pen-ones")
 
 
 def train(augment: str, seed: int, data_dir: str) -> RunDir:
@@ -63,6 +64,7 @@ def other_writers(repeats: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), help="the augmentations compared")
     ap.add_argument("--data-dir", default="../shared/data/mnist")
     ap.add_argument("--photos", type=Path, help="seed-1 pictures of make_photos.py (with labels.json)")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "pen_val.txt")
@@ -71,7 +73,7 @@ def main() -> None:
     writers = other_writers()
     columns = ["MNIST val", *writers] + (["photos: digits", "photos: numbers"] if args.photos else [])
     rows = {}
-    for augment in AUGMENTS:
+    for augment in args.augments:
         for seed in args.seeds:
             run = train(augment, seed, args.data_dir)
             model = run.load_model()[0].eval()
@@ -83,19 +85,19 @@ def main() -> None:
                     scores.append(float(np.mean(sum((v for k, v in right.items()
                                                      if k[0] == what and ":" not in k[1]), []))))
             rows[(augment, seed)] = scores
-    lines = [f"# python benchmarks/pen_val.py --seeds {' '.join(map(str, args.seeds))}"
+    lines = [f"# python benchmarks/pen_val.py --seeds {' '.join(map(str, args.seeds))} --augments {' '.join(args.augments)}"
              + (f" --photos {args.photos}" if args.photos else ""),
              f"# CPU: {cpu_model()}; {time.strftime('%Y-%m-%d')}",
              "# lenet5 train --preset modern --val-split 0.1 --no-test --augment A --seed S; final epoch;",
              "# other writers: clean pictures of the halves make_photos.py keeps for tuning (seed 1)",
-             "", f"{'augment':<12} {'seed':>4} " + " ".join(f"{c:>16}" for c in columns)]
+             "", f"{'augment':<16} {'seed':>4} " + " ".join(f"{c:>16}" for c in columns)]
     for (augment, seed), scores in rows.items():
-        lines.append(f"{augment:<12} {seed:>4} " + " ".join(f"{100 * s:15.2f}%" for s in scores))
+        lines.append(f"{augment:<16} {seed:>4} " + " ".join(f"{100 * s:15.2f}%" for s in scores))
     lines.append("")
-    for augment in AUGMENTS:
+    for augment in args.augments:
         mean = np.mean([rows[(augment, s)] for s in args.seeds], axis=0)
         sd = np.std([rows[(augment, s)] for s in args.seeds], axis=0, ddof=min(1, len(args.seeds) - 1))
-        lines.append(f"{augment:<12} mean " + " ".join(f"{100 * m:8.2f} ± {100 * d:4.2f}" for m, d in zip(mean, sd)))
+        lines.append(f"{augment:<16} mean " + " ".join(f"{100 * m:8.2f} ± {100 * d:4.2f}" for m, d in zip(mean, sd)))
     lines += ["", f"({time.perf_counter() - start:.0f} s)"]
     text = "\n".join(lines) + "\n"
     print(text, end="")

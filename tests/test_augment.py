@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import AUGMENTS, Augment, bilinear, join_draws, make_augment, repen, smooth
+from lenet5.augment import (AUGMENTS, FLAG_DROP, Augment, bilinear, flagged_ones, join_draws, make_augment,
+                            not_one_digit, repen, smooth)
 
 RNG = np.random.default_rng(0)
 
@@ -66,7 +67,8 @@ def test_reproducible_and_mass_preserving(name, mini_dir):
     assert 0.7 < np.median(ratio) < 1.3  # the digit is moved and bent, not erased or smeared
 
 
-@pytest.mark.parametrize("name", ["affine", "elastic", "lecun1998", "lecun1998-pool", "flip", "affine-pen"])
+@pytest.mark.parametrize("name", ["affine", "elastic", "lecun1998", "lecun1998-pool", "flip", "affine-pen",
+                                  "affine-pen-junk"])
 def test_joined_draws_give_the_images_of_separate_calls(name, mini_dir):
     """Training augments a chunk of steps in one call from each step's own draws: image for
     image, the same as calling the transform once per step with that step's generator."""
@@ -152,3 +154,113 @@ def test_elastic_fields_bend_by_the_displacement_their_alpha_gives():
         assert abs(shifts[name] - np.sqrt((field[interior] ** 2).mean())) < 0.05
     # the bend the docs state: about 1.7 px per axis for elastic (α = 34, σ = 4)
     assert 1.2 < shifts["elastic"] < 2.4
+
+
+def _stem(slant: float = 0.0) -> np.ndarray:
+    """A 1 as MNIST writes it: a stroke 2 pixels wide from row 4 to row 23, leaning ``slant``
+    columns per row to the left as it goes down (0: upright)."""
+    one = np.zeros((28, 28), np.uint8)
+    for r in range(4, 24):
+        c = round(14 - slant * (r - 4))
+        one[r, c:c + 2] = 255
+    return one
+
+
+def test_a_flag_leaves_the_top_of_a_1_down_to_the_left_and_a_foot_crosses_its_bottom():
+    """flagged_ones on an upright bar: new ink only left of the stem, in the upper part, going
+    down as it goes left, about as long as asked; the stem untouched; with a foot, ink on both
+    sides of the bottom row too."""
+    one = _stem()
+    flag, footed = flagged_ones(np.stack([one, one]), np.radians([45.0, 45.0]), np.array([0.35, 0.35]),
+                                np.array([False, True]), np.array([0.25, 0.25]))
+    added = (flag > 127) & (one == 0)
+    rows, cols = np.nonzero(added)
+    assert added.sum() >= 6 and cols.max() < 14 and rows.max() < 4 + 0.5 * 20
+    assert np.corrcoef(rows, cols)[0, 1] < -0.9  # further left, further down: a line at 45°
+    assert 14 - cols.min() == pytest.approx(0.35 * 20 * np.sin(np.radians(45)), abs=1.5)
+    np.testing.assert_array_equal(flag[one > 0], 255)
+    foot = (footed > 127) & (flag <= 127)
+    assert foot[23, :14].sum() >= 3 and foot[23, 16:].sum() >= 3 and not foot[:20].any()
+
+
+def test_a_flag_on_a_slanted_1_never_lies_flat_like_a_7s_bar():
+    """The flag turns from the stem, but not closer than FLAG_DROP to the horizontal: on a 1
+    leaning left (a /), asked for 65° from the stem, the flag still falls at least FLAG_DROP."""
+    one = _stem(slant=0.5)  # the stem itself is 63° below the horizontal
+    flag = flagged_ones(one[None], np.radians([65.0]), np.array([0.4]), np.array([False]), np.array([0.2]))[0]
+    rows, cols = np.nonzero((flag > 127) & (one == 0))
+    slope = np.degrees(np.arctan2(-np.polyfit(cols, rows, 1)[0], 1))  # rows grow downwards
+    assert slope >= FLAG_DROP - 5 and slope < 63
+
+
+def test_affine_pen_ones_changes_only_the_images_labelled_1():
+    """The flag is drawn from the labels: the same images labelled 1 or not differ only where a
+    flag was drawn, and without labels the augmentation is affine-pen's."""
+    images = np.stack([_stem(s) for s in np.linspace(-0.3, 0.3, 50)])
+    aug = AUGMENTS["affine-pen-ones"]
+    draws = aug.draw(50, np.random.default_rng(3))
+    as_ones = aug.apply(images, draws, np.ones(50, np.uint8))
+    as_sevens = aug.apply(images, draws, np.full(50, 7, np.uint8))
+    unlabelled = aug.apply(images, draws)
+    pen = AUGMENTS["affine-pen"].apply(images, {k: v for k, v in draws.items() if k in AUGMENTS["affine-pen"].draw(1, np.random.default_rng(0))})
+    np.testing.assert_array_equal(as_sevens, pen)
+    np.testing.assert_array_equal(unlabelled, pen)
+    flagged = draws["one"]
+    assert 0.3 < flagged.mean() < 0.7
+    np.testing.assert_array_equal(as_ones[~flagged], pen[~flagged])
+    assert (as_ones[flagged].astype(int).sum(axis=(1, 2)) > pen[flagged].astype(int).sum(axis=(1, 2))).all()
+
+
+def _ink_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero((image > 127).any(axis=1))[0], np.nonzero((image > 127).any(axis=0))[0]
+    return rows[0], rows[-1], cols[0], cols[-1]
+
+
+def test_two_digits_side_by_side_are_prepared_as_mnist_prepares_one():
+    """A pair of upright bars 16 pixels tall, 6 apart (gap 0.25 of the height... less the
+    bars' widths): side by side, left and right of the centre, the pair's box scaled to 20
+    pixels on its longer side; overlapping (gap < 0) they touch."""
+    bar = np.zeros((1, 28, 28), np.uint8)
+    bar[0, 6:22, 12:16] = 255
+    out = not_one_digit(np.concatenate([bar, bar]), np.array([0, 0]), np.array([1, 1]), np.array([True, True]),
+                        np.array([0.5, -0.1]), np.zeros(2), np.full(2, 0.5), np.zeros(2, bool))
+    apart, touching = out
+    top, bottom, left, right = _ink_box(apart)
+    assert max(bottom - top + 1, right - left + 1) == pytest.approx(20, abs=1)
+    middle = apart[:, 12:16].max(axis=0)
+    assert (middle < 128).any() and apart[14, :14].max() > 127 and apart[14, 14:].max() > 127  # two strokes
+    assert (touching[14, left:right] > 0).all() or (touching[14] > 127).sum() >= 2  # no clear gap
+    # the gap between the two bars grows with ``gap``
+    gaps = [np.sum(im[14, _ink_box(im)[2]:_ink_box(im)[3] + 1] < 64) for im in out]
+    assert gaps[0] > gaps[1]
+
+
+def test_a_piece_of_a_wide_digit_is_what_lies_on_one_side_of_the_cut_scaled_up():
+    """A ring 16 wide and 16 tall cut at half its width: the left piece is a "[" (the right side
+    of the ring gone), scaled so its longer side is 20 pixels; a piece narrower than a 1's width
+    would be, is made a pair instead (two rings)."""
+    ring = np.zeros((1, 28, 28), np.uint8)
+    ring[0, 6:22, 6:22] = 255
+    ring[0, 9:19, 9:19] = 0
+    left, narrow = not_one_digit(np.concatenate([ring, ring]), np.array([0, 0]), np.array([1, 1]),
+                                 np.array([False, False]), np.zeros(2), np.zeros(2), np.array([0.5, 0.2]),
+                                 np.array([True, True]))
+    top, bottom, l, r = _ink_box(left)
+    assert bottom - top + 1 == pytest.approx(20, abs=1) and r - l + 1 == pytest.approx(10, abs=2)
+    assert left[14, l:l + 3].min() > 127 and left[14, r - 2:r + 1].max() < 128  # the left side only
+    top, bottom, l, r = _ink_box(narrow)
+    assert r - l + 1 == pytest.approx(20, abs=1) and bottom - top + 1 < 12  # two rings side by side
+
+
+def test_junk_images_get_random_labels_and_the_rest_keep_theirs():
+    images = RNG.integers(0, 256, (500, 28, 28), dtype=np.uint8)
+    labels = np.full(500, 3)
+    aug = AUGMENTS["affine-pen-junk"]
+    draws = aug.draw(500, np.random.default_rng(1))
+    junk = draws["junk"]
+    assert 0.05 < junk.mean() < 0.15
+    out = aug.labels(labels, draws)
+    np.testing.assert_array_equal(out[~junk], 3)
+    assert len(set(out[junk])) >= 8
+    pen = AUGMENTS["affine-pen"].apply(images, {k: v for k, v in draws.items() if not k.startswith("junk")})
+    np.testing.assert_array_equal(aug.apply(images, draws)[~junk], pen[~junk])

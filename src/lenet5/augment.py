@@ -47,9 +47,16 @@ class Augment:
     clean: float = 0.0
     #: the share of images redrawn with another pen (``repen``): bolder or finer, coarser strokes
     pen: float = 0.0
+    #: the share of the 1s (label 1) written as much of the world writes them (``flagged_ones``):
+    #: a flag down from the top, some with a foot
+    ones: float = 0.0
+    #: the share of images replaced by pictures that are not one digit (``not_one_digit``: two
+    #: digits touching, a piece of one), each given a random label, so that the network learns
+    #: to be unsure of them (reading photos, the network judges where touching digits are cut)
+    junk: float = 0.0
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.apply(images, self.draw(len(images), rng))
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, labels: np.ndarray | None = None) -> np.ndarray:
+        return self.apply(images, self.draw(len(images), rng), labels)
 
     def draw(self, n: int, rng: np.random.Generator) -> Draws:
         """The random numbers for ``n`` images, drawn from ``rng`` in a fixed order. Draws of
@@ -72,15 +79,46 @@ class Augment:
             d["pen"] = rng.random(n) < self.pen
             d["pen_blur"] = rng.uniform(*PEN_BLUR, n)
             d["pen_level"] = rng.uniform(*PEN_LEVEL, n)
+        if self.ones:
+            d["one"] = rng.random(n) < self.ones
+            d["flag_angle"] = np.deg2rad(rng.uniform(*FLAG_ANGLE, n))
+            d["flag_length"] = rng.uniform(*FLAG_LENGTH, n)
+            d["foot"] = rng.random(n) < FOOT
+            d["foot_length"] = rng.uniform(*FOOT_LENGTH, n)
+        if self.junk:
+            d["junk"] = rng.random(n) < self.junk
+            d["junk_label"] = rng.integers(0, 10, n)
+            d["junk_pair"] = rng.random(n) < JUNK_PAIRS
+            d["junk_partner"] = rng.integers(0, n, n) - np.arange(n)  # relative: draws can be joined
+            d["junk_gap"] = rng.uniform(*JUNK_GAP, n)
+            d["junk_drop"] = rng.uniform(-JUNK_DROP, JUNK_DROP, n)
+            d["junk_cut"] = rng.uniform(*JUNK_CUT, n)
+            d["junk_left"] = rng.random(n) < 0.5
         return d
 
-    def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
-        """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them."""
+    def labels(self, labels: np.ndarray, d: Draws) -> np.ndarray:
+        """The labels (N,) of the images ``apply`` makes from these draws: a random one for each
+        image replaced by one that is not one digit (over many steps, a uniform target)."""
+        return np.where(d["junk"], d["junk_label"], labels) if self.junk else labels
+
+    def apply(self, images: np.ndarray, d: Draws, labels: np.ndarray | None = None) -> np.ndarray:
+        """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them; ``labels``
+        (N,) only matter to ``ones`` (which images are 1s)."""
         written = images
         if self.pen and d["pen"].any():  # only the images drawn for another pen are redrawn
             pen = d["pen"]
             written = images.copy()
             written[pen] = repen(images[pen], d["pen_blur"][pen], d["pen_level"][pen])
+        if self.ones and labels is not None and (one := d["one"] & (labels == 1)).any():
+            written = written.copy() if written is images else written
+            written[one] = flagged_ones(written[one], d["flag_angle"][one], d["flag_length"][one],
+                                        d["foot"][one], d["foot_length"][one])
+        if self.junk and d["junk"].any():
+            written = written.copy() if written is images else written
+            junk = np.nonzero(d["junk"])[0]
+            written[junk] = not_one_digit(written, junk, junk + d["junk_partner"][junk], d["junk_pair"][junk],
+                                          d["junk_gap"][junk], d["junk_drop"][junk], d["junk_cut"][junk],
+                                          d["junk_left"][junk])
         coords = self.source_coords(d)
         if self.elastic_alpha:
             coords += self.elastic_alpha * smooth(d["field"], self.elastic_sigma)
@@ -160,6 +198,110 @@ def repen(images: np.ndarray, sigma: np.ndarray, level: np.ndarray) -> np.ndarra
     return np.rint(np.clip(ink, 0, 1) * 255).astype(np.uint8)
 
 
+#: a flag leaves the top of a 1 downwards to the left at this angle from its stem (degrees), and
+#: at least FLAG_DROP below the horizontal (a level bar makes a 7), this long (share of the 1's
+#: height); FOOT of the flagged 1s also stand on a foot this long (share of the height) each side
+FLAG_ANGLE, FLAG_DROP, FLAG_LENGTH = (25.0, 65.0), 30.0, (0.15, 0.35)
+FOOT, FOOT_LENGTH = 0.3, (0.15, 0.3)
+
+
+def _segments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each pixel's distance (N, 28, 28) to the segment from a[i] to b[i] ((N, 2) as (row, col))."""
+    p = np.stack(np.mgrid[0:SIZE, 0:SIZE], -1).astype(np.float32)[None]  # (1, 28, 28, 2)
+    ab = (b - a)[:, None, None, :]
+    t = ((p - a[:, None, None, :]) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-6)
+    nearest = a[:, None, None, :] + np.clip(t, 0, 1)[..., None] * ab
+    return np.linalg.norm(p - nearest, axis=-1)
+
+
+def flagged_ones(images: np.ndarray, angle: np.ndarray, length: np.ndarray, foot: np.ndarray,
+                 foot_length: np.ndarray) -> np.ndarray:
+    """1s (uint8 (N, 28, 28)) written with a flag: a stroke from the top of the 1 down to the left,
+    ``angle[i]`` radians from the stem and ``length[i]`` of the 1's height long, as wide
+    as the 1's own stroke; where ``foot[i]``, also a bar across its bottom ``foot_length[i]`` of
+    its height on each side. MNIST's writers mostly wrote a 1 as one bare stroke; other writers
+    and printed forms often do not."""
+    ink = images > 127
+    rows = ink.any(axis=2)
+    top = rows.argmax(axis=1)
+    bottom = SIZE - 1 - rows[:, ::-1].argmax(axis=1)
+    height = (bottom - top + 1).astype(np.float32)
+    n = np.arange(len(images))
+    cols = np.arange(SIZE, dtype=np.float32)
+
+    def middle(r: np.ndarray) -> np.ndarray:  # the mean column of the ink on row r
+        on = ink[n, r]
+        return (on * cols).sum(1) / np.maximum(on.sum(1), 1)
+
+    # a 1 is about as wide as its stroke: its ink over its height
+    width = np.clip(images.sum(axis=(1, 2)) / 255 / np.maximum(height, 1), 1.5, 4.0)
+    start = np.stack([top, middle(top)], -1).astype(np.float32)
+    base = np.stack([bottom, middle(bottom)], -1).astype(np.float32)
+    stem = (base - start) / np.maximum(np.linalg.norm(base - start, axis=1, keepdims=True), 1)
+    # the stem's direction turned towards the left, never closer than FLAG_DROP to the horizontal
+    angle = np.minimum(angle, np.arctan2(stem[:, 0], -stem[:, 1]) - np.deg2rad(FLAG_DROP))
+    c, s = np.cos(angle), np.sin(angle)
+    flag = np.stack([stem[:, 0] * c + stem[:, 1] * s, stem[:, 1] * c - stem[:, 0] * s], -1)
+    end = start + (length * height)[:, None] * flag
+    strokes = np.clip(width[:, None, None] / 2 + 0.5 - _segments(start, end), 0, 1)
+    half = (foot_length * height)[:, None] * np.array([0.0, 1.0], np.float32)
+    feet = np.clip(width[:, None, None] / 2 + 0.5 - _segments(base - half, base + half), 0, 1)
+    strokes = np.maximum(strokes, feet * foot[:, None, None])
+    return np.maximum(images, np.rint(strokes * 255)).astype(np.uint8)
+
+
+#: not one digit: this share are two digits side by side, the rest pieces of one; a pair's gap
+#: (share of the first digit's height: below 0 they overlap), the second digit's drop (share of
+#: the height), a piece's cut (share of the digit's width from its left); a piece narrower than
+#: JUNK_PIECE of its height could be a whole 1, and a pair is drawn instead
+JUNK_PAIRS, JUNK_GAP, JUNK_DROP, JUNK_CUT, JUNK_PIECE = 0.6, (-0.25, 0.05), 0.1, (0.3, 0.7), 0.5
+
+
+def _boxes(images: np.ndarray) -> np.ndarray:
+    """Each image's ink box (N, 4) as (top, bottom, left, right), inclusive; ink: above a quarter."""
+    ink = images > 63
+    rows, cols = ink.any(axis=2), ink.any(axis=1)
+    last = SIZE - 1
+    return np.stack([rows.argmax(1), last - rows[:, ::-1].argmax(1),
+                     cols.argmax(1), last - cols[:, ::-1].argmax(1)], -1).astype(np.float32)
+
+
+def not_one_digit(images: np.ndarray, first: np.ndarray, second: np.ndarray, pair: np.ndarray,
+                  gap: np.ndarray, drop: np.ndarray, cut: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Pictures (uint8 (M, 28, 28)) that are not one digit, prepared as MNIST prepares a digit
+    (the ink's box scaled so its longer side is 20 pixels, centred): where ``pair``, digits
+    ``images[first]`` and ``images[second]`` side by side, the second ``gap`` of the first's
+    height to the right of it (overlapping when below 0) and ``drop`` of it lower; elsewhere
+    the piece of ``images[first]`` left (``left``) or right of a cut at ``cut`` of its width.
+    What a picture of touching digits gives when read whole, or cut in the wrong place. A piece
+    narrower than JUNK_PIECE of its height (a 1 has that shape) is made a pair instead."""
+    a, b = images[first].astype(np.float32), images[second].astype(np.float32)
+    box_a, box_b = _boxes(images[first]), _boxes(images[second])
+    height = box_a[:, 1] - box_a[:, 0] + 1
+    # where the second digit's pixels go on the first one's canvas: (rows, cols) added
+    move = np.stack([(box_a[:, 0] + box_a[:, 1] - box_b[:, 0] - box_b[:, 1]) / 2 + drop * height,
+                     box_a[:, 3] + 1 + gap * height - box_b[:, 2]], -1)
+    split = box_a[:, 2] + cut * (box_a[:, 3] - box_a[:, 2] + 1)
+    piece = np.where(left, split - box_a[:, 2], box_a[:, 3] + 1 - split)
+    pair = pair | (piece < JUNK_PIECE * height)
+    top = np.where(pair, np.minimum(box_a[:, 0], box_b[:, 0] + move[:, 0]), box_a[:, 0])
+    bottom = np.where(pair, np.maximum(box_a[:, 1], box_b[:, 1] + move[:, 0]), box_a[:, 1])
+    lo = np.where(pair | left, box_a[:, 2], split)
+    hi = np.where(pair, box_b[:, 3] + move[:, 1], np.where(left, split - 1, box_a[:, 3]))
+    scale = 20 / np.maximum(bottom - top + 1, hi - lo + 1)
+    centre = np.stack([(top + bottom) / 2, (lo + hi) / 2], -1)
+    # each output pixel, on the canvas
+    canvas = _GRID[None] / scale[:, None, None] + centre[:, None, :]  # (M, 784, 2)
+    out = bilinear(a, canvas.reshape(-1, SIZE, SIZE, 2))
+    second_ink = bilinear(b, (canvas - move[:, None, :]).reshape(-1, SIZE, SIZE, 2))
+    out = np.where(pair[:, None, None], np.maximum(out, second_ink), out)
+    # a piece: nothing beyond the cut
+    col = canvas[..., 1].reshape(-1, SIZE, SIZE)
+    beyond = np.where(left[:, None, None], col >= split[:, None, None], col < split[:, None, None])
+    out = np.where(~pair[:, None, None] & beyond, 0, out)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def bilinear(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Sample images (N, H, W) at real-valued (row, col) coords (N, h, w, 2); zero outside."""
     n, h, w = images.shape
@@ -193,6 +335,8 @@ AUGMENTS = {
     "affine": Augment(),
     "elastic": Augment(elastic_alpha=34.0),
     "affine-pen": Augment(pen=0.5),
+    "affine-pen-ones": Augment(pen=0.5, ones=0.5),
+    "affine-pen-junk": Augment(pen=0.5, junk=0.1),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),
     # for pictures of things, where a mirror image is the same thing (not for digits)

@@ -240,14 +240,14 @@ class _Loop:
             steps = range(first, min(first + per_chunk, len(order)))
             shards = [model.shard(order[b]) for b in steps]
             idx = np.concatenate(shards)
-            images = split.images[idx]
+            images, labels = split.images[idx], split.labels[idx]
             if augment is not None:
-                images = augment.apply(images, join_draws([
-                    augment.draw(len(i), np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
-                    for b, i in zip(steps, shards)]))
+                draws = join_draws([augment.draw(len(i), np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
+                                    for b, i in zip(steps, shards)])
+                images, labels = augment.apply(images, draws, labels), augment.labels(labels, draws)
             cuts = np.cumsum([len(i) for i in shards])[:-1]
             x = model.spec.definition.prepare(images, model.spec.dtype)
-            return list(zip(np.split(x, cuts), np.split(split.labels[idx], cuts)))
+            return list(zip(np.split(x, cuts), np.split(labels, cuts)))
 
         pending: list[tuple[int, Any, Any, int]] = []  # (batch, loss, correct, images) not yet read
 
