@@ -1,6 +1,7 @@
-"""Does training with other pens (``--augment affine-pen``), and with 1s written with a flag
-(``--augment affine-pen-ones``), help the modern network read other writers, at no cost on
-MNIST? Chosen on validation only:
+"""Does training with other pens (``--augment affine-pen``), and with pictures that are not one
+digit (``--augment affine-pen-junk``: the network then judges better where touching digits are
+cut), help the modern network read other writers and their numbers, at no cost on MNIST?
+Chosen on validation only:
 
     python benchmarks/pen_val.py --seeds 0 1 2     # writes benchmarks/results/pen_val.txt
 
@@ -34,7 +35,7 @@ from lenet5.runs import RunDir  # noqa: E402
 from make_photos import digit_alpha, font_digits, slanted, tuning_half, uci_digits  # noqa: E402
 from photos import photos  # noqa: E402
 
-AUGMENTS = ("affine", "affine-pen", "affine-pen-ones")
+AUGMENTS = ("affine", "affine-pen", "affine-pen-junk")
 
 
 def train(augment: str, seed: int, data_dir: str) -> RunDir:

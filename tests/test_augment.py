@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from lenet5.augment import (AUGMENTS, FLAG_DROP, Augment, bilinear, flagged_ones, join_draws, make_augment,
-                            not_one_digit, repen, smooth)
+from lenet5.augment import AUGMENTS, Augment, bilinear, join_draws, make_augment, not_one_digit, repen, smooth
 
 RNG = np.random.default_rng(0)
 
@@ -154,61 +153,6 @@ def test_elastic_fields_bend_by_the_displacement_their_alpha_gives():
         assert abs(shifts[name] - np.sqrt((field[interior] ** 2).mean())) < 0.05
     # the bend the docs state: about 1.7 px per axis for elastic (α = 34, σ = 4)
     assert 1.2 < shifts["elastic"] < 2.4
-
-
-def _stem(slant: float = 0.0) -> np.ndarray:
-    """A 1 as MNIST writes it: a stroke 2 pixels wide from row 4 to row 23, leaning ``slant``
-    columns per row to the left as it goes down (0: upright)."""
-    one = np.zeros((28, 28), np.uint8)
-    for r in range(4, 24):
-        c = round(14 - slant * (r - 4))
-        one[r, c:c + 2] = 255
-    return one
-
-
-def test_a_flag_leaves_the_top_of_a_1_down_to_the_left_and_a_foot_crosses_its_bottom():
-    """flagged_ones on an upright bar: new ink only left of the stem, in the upper part, going
-    down as it goes left, about as long as asked; the stem untouched; with a foot, ink on both
-    sides of the bottom row too."""
-    one = _stem()
-    flag, footed = flagged_ones(np.stack([one, one]), np.radians([45.0, 45.0]), np.array([0.35, 0.35]),
-                                np.array([False, True]), np.array([0.25, 0.25]))
-    added = (flag > 127) & (one == 0)
-    rows, cols = np.nonzero(added)
-    assert added.sum() >= 6 and cols.max() < 14 and rows.max() < 4 + 0.5 * 20
-    assert np.corrcoef(rows, cols)[0, 1] < -0.9  # further left, further down: a line at 45°
-    assert 14 - cols.min() == pytest.approx(0.35 * 20 * np.sin(np.radians(45)), abs=1.5)
-    np.testing.assert_array_equal(flag[one > 0], 255)
-    foot = (footed > 127) & (flag <= 127)
-    assert foot[23, :14].sum() >= 3 and foot[23, 16:].sum() >= 3 and not foot[:20].any()
-
-
-def test_a_flag_on_a_slanted_1_never_lies_flat_like_a_7s_bar():
-    """The flag turns from the stem, but not closer than FLAG_DROP to the horizontal: on a 1
-    leaning left (a /), asked for 65° from the stem, the flag still falls at least FLAG_DROP."""
-    one = _stem(slant=0.5)  # the stem itself is 63° below the horizontal
-    flag = flagged_ones(one[None], np.radians([65.0]), np.array([0.4]), np.array([False]), np.array([0.2]))[0]
-    rows, cols = np.nonzero((flag > 127) & (one == 0))
-    slope = np.degrees(np.arctan2(-np.polyfit(cols, rows, 1)[0], 1))  # rows grow downwards
-    assert slope >= FLAG_DROP - 5 and slope < 63
-
-
-def test_affine_pen_ones_changes_only_the_images_labelled_1():
-    """The flag is drawn from the labels: the same images labelled 1 or not differ only where a
-    flag was drawn, and without labels the augmentation is affine-pen's."""
-    images = np.stack([_stem(s) for s in np.linspace(-0.3, 0.3, 50)])
-    aug = AUGMENTS["affine-pen-ones"]
-    draws = aug.draw(50, np.random.default_rng(3))
-    as_ones = aug.apply(images, draws, np.ones(50, np.uint8))
-    as_sevens = aug.apply(images, draws, np.full(50, 7, np.uint8))
-    unlabelled = aug.apply(images, draws)
-    pen = AUGMENTS["affine-pen"].apply(images, {k: v for k, v in draws.items() if k in AUGMENTS["affine-pen"].draw(1, np.random.default_rng(0))})
-    np.testing.assert_array_equal(as_sevens, pen)
-    np.testing.assert_array_equal(unlabelled, pen)
-    flagged = draws["one"]
-    assert 0.3 < flagged.mean() < 0.7
-    np.testing.assert_array_equal(as_ones[~flagged], pen[~flagged])
-    assert (as_ones[flagged].astype(int).sum(axis=(1, 2)) > pen[flagged].astype(int).sum(axis=(1, 2))).all()
 
 
 def _ink_box(image: np.ndarray) -> tuple[int, int, int, int]:

@@ -221,6 +221,67 @@ def mnist_images():
     return load_dir(MINI).test.images
 
 
+def _written(image: np.ndarray, height: int) -> np.ndarray:
+    """An MNIST digit (uint8 (28, 28)) as a pen would write it ``height`` pixels tall: bool."""
+    rows, cols = np.nonzero(image.any(axis=1))[0], np.nonzero(image.any(axis=0))[0]
+    ink = image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    width = max(2, round(ink.shape[1] * height / ink.shape[0]))
+    return np.asarray(Image.fromarray(ink).resize((width, height), Image.BICUBIC)) / 255 > 0.35
+
+
+@pytest.mark.parametrize("gap", [-6, 0])
+def test_a_1_touching_a_wide_digit_is_cut_where_the_network_is_unsure(mnist_images, monkeypatch, gap):
+    """"147" from MNIST test digits, the 1 touching the 4 (one piece, narrower than
+    PHOTO_JUDGE_ASPECT): the shipped network, trained to be unsure of two digits together, is
+    unsure of the "14", and a cut at the emptiest column between them (``free_cuts``) reads it;
+    cuts between equal widths alone go through the 4."""
+    from conftest import MINI
+    from lenet5 import load_dir
+
+    labels = load_dir(MINI).test.labels
+    one, four, seven = (mnist_images[np.nonzero(labels == d)[0][k]] for d, k in ((1, 2), (4, 1), (7, 0)))
+    h, w = 400, 900
+    mask = np.zeros((h, w), bool)
+    x = 200
+    for digit, top, space in ((one, 120, gap), (four, 125, 60), (seven, 120, 0)):
+        stroke = _written(digit, 150)
+        mask[top:top + 150, x:x + stroke.shape[1]] |= stroke
+        x += stroke.shape[1] + space
+    assert len(D.group_digits(mask, split=False)) == 2
+    grey = paper(h, w)
+    grey[mask] = 0.2
+    model = lenet5.pretrained("modern")
+
+    def read() -> str:
+        found, _ = D.read_picture(grey, judge=model.predict)
+        return "".join(str(c) for c in model.predict(np.stack([d.image for d in found])).argmax(1))
+
+    assert read() == "147"
+    monkeypatch.setattr(D, "UNSURE", 0.0)  # never unsure: no free cuts
+    assert read() != "147"
+
+
+def test_free_cuts_find_the_joint_of_a_narrow_digit_and_a_wide_one():
+    """A bar (a "1", 12 wide) joined to a ring by a 2-pixel bridge: the emptiest columns are the
+    bridge's; no cut leaves a piece narrower than MIN_PART of the height or lies within
+    FREE_EDGE of the ends; cuts are FREE_SPACING of the width apart."""
+    h, w = 300, 400
+    group = ring(h, w, 150, 200, 60, 12)
+    group[90:210, 100:112] = True
+    group[149:151, 112:141] = True  # the bridge, to the ring's left edge (column 140)
+    cuts = D.free_cuts(group)
+    assert 1 <= len(cuts) <= D.FREE_CUTS
+    starts = [np.nonzero(parts[1].any(axis=0))[0][0] for parts in cuts]
+    assert 112 <= starts[0] <= 140  # the emptiest column is on the bridge
+    height, width = D._height(group), 260 - 100
+    for parts in cuts:
+        assert len(parts) == 2
+        widths = [np.ptp(np.nonzero(p.any(axis=0))[0]) + 1 for p in parts]
+        assert min(widths) >= D.MIN_PART * height - 1 and min(widths) >= D.FREE_EDGE * width - 1
+        assert not (parts[0] & parts[1]).any() and ((parts[0] | parts[1]) == group).all()
+    assert all(abs(a - b) > D.FREE_SPACING * width for a in starts for b in starts if a != b)
+
+
 def test_committed_photos_are_read(tmp_path):
     """The committed phone photos (benchmarks/make_photos.py, seed 3) with the shipped network;
     floors well under benchmarks/results/photos.txt, so that noise cannot fail them."""

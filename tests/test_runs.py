@@ -217,10 +217,11 @@ def test_live_reads_ignore_only_an_unterminated_last_line(tmp_path):
 
 
 @pytest.mark.parametrize("preset,batch_size,augment", [("lecun1998", 1, "lecun1998"), ("seed-tanh", 7, "affine"),
-                                                       ("seed-tanh", 300, "none")])
+                                                       ("seed-tanh", 300, "none"), ("seed-tanh", 16, "affine-pen-junk")])
 def test_chunked_pass_equals_a_step_by_step_loop(mini_dir, preset, batch_size, augment):
     """fit prepares steps a chunk at a time; written out one step at a time (each step's
-    images augmented by the step's own generator, then coded, then one train_step), the
+    images augmented by the step's own generator, and labelled as the augmentation says (a
+    picture that is not one digit gets a random label), then coded, then one train_step), the
     weights come out the same."""
     from lenet5 import resolve
     from lenet5.augment import make_augment
@@ -243,10 +244,11 @@ def test_chunked_pass_equals_a_step_by_step_loop(mini_dir, preset, batch_size, a
     criterion = Criterion(ref.preset.criteria[0])
     with blas_single_thread():  # BLAS on one thread, as in fit's passes (a product's round-off depends on it)
         for b, idx in enumerate(batches(len(data.train), batch_size, np.random.default_rng(3))):
-            images = data.train.images[idx]
+            images, labels = data.train.images[idx], data.train.labels[idx]
             if aug is not None:
-                images = aug(images, np.random.default_rng([3, 1, b, 0, 0]))
-            train_step(ref, criterion, opt, ref.prepare(images), data.train.labels[idx])
+                draws = aug.draw(len(idx), np.random.default_rng([3, 1, b, 0, 0]))
+                images, labels = aug.apply(images, draws), aug.labels(labels, draws)
+            train_step(ref, criterion, opt, ref.prepare(images), labels)
     for k, v in ref.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k], v, err_msg=k)
 

@@ -13,8 +13,12 @@ The randomness comes from the generator passed in; the training loop seeds one p
 - flip: a random mirror image (half the time) and a shift of ±1 px — for Fashion-MNIST,
   where a mirrored shirt is still a shirt (a mirrored 3 is not a 3);
 - affine-pen: affine, with half the images first redrawn with another pen (``repen``): bolder or
-  finer, coarser strokes, as other writers' pens and phone photos give them (the shipped modern
-  network is trained with it: it reads other writers better, docs/presets.md);
+  finer, coarser strokes, as other writers' pens and phone photos give them (it reads other
+  writers better, docs/presets.md);
+- affine-pen-junk: affine-pen, with one image in ten replaced by a picture that is not one digit
+  (``not_one_digit``: two digits touching, a piece of one) under a random label, so the network
+  learns to be unsure of such pictures: reading a photo of a number, its sureness then tells
+  where touching digits are cut (the shipped modern network is trained with it, docs/presets.md);
 - elastic: Simard, Steinkraus & Platt (2003): a random displacement field, smoothed by a
   Gaussian (σ = 4 px) and scaled by α = 34 (their values), applied on top of the affine map
   (1.7 px root-mean-square displacement per axis, on top of the affine map's).
@@ -47,16 +51,13 @@ class Augment:
     clean: float = 0.0
     #: the share of images redrawn with another pen (``repen``): bolder or finer, coarser strokes
     pen: float = 0.0
-    #: the share of the 1s (label 1) written as much of the world writes them (``flagged_ones``):
-    #: a flag down from the top, some with a foot
-    ones: float = 0.0
     #: the share of images replaced by pictures that are not one digit (``not_one_digit``: two
     #: digits touching, a piece of one), each given a random label, so that the network learns
     #: to be unsure of them (reading photos, the network judges where touching digits are cut)
     junk: float = 0.0
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator, labels: np.ndarray | None = None) -> np.ndarray:
-        return self.apply(images, self.draw(len(images), rng), labels)
+    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.apply(images, self.draw(len(images), rng))
 
     def draw(self, n: int, rng: np.random.Generator) -> Draws:
         """The random numbers for ``n`` images, drawn from ``rng`` in a fixed order. Draws of
@@ -79,12 +80,6 @@ class Augment:
             d["pen"] = rng.random(n) < self.pen
             d["pen_blur"] = rng.uniform(*PEN_BLUR, n)
             d["pen_level"] = rng.uniform(*PEN_LEVEL, n)
-        if self.ones:
-            d["one"] = rng.random(n) < self.ones
-            d["flag_angle"] = np.deg2rad(rng.uniform(*FLAG_ANGLE, n))
-            d["flag_length"] = rng.uniform(*FLAG_LENGTH, n)
-            d["foot"] = rng.random(n) < FOOT
-            d["foot_length"] = rng.uniform(*FOOT_LENGTH, n)
         if self.junk:
             d["junk"] = rng.random(n) < self.junk
             d["junk_label"] = rng.integers(0, 10, n)
@@ -101,18 +96,14 @@ class Augment:
         image replaced by one that is not one digit (over many steps, a uniform target)."""
         return np.where(d["junk"], d["junk_label"], labels) if self.junk else labels
 
-    def apply(self, images: np.ndarray, d: Draws, labels: np.ndarray | None = None) -> np.ndarray:
-        """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them; ``labels``
-        (N,) only matter to ``ones`` (which images are 1s)."""
+    def apply(self, images: np.ndarray, d: Draws) -> np.ndarray:
+        """uint8 images (N, 28, 28) transformed with the numbers ``d`` drawn for them (the labels
+        of what it makes: ``labels``)."""
         written = images
         if self.pen and d["pen"].any():  # only the images drawn for another pen are redrawn
             pen = d["pen"]
             written = images.copy()
             written[pen] = repen(images[pen], d["pen_blur"][pen], d["pen_level"][pen])
-        if self.ones and labels is not None and (one := d["one"] & (labels == 1)).any():
-            written = written.copy() if written is images else written
-            written[one] = flagged_ones(written[one], d["flag_angle"][one], d["flag_length"][one],
-                                        d["foot"][one], d["foot_length"][one])
         if self.junk and d["junk"].any():
             written = written.copy() if written is images else written
             junk = np.nonzero(d["junk"])[0]
@@ -196,58 +187,6 @@ def repen(images: np.ndarray, sigma: np.ndarray, level: np.ndarray) -> np.ndarra
     blurred = g @ (images.astype(np.float32) / 255) @ g.transpose(0, 2, 1)
     ink = (blurred / blurred.max(axis=(1, 2), keepdims=True).clip(1e-6) - level[:, None, None]) / PEN_EDGE
     return np.rint(np.clip(ink, 0, 1) * 255).astype(np.uint8)
-
-
-#: a flag leaves the top of a 1 downwards to the left at this angle from its stem (degrees), and
-#: at least FLAG_DROP below the horizontal (a level bar makes a 7), this long (share of the 1's
-#: height); FOOT of the flagged 1s also stand on a foot this long (share of the height) each side
-FLAG_ANGLE, FLAG_DROP, FLAG_LENGTH = (25.0, 65.0), 30.0, (0.15, 0.35)
-FOOT, FOOT_LENGTH = 0.3, (0.15, 0.3)
-
-
-def _segments(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Each pixel's distance (N, 28, 28) to the segment from a[i] to b[i] ((N, 2) as (row, col))."""
-    p = np.stack(np.mgrid[0:SIZE, 0:SIZE], -1).astype(np.float32)[None]  # (1, 28, 28, 2)
-    ab = (b - a)[:, None, None, :]
-    t = ((p - a[:, None, None, :]) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-6)
-    nearest = a[:, None, None, :] + np.clip(t, 0, 1)[..., None] * ab
-    return np.linalg.norm(p - nearest, axis=-1)
-
-
-def flagged_ones(images: np.ndarray, angle: np.ndarray, length: np.ndarray, foot: np.ndarray,
-                 foot_length: np.ndarray) -> np.ndarray:
-    """1s (uint8 (N, 28, 28)) written with a flag: a stroke from the top of the 1 down to the left,
-    ``angle[i]`` radians from the stem and ``length[i]`` of the 1's height long, as wide
-    as the 1's own stroke; where ``foot[i]``, also a bar across its bottom ``foot_length[i]`` of
-    its height on each side. MNIST's writers mostly wrote a 1 as one bare stroke; other writers
-    and printed forms often do not."""
-    ink = images > 127
-    rows = ink.any(axis=2)
-    top = rows.argmax(axis=1)
-    bottom = SIZE - 1 - rows[:, ::-1].argmax(axis=1)
-    height = (bottom - top + 1).astype(np.float32)
-    n = np.arange(len(images))
-    cols = np.arange(SIZE, dtype=np.float32)
-
-    def middle(r: np.ndarray) -> np.ndarray:  # the mean column of the ink on row r
-        on = ink[n, r]
-        return (on * cols).sum(1) / np.maximum(on.sum(1), 1)
-
-    # a 1 is about as wide as its stroke: its ink over its height
-    width = np.clip(images.sum(axis=(1, 2)) / 255 / np.maximum(height, 1), 1.5, 4.0)
-    start = np.stack([top, middle(top)], -1).astype(np.float32)
-    base = np.stack([bottom, middle(bottom)], -1).astype(np.float32)
-    stem = (base - start) / np.maximum(np.linalg.norm(base - start, axis=1, keepdims=True), 1)
-    # the stem's direction turned towards the left, never closer than FLAG_DROP to the horizontal
-    angle = np.minimum(angle, np.arctan2(stem[:, 0], -stem[:, 1]) - np.deg2rad(FLAG_DROP))
-    c, s = np.cos(angle), np.sin(angle)
-    flag = np.stack([stem[:, 0] * c + stem[:, 1] * s, stem[:, 1] * c - stem[:, 0] * s], -1)
-    end = start + (length * height)[:, None] * flag
-    strokes = np.clip(width[:, None, None] / 2 + 0.5 - _segments(start, end), 0, 1)
-    half = (foot_length * height)[:, None] * np.array([0.0, 1.0], np.float32)
-    feet = np.clip(width[:, None, None] / 2 + 0.5 - _segments(base - half, base + half), 0, 1)
-    strokes = np.maximum(strokes, feet * foot[:, None, None])
-    return np.maximum(images, np.rint(strokes * 255)).astype(np.uint8)
 
 
 #: not one digit: this share are two digits side by side, the rest pieces of one; a pair's gap
@@ -335,7 +274,6 @@ AUGMENTS = {
     "affine": Augment(),
     "elastic": Augment(elastic_alpha=34.0),
     "affine-pen": Augment(pen=0.5),
-    "affine-pen-ones": Augment(pen=0.5, ones=0.5),
     "affine-pen-junk": Augment(pen=0.5, junk=0.1),
     # the 1998 paper's distortions: translation, scaling, squeezing, horizontal shear; no rotation
     "lecun1998": Augment(shift=2.0, rotate_deg=0.0, scale=(0.9, 1.1), shear=0.2, squeeze=0.1),

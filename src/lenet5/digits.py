@@ -25,7 +25,9 @@ A photo of paper goes through these stages:
    its row and dots beside it; a wide group of touching digits cut at the emptiest columns near
    where digits of the usual width would end: into as many pieces as the network (the optional
    ``judge``) reads most surely (a reading with a digit much wider than tall is unlikely
-   however sure the network is), or without one, by the group's width;
+   however sure the network is), or without one, by the group's width; a group the network is
+   unsure of is also tried cut in two at its emptiest columns anywhere (a narrow "1" touching
+   a wide digit);
 6. each digit: its ink scaled to full strength; strokes much thicker than MNIST's (a marker,
    a blurred blob: THICK of the digit's size) redrawn MNIST's width along their middles (the
    ridge of the distance transform), strokes much finer (FINE) widened to it; then MNIST's
@@ -75,6 +77,12 @@ JUDGE_ASPECT = 1.1  # with a judge: groups wider than this times their height ma
 PHOTO_JUDGE_ASPECT = 0.8  # in a photo of several groups (a number), two slanted digits that touch can
 # be narrower than one is tall (alone, or in drawings, this cuts more single digits than it saves)
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit considered when cutting (a "1"), a share of the height
+UNSURE = 0.3  # in a photo of several groups, a group the network reads whole less surely than this
+MAYBE_TWO = 0.5  # and at least this wide for its height may be two touching digits (a "1" beside
+# another is narrower than PHOTO_JUDGE_ASPECT): it is also cut at its emptiest columns anywhere
+FREE_CUTS, FREE_SPACING = 6, 0.08  # that many such cuts at most, this share of its width apart,
+FREE_EDGE, MIN_PART = 0.15, 0.2  # none nearer its ends than this share of its width or this share
+# of its height
 MERGE_ASPECT = 0.9  # with a judge, in drawings: neighbouring groups no wider together than this
 MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, may be one digit
 WIDE_COST = 1.0  # in photos, a reading's score falls by this per unit of a digit's width beyond WIDE times its height
@@ -364,14 +372,40 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
         cost = window / max(1, profile.max()) + np.abs(np.arange(lo, lo + window.size) - expected) / (width / k)
         best = int(np.argmin(cost))
         cuts.append(lo + best)
-    cuts.append(width)
+    return _cut(digit, cols[0] + np.array(cuts[1:]))
+
+
+def _cut(digit: np.ndarray, columns) -> list[np.ndarray]:
+    """``digit`` (bool (H, W)) cut into the pieces between ``columns`` (each the first column of
+    the next piece), left to right; empty pieces left out."""
+    cols = np.nonzero(digit.any(axis=0))[0]
+    edges = [cols[0], *columns, cols[-1] + 1]
     parts = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(edges[:-1], edges[1:]):
         part = np.zeros_like(digit)
-        part[:, cols[0] + a:cols[0] + b] = digit[:, cols[0] + a:cols[0] + b]
+        part[:, a:b] = digit[:, a:b]
         if part.any():
             parts.append(part)
     return parts
+
+
+def free_cuts(digit: np.ndarray) -> list[list[np.ndarray]]:
+    """Ways to cut ``digit`` (bool (H, W)) into two at its emptiest columns wherever they lie:
+    up to FREE_CUTS, FREE_SPACING of its width apart, each piece at least MIN_PART of its height
+    wide and no cut within FREE_EDGE of its width from its ends. For a narrow digit touching a
+    wide one (a "1" against a "4"), where a cut between equal widths goes through the wide one."""
+    cols = np.nonzero(digit.any(axis=0))[0]
+    profile = digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
+    width, height = len(profile), _height(digit)
+    lo = int(max(FREE_EDGE * width, MIN_PART * height))
+    hi = int(min((1 - FREE_EDGE) * width, width - MIN_PART * height))
+    chosen: list[int] = []
+    for c in lo + np.argsort(profile[lo:hi], kind="stable"):
+        if all(abs(c - d) > FREE_SPACING * width for d in chosen):
+            chosen.append(int(c))
+            if len(chosen) == FREE_CUTS:
+                break
+    return [_cut(digit, [cols[0] + c]) for c in chosen]
 
 
 def _big_enough(member: np.ndarray) -> bool:
@@ -492,14 +526,21 @@ def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str, photo: 
     """Each group wider than JUDGE_ASPECT (in a ``photo`` of several: PHOTO_JUDGE_ASPECT) times its height
     read whole and cut into 2, 3, ... digits; the reading the network is surest of (geometric
     mean of each digit's top probability) wins, the fewer digits unless a cut is clearly surer
-    (SPLIT_MARGIN); in a photo, readings with digits much wider than tall lose (WIDE_COST)."""
+    (SPLIT_MARGIN); in a photo, readings with digits much wider than tall lose (WIDE_COST).
+    In a photo of several, a group at least MAYBE_TWO times as wide as tall that the network
+    reads whole less surely than UNSURE (a network trained on pictures that are not one digit
+    is unsure of two touching) is also tried cut in two anywhere (``free_cuts``)."""
+    several = photo and len(groups) > 1
     out = []
     for group in groups:
         aspect = _aspect(group)
-        if aspect < (PHOTO_JUDGE_ASPECT if photo and len(groups) > 1 else JUDGE_ASPECT):
+        unsure = several and aspect >= MAYBE_TWO and float(
+            np.asarray(judge(_digit(ink, group, name, photo)[0].image[None])).max()) < UNSURE
+        if aspect < (PHOTO_JUDGE_ASPECT if several else JUDGE_ASPECT) and not unsure:
             out.append(group)
             continue
         options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
+        options += free_cuts(group) if unsure else []
         height = _height(group)
         options = [o for o in options if all(_height(p) >= 0.6 * height and _big_enough(p) for p in o)]
         images = [_digit(ink, part, name, photo)[0].image for option in options for part in option]
@@ -556,7 +597,9 @@ def read_picture(grey: np.ndarray, *, single: bool = False, name: str = "image",
     ``judge`` (optional): a function from uint8 images (N, 28, 28) to class probabilities
     (N, C), e.g. ``model.predict``. With it, a wide group of strokes is cut into touching
     digits only where the network reads the pieces more surely than the whole; without it,
-    by the group's width alone.
+    by the group's width alone. A network trained to be unsure of what is not one digit (two
+    touching, a piece of one: ``--augment affine-pen-junk``, as the shipped ``modern`` is)
+    judges best: one that never saw two digits together reads a "14" as a sure 4.
     """
     ink, mask, stages = find_ink(grey, name)
     return read_ink(ink, mask, stages, single=single, name=name, judge=judge)

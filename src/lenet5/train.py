@@ -244,7 +244,7 @@ class _Loop:
             if augment is not None:
                 draws = join_draws([augment.draw(len(i), np.random.default_rng([self.seed, epoch, b, 0, model.rank]))
                                     for b, i in zip(steps, shards)])
-                images, labels = augment.apply(images, draws, labels), augment.labels(labels, draws)
+                images, labels = augment.apply(images, draws), augment.labels(labels, draws)
             cuts = np.cumsum([len(i) for i in shards])[:-1]
             x = model.spec.definition.prepare(images, model.spec.dtype)
             return list(zip(np.split(x, cuts), np.split(labels, cuts)))
