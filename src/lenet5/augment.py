@@ -189,11 +189,14 @@ def repen(images: np.ndarray, sigma: np.ndarray, level: np.ndarray) -> np.ndarra
     return np.rint(np.clip(ink, 0, 1) * 255).astype(np.uint8)
 
 
-#: not one digit: this share are two digits side by side, the rest pieces of one; a pair's gap
-#: (share of the first digit's height: below 0 they overlap), the second digit's drop (share of
-#: the height), a piece's cut (share of the digit's width from its left); a piece narrower than
-#: JUNK_PIECE of its height could be a whole 1, and a pair is drawn instead
-JUNK_PAIRS, JUNK_GAP, JUNK_DROP, JUNK_CUT, JUNK_PIECE = 0.6, (-0.25, 0.05), 0.1, (0.3, 0.7), 0.5
+#: pictures that are not one digit: this share are two digits side by side, the rest pieces of one
+JUNK_PAIRS = 0.6
+#: a pair's gap, as a share of the first digit's height (below 0 they overlap), and how much lower
+#: the second digit sits (± this share of the height)
+JUNK_GAP, JUNK_DROP = (-0.25, 0.05), 0.1
+#: where a piece is cut, as a share of the digit's width from its left; a piece narrower than
+#: JUNK_PIECE of its height could be a whole 1, so that image is made a pair instead
+JUNK_CUT, JUNK_PIECE = (0.3, 0.7), 0.5
 
 
 def _boxes(images: np.ndarray) -> np.ndarray:
@@ -207,15 +210,21 @@ def _boxes(images: np.ndarray) -> np.ndarray:
 
 def not_one_digit(images: np.ndarray, first: np.ndarray, second: np.ndarray, pair: np.ndarray,
                   gap: np.ndarray, drop: np.ndarray, cut: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Pictures (uint8 (M, 28, 28)) that are not one digit, prepared as MNIST prepares a digit
-    (the ink's box scaled so its longer side is 20 pixels, centred): where ``pair``, digits
-    ``images[first]`` and ``images[second]`` side by side, the second ``gap`` of the first's
-    height to the right of it (overlapping when below 0) and ``drop`` of it lower; elsewhere
-    the piece of ``images[first]`` left (``left``) or right of a cut at ``cut`` of its width.
-    What a picture of touching digits gives when read whole, or cut in the wrong place. A piece
-    narrower than JUNK_PIECE of its height (a 1 has that shape) is made a pair instead."""
-    a, b = images[first].astype(np.float32), images[second].astype(np.float32)
-    box_a, box_b = _boxes(images[first]), _boxes(images[second])
+    """Pictures (uint8 (M, 28, 28)) that are not one digit, in MNIST's frame: where ``pair``,
+    digits ``images[first]`` and ``images[second]`` side by side, the second ``gap`` of the
+    first's height to the right of it (overlapping when below 0) and ``drop`` of it lower;
+    elsewhere the piece of ``images[first]`` left (``left``) or right of a cut at ``cut`` of its
+    width. What a picture of touching digits gives when read whole, or cut in the wrong place.
+    A piece narrower than JUNK_PIECE of its height (a 1 has that shape) is made a pair instead.
+
+    The box scaled so its longer side is 20 pixels is the pair's ink box, or for a piece its
+    columns with its whole digit's rows, and it is centred in the 28×28 frame by the box, not
+    by the centre of mass as ``predict.mnist_input`` centres, and resampled bilinearly
+    without smoothing first (one batched resampling, as ``Augment.apply``).
+    """
+    a_images = images[first]
+    a = a_images.astype(np.float32)
+    box_a, box_b = _boxes(a_images), _boxes(images[second])
     height = box_a[:, 1] - box_a[:, 0] + 1
     # where the second digit's pixels go on the first one's canvas: (rows, cols) added
     move = np.stack([(box_a[:, 0] + box_a[:, 1] - box_b[:, 0] - box_b[:, 1]) / 2 + drop * height,
@@ -232,8 +241,9 @@ def not_one_digit(images: np.ndarray, first: np.ndarray, second: np.ndarray, pai
     # each output pixel, on the canvas
     canvas = _GRID[None] / scale[:, None, None] + centre[:, None, :]  # (M, 784, 2)
     out = bilinear(a, canvas.reshape(-1, SIZE, SIZE, 2))
-    second_ink = bilinear(b, (canvas - move[:, None, :]).reshape(-1, SIZE, SIZE, 2))
-    out = np.where(pair[:, None, None], np.maximum(out, second_ink), out)
+    if pair.any():  # the second digit, where there is one
+        b = images[second[pair]].astype(np.float32)
+        out[pair] = np.maximum(out[pair], bilinear(b, (canvas[pair] - move[pair, None, :]).reshape(-1, SIZE, SIZE, 2)))
     # a piece: nothing beyond the cut
     col = canvas[..., 1].reshape(-1, SIZE, SIZE)
     beyond = np.where(left[:, None, None], col >= split[:, None, None], col < split[:, None, None])

@@ -82,7 +82,8 @@ MAYBE_TWO = 0.5  # and at least this wide for its height may be two touching dig
 # another is narrower than PHOTO_JUDGE_ASPECT): it is also cut at its emptiest columns anywhere
 FREE_CUTS, FREE_SPACING = 6, 0.08  # that many such cuts at most, this share of its width apart,
 FREE_EDGE, MIN_PART = 0.15, 0.2  # none nearer its ends than this share of its width or this share
-# of its height
+# of its height (narrower than MIN_DIGIT_WIDTH, which only bounds how many digits a group may hold:
+# a slanted 1 against its neighbour leaves a narrower piece)
 MERGE_ASPECT = 0.9  # with a judge, in drawings: neighbouring groups no wider together than this
 MERGE_GAP = 0.15  # times their height, and apart by at most this share of it, may be one digit
 WIDE_COST = 1.0  # in photos, a reading's score falls by this per unit of a digit's width beyond WIDE times its height
@@ -351,15 +352,14 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
     """A group of strokes cut into ``k`` digits at the emptiest column near each expected
     border (k equal widths). ``k=None``: a group wider than WIDE times its height is split into
     as many digits of the usual width (DIGIT_WIDTH of the height) as fit, others are one digit."""
-    rows, cols = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
-    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    cols, profile = _profile(digit)
+    height, width = _height(digit), len(profile)
     if k is None:
         if width <= WIDE * height:
             return [digit]
         k = max(2, round(width / (DIGIT_WIDTH * height)))
     if k <= 1:
         return [digit]
-    profile = digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
     cuts = [0]
     for i in range(1, k):
         lo, hi = round((i - 0.4) * width / k), round((i + 0.4) * width / k)
@@ -373,6 +373,13 @@ def split_touching(digit: np.ndarray, k: int | None = None) -> list[np.ndarray]:
         best = int(np.argmin(cost))
         cuts.append(lo + best)
     return _cut(digit, cols[0] + np.array(cuts[1:]))
+
+
+def _profile(digit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the columns that hold ink, the ink per column from the first to the last of them) of
+    ``digit`` (bool (H, W)): where a cut goes through least ink."""
+    cols = np.nonzero(digit.any(axis=0))[0]
+    return cols, digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
 
 
 def _cut(digit: np.ndarray, columns) -> list[np.ndarray]:
@@ -394,8 +401,7 @@ def free_cuts(digit: np.ndarray) -> list[list[np.ndarray]]:
     up to FREE_CUTS, FREE_SPACING of its width apart, each piece at least MIN_PART of its height
     wide and no cut within FREE_EDGE of its width from its ends. For a narrow digit touching a
     wide one (a "1" against a "4"), where a cut between equal widths goes through the wide one."""
-    cols = np.nonzero(digit.any(axis=0))[0]
-    profile = digit[:, cols[0]:cols[-1] + 1].sum(axis=0)
+    cols, profile = _profile(digit)
     width, height = len(profile), _height(digit)
     lo = int(max(FREE_EDGE * width, MIN_PART * height))
     hi = int(min((1 - FREE_EDGE) * width, width - MIN_PART * height))
@@ -529,29 +535,46 @@ def _judged(ink: np.ndarray, groups: list[np.ndarray], judge, name: str, photo: 
     (SPLIT_MARGIN); in a photo, readings with digits much wider than tall lose (WIDE_COST).
     In a photo of several, a group at least MAYBE_TWO times as wide as tall that the network
     reads whole less surely than UNSURE (a network trained on pictures that are not one digit
-    is unsure of two touching) is also tried cut in two anywhere (``free_cuts``)."""
+    is unsure of two touching) is also tried cut in two anywhere (``free_cuts``). The judge
+    is asked twice at most per group: once for every group read whole, once for its cuts."""
     several = photo and len(groups) > 1
+    wide = PHOTO_JUDGE_ASPECT if several else JUDGE_ASPECT
+    aspects = [_aspect(g) for g in groups]
+    asked = [i for i, (g, a) in enumerate(zip(groups, aspects))
+             if (a >= wide or (several and a >= MAYBE_TWO)) and _big_enough(g)]
+    if not asked:
+        return groups
+    wholes = np.stack([_digit(ink, groups[i], name, photo)[0].image for i in asked])
+    sureness = dict(zip(asked, np.asarray(judge(wholes)).max(axis=1)))
+
+    def score(option: list[np.ndarray], top: np.ndarray) -> float:
+        """Mean log-probability of the option's readings ``top``, less its costs."""
+        value = float(np.log(np.clip(top, 1e-9, 1)).mean()) - SPLIT_MARGIN * (len(option) - 1)
+        if photo:  # handwriting on paper: a digit much wider than tall is unlikely, however sure the network
+            value -= WIDE_COST * float(np.mean([max(0.0, _aspect(part) - WIDE) for part in option]))
+        return value
+
     out = []
-    for group in groups:
-        aspect = _aspect(group)
-        unsure = several and aspect >= MAYBE_TWO and float(
-            np.asarray(judge(_digit(ink, group, name, photo)[0].image[None])).max()) < UNSURE
-        if aspect < (PHOTO_JUDGE_ASPECT if several else JUDGE_ASPECT) and not unsure:
+    for i, (group, aspect) in enumerate(zip(groups, aspects)):
+        unsure = several and aspect >= MAYBE_TWO and i in sureness and sureness[i] < UNSURE
+        if i not in sureness or (aspect < wide and not unsure):
             out.append(group)
             continue
-        options = [[group]] + [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
-        options += free_cuts(group) if unsure else []
+        cuts = [split_touching(group, k) for k in range(2, 1 + min(4, int(aspect / MIN_DIGIT_WIDTH)))]
+        cuts += free_cuts(group) if unsure else []
         height = _height(group)
-        options = [o for o in options if all(_height(p) >= 0.6 * height and _big_enough(p) for p in o)]
-        images = [_digit(ink, part, name, photo)[0].image for option in options for part in option]
-        top = np.log(np.clip(np.asarray(judge(np.stack(images))).max(axis=1), 1e-9, 1))
-        scores, i = [], 0
-        for option in options:
-            score = top[i:i + len(option)].mean() - SPLIT_MARGIN * (len(option) - 1)
-            if photo:  # handwriting on paper: a digit much wider than tall is unlikely, however sure the network
-                score -= WIDE_COST * np.mean([max(0.0, _aspect(part) - WIDE) for part in option])
-            scores.append(score)
-            i += len(option)
+        options, seen = [[group]], set()
+        for cut in cuts:  # each way to cut once (a free cut can be an equal-width one)
+            starts = tuple(int(np.nonzero(part.any(axis=0))[0][0]) for part in cut)
+            if starts not in seen and all(_height(p) >= 0.6 * height and _big_enough(p) for p in cut):
+                seen.add(starts)
+                options.append(cut)
+        scores = [score([group], sureness[i][None])]
+        if len(options) > 1:
+            images = np.stack([_digit(ink, part, name, photo)[0].image for option in options[1:] for part in option])
+            top = np.asarray(judge(images)).max(axis=1)
+            ends = np.cumsum([len(option) for option in options[1:]])
+            scores += [score(option, t) for option, t in zip(options[1:], np.split(top, ends[:-1]))]
         out.extend(options[int(np.argmax(scores))])
     return out
 
