@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+from lenet5.augment import AUGMENTS as TRAIN_AUGMENTS  # noqa: E402
 from lenet5.bench import cpu_model  # noqa: E402
 from lenet5.predict import mnist_input  # noqa: E402
 from lenet5.runs import RunDir  # noqa: E402
@@ -41,9 +42,11 @@ AUGMENTS = ("affine", "affine-pen", "affine-pen-junk")
 def train(augment: str, seed: int, data_dir: str) -> RunDir:
     out = Path("runs/pen") / f"{augment}-s{seed}"
     if not (out / "model.safetensors").exists():
-        subprocess.run(["lenet5", "train", "--preset", "modern", "--data-dir", data_dir, "--val-split", "0.1",
-                        "--no-test", "--augment", augment, "--seed", str(seed), "--out", str(out), "--force",
-                        "--quiet", "--no-plots"], check=True)
+        done = subprocess.run(["lenet5", "train", "--preset", "modern", "--data-dir", data_dir, "--val-split", "0.1",
+                               "--no-test", "--augment", augment, "--seed", str(seed), "--out", str(out), "--force",
+                               "--quiet", "--no-plots"])
+        if done.returncode:  # lenet5 train has said why, in one line
+            raise SystemExit(2)
     return RunDir(out)
 
 
@@ -65,11 +68,14 @@ def other_writers(repeats: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), help="the augmentations compared")
+    ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=sorted(set(TRAIN_AUGMENTS) - {"none"}),
+                    metavar="AUGMENT", help=f"the augmentations compared (default: {' '.join(AUGMENTS)})")
     ap.add_argument("--data-dir", default="../shared/data/mnist")
     ap.add_argument("--photos", type=Path, help="seed-1 pictures of make_photos.py (with labels.json)")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "pen_val.txt")
     args = ap.parse_args()
+    if args.photos and not (args.photos / "labels.json").is_file():
+        ap.error(f"--photos {args.photos}: no labels.json there (make_photos.py DIR --seed 1 writes it)")
     start = time.perf_counter()
     writers = other_writers()
     columns = ["MNIST val", *writers] + (["photos: digits", "photos: numbers"] if args.photos else [])
